@@ -1,0 +1,1 @@
+"""Shared math and infrastructure used by every layer (registry, group statistics, sharding)."""

@@ -1,0 +1,32 @@
+"""Test-wide settings: CPU only, a persistent compilation cache, the real-data directory."""
+
+import os
+import pathlib
+
+import pytest
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+_CACHE = pathlib.Path(__file__).resolve().parent.parent / ".jax_cache"
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_CACHE))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+
+
+def data_dir(name: str) -> pathlib.Path:
+    """The real dataset folder `name` under $SGREC_DATA_DIR, or skip the test."""
+    root = os.environ.get("SGREC_DATA_DIR")
+    if not root:
+        pytest.skip("SGREC_DATA_DIR is not set")
+    path = pathlib.Path(root) / name
+    if not path.is_dir():
+        pytest.skip(f"{path} does not exist")
+    return path
+
+
+@pytest.fixture
+def beauty_dir() -> pathlib.Path:
+    return data_dir("amazon2014_beauty")
+
+
+@pytest.fixture
+def scientific_dir() -> pathlib.Path:
+    return data_dir("amazon2018_scientific")
