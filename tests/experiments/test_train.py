@@ -1,0 +1,75 @@
+"""End to end: `python -m experiments.train` on the synthetic world, resume, and failure modes."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+QUICKSTART = "experiments/configs/quickstart.py"
+# A small world so the test stays fast; the README command uses the config's defaults.
+SMALL = ["--config.data.options.num_items=300", "--config.data.options.num_users=120",
+         "--config.sid.codebook_size=8"]
+
+
+def train(workdir, *args, config=QUICKSTART):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.train", f"--config={config}", f"--workdir={workdir}",
+         *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+
+
+def test_quickstart_writes_results_and_resumes(tmp_path):
+    run = train(tmp_path, *SMALL)
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["dataset"]["items"] == 300
+    assert 0.0 <= results["sid/collision_rate"] <= 1.0
+    assert results["sid/num_items"] == 300
+    assert results["provenance"]["config"]["sid"]["codebook_size"] == 8
+    assert len(results["provenance"]["git_commit"]) >= 7
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["data"]["options"]["num_items"] == 300
+    codes_mtime = (tmp_path / "sids.npz").stat().st_mtime_ns
+
+    rerun = train(tmp_path, *SMALL)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert (tmp_path / "sids.npz").stat().st_mtime_ns == codes_mtime
+    assert "reusing the SIDs" in rerun.stderr
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("--config.sid.levelz=4", "levelz"),
+        ("--config.sid.quantizer=rq_vq", "valid names: rq_kmeans, rq_vae"),
+        ("--config.sid.embeddings.source=txt", "valid names: collaborative, npy"),
+        ("--config.stages=('sids','sfd')", "unknown pipeline stage 'sfd'"),
+        ("--config.data.format=p6", "unknown dataset format 'p6'"),
+    ],
+)
+def test_config_mistakes_fail_before_any_work(tmp_path, override, message):
+    run = train(tmp_path / "w", override)
+    assert run.returncode != 0
+    assert message in run.stderr
+    assert not (tmp_path / "w" / "sids.npz").exists()
+
+
+def test_malformed_data_file_is_one_line_error(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "sequential_data.txt").write_text("1 1 2 3\n2 4 x 6\n")
+    (data / "datamaps.json").write_text(json.dumps(
+        {"id2user": {"1": "u1", "2": "u2"}, "id2item": {str(i): f"i{i}" for i in range(1, 7)}}
+    ))
+    run = train(tmp_path / "w", f"--config.data.dir={data}", config="experiments/configs/beauty_sids.py")
+    assert run.returncode == 1
+    error_lines = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1
+    assert "sequential_data.txt:2" in error_lines[0]
+    assert "Traceback" not in run.stderr
