@@ -1,0 +1,1 @@
+"""Training infrastructure: train state and jitted step, checkpoints, metric writing."""
