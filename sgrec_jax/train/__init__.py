@@ -1,1 +1,1 @@
-"""Training infrastructure: train state and jitted step, checkpoints, metric writing."""
+"""Training: the train state and jitted step, checkpoints, metric writing, the stage pipeline."""

@@ -1,0 +1,1 @@
+"""Evaluation: ranking metrics, paired bootstrap between systems, multi-seed results tables."""
