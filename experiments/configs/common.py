@@ -9,6 +9,8 @@ import os
 from ml_collections import ConfigDict
 
 from sgrec_jax.embeddings import default_options
+from sgrec_jax.models.registry import default_options as model_options
+from sgrec_jax.train.sasrec_stage import sasrec_options
 from sgrec_jax.sid.quantizers import default_options as quantizer_options
 
 
@@ -43,7 +45,45 @@ def base_config() -> ConfigDict:
     config.sid.embeddings.source = "text"  # An EMBEDDING_SOURCES name.
     config.sid.embeddings.dim = 64
     config.sid.embeddings.options = ConfigDict(default_options("text"))
+
+    # Device mesh: data-parallel x FSDP; -1 = all remaining devices.
+    config.mesh = ConfigDict({"data": -1, "fsdp": 1})
+
+    config.model = ConfigDict()
+    config.model.name = "encoder_decoder"  # A MODELS name: encoder_decoder, decoder_only.
+    config.model.options = ConfigDict(model_options())
+
+    # Supervised next-item training of the generator (the "sft" stage).
+    config.sft = supervised_training()
+
+    # The SASRec baseline (the "sasrec" stage), RecBole's Beauty settings.
+    config.sasrec = ConfigDict()
+    config.sasrec.model = ConfigDict(sasrec_options())
+    config.sasrec.train = supervised_training()
+
+    config.eval = ConfigDict()
+    config.eval.beam_size = 20  # Full ranking by constrained beam search; >= 10.
+    config.eval.batch_size = 256
+    config.eval.valid_users = 2000  # Validation subset used for early stopping; 0 = all.
     return config
+
+
+def supervised_training() -> ConfigDict:
+    """The fields of the shared supervised loop (sgrec_jax/train/supervised.py)."""
+    return ConfigDict({
+        "batch_size": 256,
+        "num_steps": 20_000,
+        "learning_rate": 1e-3,
+        "warmup_steps": 500,
+        "weight_decay": 0.01,
+        "clip_norm": 1.0,
+        "eval_every": 1000,
+        "patience": 5,  # Evaluations without improvement before stopping; 0 = never.
+        "best_metric": "ndcg@10",
+        "log_every": 50,
+        "keep_checkpoints": 2,
+        "max_steps_per_run": 0,  # > 0: save and stop after this many steps; rerun to resume.
+    })
 
 
 def set_quantizer(config: ConfigDict, name: str) -> None:

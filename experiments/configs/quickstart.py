@@ -20,6 +20,14 @@ def get_config(arg: str = "rq_kmeans"):
     config.sid.embeddings.source = "text"
     config.sid.embeddings.dim = 64
     config.sid.embeddings.options.vocab_size = 1000
+    config.stages = ("sids", "sft")
+    config.model.options.update(num_layers=2, d_model=64, num_heads=4, d_ff=256)
+    config.sft.batch_size = 128
+    config.sft.num_steps = 600
+    config.sft.warmup_steps = 50
+    config.sft.eval_every = 200
+    config.sft.log_every = 50
+    config.eval.valid_users = 500
     set_quantizer(config, arg or "rq_kmeans")
     if config.sid.quantizer == "rq_kmeans":
         # Synthetic titles differ within a topic only by a few words: unbalanced residual

@@ -216,6 +216,14 @@ class Checkpointer:
             return restored[STATE], metadata
         return init_state, None
 
+    def restore(self, step: int, init_state: TrainState) -> TrainState:
+        """The train state saved at `step`, read onto `init_state`'s shapes and shardings."""
+        target = jax.tree.map(ocp.utils.to_shape_dtype_struct, init_state)
+        restored = self._manager.restore(
+            step, args=ocp.args.Composite(**{STATE: ocp.args.StandardRestore(target)})
+        )
+        return restored[STATE]
+
     def _set_aside(self, step: int) -> None:
         path = os.path.join(self.directory, str(step))
         if jax.process_index() == 0:

@@ -1,0 +1,129 @@
+"""Constrained beam search over the catalog trie: the top items of the constrained policy.
+
+One jitted call serves evaluation (beam >= K for a full top-K ranking) and RL rollouts (beam = G
+gives G distinct items). Per request the history is encoded once; then, for each level, the
+model scores every beam's prefix, the scores are renormalised over the allowed next tokens of
+each beam's trie node (`masked_log_softmax`, the policy's own log-prob), added to the beam's
+log-prob, and the best continuations over (beams x V) become the next beams.
+
+Levels are a Python loop unrolled inside the jit (L <= 5): the model API takes a static level,
+and a static loop also lets the beam width vary per level. The width at level l is
+min(beam_size, number of level-l trie nodes), so the search starts from the root alone and no
+beam is ever a dead placeholder; while the width equals the node count every prefix is kept, so
+the search is exact whenever beam_size >= the largest level's node count. Beams end at distinct
+leaves, i.e. distinct items.
+
+The same call also decodes the unconstrained greedy SID (argmax per level, no masks) and reports
+whether it falls outside the catalog: the constrained valid rate is 1 by construction and says
+nothing; this rate says how much the constraint does.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from sgrec_jax.decoding.logprob import SidPolicy, masked_log_softmax
+from sgrec_jax.sid.catalog import Catalog, allowed_mask, item_of_leaf, item_of_sid, next_node
+
+
+class BeamResult(NamedTuple):
+    """The best `num_return` items per request, best first.
+
+    Attributes:
+      items_bk: int32 [B, R] item indices; -1 where the catalog has fewer than R items.
+      codes_bkl: int32 [B, R, L] their SIDs; -1 at padded entries.
+      logprob_bk: float32 [B, R] log-prob under the constrained policy (equal to
+        `constrained_logprob` of the codes up to float rounding); -inf at padded entries.
+      argmax_invalid_b: bool [B] True if the unconstrained greedy SID is not a catalog item.
+    """
+
+    items_bk: jax.Array
+    codes_bkl: jax.Array
+    logprob_bk: jax.Array
+    argmax_invalid_b: jax.Array
+
+
+def _check_logits(logits_bkv: jax.Array, catalog: Catalog, level: int) -> None:
+    if logits_bkv.shape[-1] != catalog.vocab_size:
+        raise ValueError(
+            f"the model's level-{level} logits have width {logits_bkv.shape[-1]}, "
+            f"the catalog's vocabulary is {catalog.vocab_size}"
+        )
+
+
+def unconstrained_argmax_invalid(
+    model: SidPolicy, memory: Any, catalog: Catalog, batch_size: int
+) -> jax.Array:
+    """bool [B]: the greedy SID decoded with no masks (argmax per level) is not in the catalog."""
+    codes_b1l = jnp.zeros((batch_size, 1, catalog.num_levels), jnp.int32)
+    for level in range(catalog.num_levels):
+        logits_b1v = model.decode_logits(memory, codes_b1l, level)
+        _check_logits(logits_b1v, catalog, level)
+        token_b1 = jnp.argmax(logits_b1v, axis=-1).astype(jnp.int32)
+        codes_b1l = codes_b1l.at[:, :, level].set(token_b1)
+    return item_of_sid(catalog, codes_b1l[:, 0]) < 0
+
+
+def constrained_beam_search(
+    model: SidPolicy,
+    catalog: Catalog,
+    history_bh: jax.Array,
+    history_mask_bh: jax.Array,
+    *,
+    beam_size: int,
+    num_return: int | None = None,
+) -> BeamResult:
+    """Beam search of the constrained policy; traceable (see `constrained_beam_search_jit`).
+
+    Args:
+      model: the generator (`SidPolicy`); its logits' width must be catalog.vocab_size.
+      catalog: the SID trie (a pytree; `jax.device_put` it once).
+      history_bh, history_mask_bh: int32 item histories [B, H] and their bool mask.
+      beam_size: beams kept per level (static).
+      num_return: items returned per request, <= beam_size; defaults to beam_size.
+    """
+    num_return = beam_size if num_return is None else num_return
+    if beam_size < 1 or not 1 <= num_return <= beam_size:
+        raise ValueError(f"need 1 <= num_return <= beam_size, got {num_return}, {beam_size}")
+    b, v, levels = history_bh.shape[0], catalog.vocab_size, catalog.num_levels
+    memory = model.encode(history_bh, history_mask_bh, deterministic=True)
+    codes_bkl = jnp.zeros((b, 1, levels), jnp.int32)
+    node_bk = jnp.zeros((b, 1), jnp.int32)
+    score_bk = jnp.zeros((b, 1), jnp.float32)
+    for level in range(levels):
+        k = node_bk.shape[1]
+        logits_bkv = model.decode_logits(memory, codes_bkl, level)
+        _check_logits(logits_bkv, catalog, level)
+        mask_bkv = allowed_mask(catalog, level, node_bk.reshape(-1)).reshape(b, k, v)
+        cand_bkv = score_bk[:, :, None] + masked_log_softmax(logits_bkv, mask_bkv)
+        # Every kept beam is a real node with >= 1 child, so the top `width` are all finite.
+        width = min(beam_size, catalog.num_nodes[level + 1])
+        score_bk, flat_bk = jax.lax.top_k(cand_bkv.reshape(b, k * v), width)
+        parent_bk, token_bk = flat_bk // v, (flat_bk % v).astype(jnp.int32)
+        codes_bkl = jnp.take_along_axis(codes_bkl, parent_bk[:, :, None], axis=1)
+        codes_bkl = codes_bkl.at[:, :, level].set(token_bk)
+        parent_node_n = jnp.take_along_axis(node_bk, parent_bk, axis=1).reshape(-1)
+        node_bk = next_node(catalog, level, parent_node_n, token_bk.reshape(-1)).reshape(b, width)
+    items_bk = item_of_leaf(catalog, node_bk.reshape(-1)).reshape(b, -1)
+    pad = num_return - items_bk.shape[1]
+    if pad > 0:  # the catalog has fewer items than num_return
+        items_bk = jnp.pad(items_bk, ((0, 0), (0, pad)), constant_values=-1)
+        codes_bkl = jnp.pad(codes_bkl, ((0, 0), (0, pad), (0, 0)), constant_values=-1)
+        score_bk = jnp.pad(score_bk, ((0, 0), (0, pad)), constant_values=-jnp.inf)
+    return BeamResult(
+        items_bk=items_bk[:, :num_return],
+        codes_bkl=codes_bkl[:, :num_return],
+        logprob_bk=score_bk[:, :num_return],
+        argmax_invalid_b=unconstrained_argmax_invalid(model, memory, catalog, b),
+    )
+
+
+# Compiled once per (model structure, catalog sizes, input shapes, beam_size, num_return); NNX
+# modules and plain pytree models both pass as arguments.
+constrained_beam_search_jit = nnx.jit(
+    constrained_beam_search, static_argnames=("beam_size", "num_return")
+)

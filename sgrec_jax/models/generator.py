@@ -1,0 +1,272 @@
+"""SID generators: read a user's history, emit the next item's L semantic-ID codes in order.
+
+Both variants (registered in MODELS) share one interface, built for three callers:
+
+  training:     model(history_bh, history_mask_bh, target_codes_bl, deterministic=False)
+                  -> float32 [B, L, V] teacher-forced logits (level l sees target codes < l).
+  beam search:  memory = model.encode(history_bh, history_mask_bh)      # once per request
+                model.decode_logits(memory, prefix_codes_bkl, level)    # per level, K beams
+                  -> float32 [B, K, V] next-code logits of K prefixes of `level` codes each.
+  RL:           model.sequence_logits(memory, codes_bkl) -> float32 [B, K, L, V] for K full
+                  candidate SIDs per request in one pass.
+
+V = max(level_sizes); codes >= level_sizes[l] get NEG_INF logits. The decoder reads a `Memory`
+(per decoder layer: the keys and values of the history, [B, S, heads, head_dim], and the history
+mask) that all K candidates of a request share by broadcasting, never by tiling, so the history
+is encoded once per request. Decoder positions are BOS, code_0, ..., code_{L-2}; position l
+predicts level l. `decode_logits` reruns the decoder over its level + 1 positions rather than
+caching their keys and values: with L = 4 that is 10 positions per beam instead of 4, cheap
+next to the history, and it keeps the interface stateless.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from sgrec_jax.models.history import HistoryEmbedding
+from sgrec_jax.models.layers import Block, KeysValues, LevelHead, SidTokens, causal_mask
+from sgrec_jax.models.registry import MODELS, ModelOptions
+from sgrec_jax.sid.dedup import check_codes
+
+
+class SidCodes(nnx.Variable):
+    """The int32 [N, L] SID table: model state, but not a parameter (optimizers skip it)."""
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Memory:
+    """What the decoder reads, computed once per request by `encode`.
+
+    Attributes:
+      keys, values: one [B, S, heads, head_dim] array per decoder layer.
+      mask_bs: bool [B, S], True at real (not padded) history tokens.
+    """
+
+    keys: tuple[jax.Array, ...]
+    values: tuple[jax.Array, ...]
+    mask_bs: jax.Array
+
+    def layer(self, i: int) -> KeysValues:
+        return KeysValues(self.keys[i], self.values[i], self.mask_bs[:, None, None, :])
+
+
+class SidGenerator(nnx.Module):
+    """The parts both variants share and the public interface (see the module docstring).
+
+    Subclasses provide `_encode_tokens` (history tokens -> Memory) and `_decode` (decoder input
+    embeddings [B, K, T, D] -> hidden states, reading the memory).
+    """
+
+    def __init__(
+        self,
+        *,
+        codes_nl: np.ndarray,
+        level_sizes: Sequence[int],
+        max_history: int,
+        options: ModelOptions,
+        rngs: nnx.Rngs,
+    ):
+        codes_nl = check_codes(codes_nl)
+        level_sizes = tuple(int(s) for s in level_sizes)
+        if codes_nl.shape[1] != len(level_sizes):
+            raise ValueError(
+                f"codes have {codes_nl.shape[1]} levels but level_sizes has {len(level_sizes)}"
+            )
+        over = np.argwhere(codes_nl >= np.array(level_sizes))
+        if over.size:
+            item, level = over[0]
+            raise ValueError(
+                f"item {item} has code {codes_nl[item, level]} at level {level}, "
+                f"outside level_sizes[{level}] = {level_sizes[level]}"
+            )
+        if max_history < 1:
+            raise ValueError(f"max_history must be >= 1, got {max_history}")
+        precision, d = options.precision, options.d_model
+        self.options = options
+        self.level_sizes = level_sizes
+        self.max_history = max_history
+        self.codes = SidCodes(jnp.asarray(codes_nl))
+        self.tokens = SidTokens(level_sizes, d, precision, rngs=rngs)
+        self.history = HistoryEmbedding(
+            options.history_encoding,
+            max_history=max_history,
+            num_items=codes_nl.shape[0],
+            d_model=d,
+            item_id_embedding=options.item_id_embedding,
+            precision=precision,
+            rngs=rngs,
+        )
+        self.target_positions = nnx.Embed(
+            len(level_sizes), d, dtype=precision.dtype, param_dtype=precision.param_dtype,
+            rngs=rngs,
+        )
+        self.dropout = nnx.Dropout(options.dropout, rngs=rngs)
+        # The last norm runs in float32: logits and their softmax stay float32 under bf16.
+        self.final_norm = nnx.RMSNorm(
+            d, dtype=jnp.float32, param_dtype=precision.param_dtype, rngs=rngs
+        )
+        self.head = LevelHead(level_sizes, d, precision.param_dtype, rngs=rngs)
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.level_sizes)
+
+    @property
+    def vocab_size(self) -> int:
+        """V, the padded width of every level's logits."""
+        return max(self.level_sizes)
+
+    def item_codes(self, items: jax.Array) -> jax.Array:
+        """int32 [..., L] SIDs of item indices [...]."""
+        return self.codes[...][items]
+
+    def __call__(
+        self,
+        history_bh: jax.Array,
+        history_mask_bh: jax.Array,
+        target_codes_bl: jax.Array,
+        *,
+        deterministic: bool,
+    ) -> jax.Array:
+        """float32 [B, L, V] teacher-forced logits: level l conditioned on target codes < l."""
+        memory = self.encode(history_bh, history_mask_bh, deterministic=deterministic)
+        return self.sequence_logits(
+            memory, target_codes_bl[:, None], deterministic=deterministic
+        )[:, 0]
+
+    def encode(
+        self, history_bh: jax.Array, history_mask_bh: jax.Array, *, deterministic: bool = True
+    ) -> Memory:
+        """The memory of histories [B, H] of item indices (masked slots may hold PAD_ITEM)."""
+        items_bh = jnp.where(history_mask_bh, history_bh, 0)
+        code_emb_bhld = self.tokens(self.item_codes(items_bh))
+        x_bsd, mask_bs = self.history(code_emb_bhld, items_bh, history_mask_bh)
+        x_bsd = self.dropout(x_bsd, deterministic=deterministic)
+        return self._encode_tokens(x_bsd, mask_bs, deterministic=deterministic)
+
+    def sequence_logits(
+        self, memory: Memory, codes_bkl: jax.Array, *, deterministic: bool = True
+    ) -> jax.Array:
+        """float32 [B, K, L, V] teacher-forced logits of K full SIDs [B, K, L] per request."""
+        h_bkld = self._hidden(memory, codes_bkl[..., : self.num_levels - 1], deterministic)
+        return self.head.all_levels(self.final_norm(h_bkld))
+
+    def decode_logits(self, memory: Memory, prefix_codes_bkl: jax.Array, level: int) -> jax.Array:
+        """float32 [B, K, V] logits of code `level` after each of K prefixes [B, K, >= level].
+
+        `level` (static) is how many prefix codes are real; entries beyond it are ignored.
+        """
+        if not 0 <= level < self.num_levels:
+            raise ValueError(f"level must be in 0..{self.num_levels - 1}, got {level}")
+        if prefix_codes_bkl.shape[-1] < level:
+            raise ValueError(
+                f"level {level} needs {level} prefix codes, got shape {prefix_codes_bkl.shape}"
+            )
+        h_bktd = self._hidden(memory, prefix_codes_bkl[..., :level], deterministic=True)
+        return self.head.level(self.final_norm(h_bktd[:, :, -1]), level)
+
+    def _hidden(self, memory: Memory, codes_bkt: jax.Array, deterministic: bool) -> jax.Array:
+        """Decoder states [B, K, t+1, D] over BOS + codes [B, K, t] (t < L)."""
+        b, k, t = codes_bkt.shape
+        bos_bk1d = jnp.broadcast_to(self.tokens.bos(), (b, k, 1, self.options.d_model))
+        x_bktd = jnp.concatenate([bos_bk1d, self.tokens(codes_bkt)], axis=2)
+        x_bktd = x_bktd + self.target_positions(jnp.arange(t + 1))
+        x_bktd = self.dropout(x_bktd, deterministic=deterministic)
+        return self._decode(memory, x_bktd, deterministic)
+
+    def _encode_tokens(
+        self, x_bsd: jax.Array, mask_bs: jax.Array, *, deterministic: bool
+    ) -> Memory:
+        raise NotImplementedError(f"{type(self).__name__} must implement _encode_tokens")
+
+    def _decode(self, memory: Memory, x_bktd: jax.Array, deterministic: bool) -> jax.Array:
+        raise NotImplementedError(f"{type(self).__name__} must implement _decode")
+
+
+def _stack(options: ModelOptions, *, cross_attention: bool, rngs: nnx.Rngs) -> nnx.List:
+    return nnx.List(
+        [
+            Block(
+                options.d_model,
+                options.num_heads,
+                options.d_ff,
+                options.dropout,
+                options.precision,
+                cross_attention=cross_attention,
+                rngs=rngs,
+            )
+            for _ in range(options.num_layers)
+        ]
+    )
+
+
+@MODELS.register("encoder_decoder")
+class EncoderDecoder(SidGenerator):
+    """TIGER: a bidirectional encoder over the history tokens; a causal decoder over BOS and the
+    target codes that cross-attends to the encoder output. The memory holds each decoder layer's
+    cross-attention keys and values, projected once per request."""
+
+    def __init__(self, *, options: ModelOptions, rngs: nnx.Rngs, **kwargs):
+        super().__init__(options=options, rngs=rngs, **kwargs)
+        self.encoder = _stack(options, cross_attention=False, rngs=rngs)
+        self.encoder_norm = options.precision.norm(options.d_model, rngs)
+        self.decoder = _stack(options, cross_attention=True, rngs=rngs)
+
+    def _encode_tokens(
+        self, x_bsd: jax.Array, mask_bs: jax.Array, *, deterministic: bool
+    ) -> Memory:
+        x_b1sd, padding = x_bsd[:, None], mask_bs[:, None, None, :]
+        for block in self.encoder:
+            x_b1sd, _ = block(x_b1sd, padding, deterministic=deterministic)
+        out_bsd = self.encoder_norm(x_b1sd[:, 0])
+        kvs = [block.memory_keys_values(out_bsd, mask_bs) for block in self.decoder]
+        return Memory(tuple(kv.k for kv in kvs), tuple(kv.v for kv in kvs), mask_bs)
+
+    def _decode(self, memory: Memory, x_bktd: jax.Array, deterministic: bool) -> jax.Array:
+        causal = causal_mask(x_bktd.shape[2])
+        for i, block in enumerate(self.decoder):
+            x_bktd, _ = block(x_bktd, causal, memory=memory.layer(i), deterministic=deterministic)
+        return x_bktd
+
+
+@MODELS.register("decoder_only")
+class DecoderOnly(SidGenerator):
+    """One causal stack over history tokens, BOS and the target codes.
+
+    History states never depend on the target, so `encode` runs the stack over the history alone
+    and caches every layer's self-attention keys and values; decoding appends the BOS + code
+    positions, which read that cache as a shared prefix. This equals one pass over the
+    concatenated sequence.
+    """
+
+    def __init__(self, *, options: ModelOptions, rngs: nnx.Rngs, **kwargs):
+        super().__init__(options=options, rngs=rngs, **kwargs)
+        self.blocks = _stack(options, cross_attention=False, rngs=rngs)
+
+    def _encode_tokens(
+        self, x_bsd: jax.Array, mask_bs: jax.Array, *, deterministic: bool
+    ) -> Memory:
+        x_b1sd = x_bsd[:, None]
+        mask = causal_mask(x_bsd.shape[1]) & mask_bs[:, None, None, :]
+        keys, values = [], []
+        for i, block in enumerate(self.blocks):
+            if i + 1 < len(self.blocks):
+                x_b1sd, kv = block(x_b1sd, mask, deterministic=deterministic)
+            else:  # the last block's history outputs are never read; only its keys/values are
+                kv = block.self_keys_values(x_b1sd, mask)
+            keys.append(kv.k[:, 0])
+            values.append(kv.v[:, 0])
+        return Memory(tuple(keys), tuple(values), mask_bs)
+
+    def _decode(self, memory: Memory, x_bktd: jax.Array, deterministic: bool) -> jax.Array:
+        causal = causal_mask(x_bktd.shape[2])
+        for i, block in enumerate(self.blocks):
+            x_bktd, _ = block(x_bktd, causal, context=memory.layer(i), deterministic=deterministic)
+        return x_bktd

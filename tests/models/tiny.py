@@ -1,0 +1,55 @@
+"""A tiny SID table, batch and model builder shared by the model tests."""
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from sgrec_jax.models import HISTORY_ENCODINGS, MODELS, SidGenerator, build_model
+
+SIZES = (6, 5, 7, 2)  # unequal, so every level but one has padded logits
+V = max(SIZES)
+L = len(SIZES)
+NUM_ITEMS, H = 40, 5
+VARIANTS = [(m, e) for m in MODELS.names() for e in HISTORY_ENCODINGS.names()]
+SIZE_OPTIONS = dict(num_layers=2, d_model=16, num_heads=2, d_ff=32)
+
+
+def _codes() -> np.ndarray:
+    """NUM_ITEMS distinct SIDs drawn from the SIZES grid."""
+    flat = np.random.default_rng(0).choice(np.prod(SIZES), NUM_ITEMS, replace=False)
+    return np.stack(np.unravel_index(flat, SIZES), axis=1).astype(np.int32)
+
+
+CODES = _codes()
+
+
+def tiny(variant: str, encoding: str, seed: int = 0, **options) -> SidGenerator:
+    """A small model, initialised under jit: one compile (persistently cached) instead of one
+    per initializer shape in eager mode."""
+    return nnx.jit(
+        lambda: build_model(
+            variant,
+            codes_nl=CODES,
+            level_sizes=SIZES,
+            max_history=H,
+            rngs=nnx.Rngs(seed),
+            history_encoding=encoding,
+            **(SIZE_OPTIONS | options),
+        )
+    )()
+
+
+def batch(seed: int = 1, size: int = 3) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+    """(history [size, H] with 2, 0, 4, 2, 0, ... padded slots, its mask, target codes)."""
+    rng = np.random.default_rng(seed)
+    history = rng.integers(0, NUM_ITEMS, (size, H)).astype(np.int32)
+    pads = np.resize([2, 0, 4], size)
+    mask = np.arange(H)[None] >= pads[:, None]
+    history[~mask] = -1
+    target = rng.integers(0, NUM_ITEMS, size)
+    return jnp.asarray(history), jnp.asarray(mask), jnp.asarray(CODES[target])
+
+
+@nnx.jit
+def forward(m: SidGenerator, history, mask, target):
+    return m(history, mask, target, deterministic=True)
