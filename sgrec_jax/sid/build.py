@@ -67,16 +67,19 @@ def semantic_ids_from_codes(codes_nl: np.ndarray, codebook_sizes: tuple[int, ...
 
 
 def build_semantic_ids(
-    dataset: SeqRecDataset, config: Any, *, seed: int, workdir: str | os.PathLike | None
+    dataset: SeqRecDataset, config: Any, *, seed: int, workdir: str | os.PathLike | None,
+    data_dir: str | os.PathLike = "",
 ) -> SemanticIds:
     """Builds SIDs as `config` (the `sid` section of an experiment config) says.
 
     config.source: "quantizer" (embeddings from `config.embeddings`, then `config.quantizer`) or
-    "index" (a precomputed LETTER-format index at `config.index_path`).
+    "index" (a precomputed LETTER-format index at `config.index_path`, relative to `data_dir`
+    unless absolute).
     """
     start = time.perf_counter()
     if config.source == "index":
-        index = load_sid_index(config.index_path, dataset.num_items, config.codebook_size)
+        path = os.path.join(data_dir, config.index_path)
+        index = load_sid_index(path, dataset.num_items, config.codebook_size)
         sids = semantic_ids_from_codes(index.codes, tuple(index.codebook_sizes))
         timings = {}
     elif config.source == "quantizer":

@@ -29,7 +29,8 @@ def _run(context: RunContext) -> None:
     sids = load_semantic_ids(context.workdir, dataset.num_items)
     if sids is None:
         sids = build_semantic_ids(
-            dataset, context.config.sid, seed=context.config.seed, workdir=context.workdir
+            dataset, context.config.sid, seed=context.config.seed, workdir=context.workdir,
+            data_dir=context.config.data.dir,
         )
         save_semantic_ids(context.workdir, sids)
     else:

@@ -86,7 +86,8 @@ def test_zero_collision_index_of_scientific(scientific_dir):
     config = scientific_sids.get_config("zcr_index")
     config.sid.codebook_size = 256
     dataset = load_dataset("letter", scientific_dir)
-    sids = build_semantic_ids(dataset, config.sid, seed=0, workdir=None)
+    sids = build_semantic_ids(dataset, config.sid, seed=0, workdir=None,
+                              data_dir=scientific_dir)
     assert sids.report["collision_rate"] == 0
     assert sids.level_sizes == (256, 256, 256, 256, 1)
     assert_bijection_and_exact_catalog(sids, dataset.num_items)
