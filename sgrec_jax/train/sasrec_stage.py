@@ -19,7 +19,7 @@ from sgrec_jax.data.split import leave_one_out
 from sgrec_jax.models.sasrec import SASRec, ce_loss
 from sgrec_jax.train.evaluate import rank_with_scores, ranking_report, scalar_metrics, subsample
 from sgrec_jax.train.pipeline import STAGES, RunContext, Stage
-from sgrec_jax.train.supervised import train_supervised
+from sgrec_jax.train.supervised import check_training_config, train_supervised
 
 
 def sasrec_options() -> dict:
@@ -33,6 +33,7 @@ def _loss(model: SASRec, batch: dict, rng) -> tuple:
 
 
 def _check(config: ConfigDict) -> None:
+    check_training_config(config.sasrec.train, "sasrec.train")
     unknown = set(config.sasrec.model) - set(sasrec_options())
     if unknown:
         raise ValueError(f"unknown sasrec.model option(s) {sorted(unknown)}; valid options: "

@@ -22,7 +22,7 @@ from sgrec_jax.data.split import leave_one_out
 from sgrec_jax.models.registry import MODELS, build_model, parse_options
 from sgrec_jax.train.evaluate import rank_with_generator, ranking_report, scalar_metrics, subsample
 from sgrec_jax.train.pipeline import STAGES, RunContext, Stage
-from sgrec_jax.train.supervised import train_supervised
+from sgrec_jax.train.supervised import check_training_config, train_supervised
 
 
 def sft_loss(model: nnx.Module, batch: dict, rng: jax.Array) -> tuple[jax.Array, dict]:
@@ -38,6 +38,7 @@ def sft_loss(model: nnx.Module, batch: dict, rng: jax.Array) -> tuple[jax.Array,
 def _check(config: ConfigDict) -> None:
     if "sids" not in config.stages or config.stages.index("sids") > config.stages.index("sft"):
         raise ValueError("stage 'sft' needs the 'sids' stage before it in config.stages")
+    check_training_config(config.sft, "sft")
     MODELS.get(config.model.name)
     parse_options(dict(config.model.options))
     if config.eval.beam_size < 10:

@@ -47,6 +47,22 @@ class TrainOutcome:
     stopped_early: bool
 
 
+def check_training_config(config: ConfigDict, section: str) -> None:
+    """Fails before any work on settings the loop cannot run with (`section` names them)."""
+    problems = []
+    if min(config.batch_size, config.num_steps, config.eval_every, config.log_every) < 1:
+        problems.append("batch_size, num_steps, eval_every and log_every must be >= 1")
+    if not 0 <= config.warmup_steps < config.num_steps:
+        problems.append(f"warmup_steps {config.warmup_steps} must be in [0, num_steps "
+                        f"{config.num_steps})")
+    if config.learning_rate <= 0:
+        problems.append(f"learning_rate {config.learning_rate} must be > 0")
+    if config.patience < 0 or config.max_steps_per_run < 0:
+        problems.append("patience and max_steps_per_run must be >= 0")
+    if problems:
+        raise ValueError(f"{section}: " + "; ".join(problems))
+
+
 def _scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if np.ndim(v) == 0}
 

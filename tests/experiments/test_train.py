@@ -12,7 +12,10 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 QUICKSTART = "experiments/configs/quickstart.py"
 # A small world so the test stays fast; the README command uses the config's defaults.
 SMALL = ["--config.data.options.num_items=300", "--config.data.options.num_users=120",
-         "--config.sid.codebook_size=8"]
+         "--config.sid.codebook_size=8", "--config.model.options.num_layers=1",
+         "--config.model.options.d_model=32", "--config.model.options.d_ff=64",
+         "--config.sft.num_steps=8", "--config.sft.warmup_steps=2", "--config.sft.eval_every=4", "--config.sft.batch_size=32",
+         "--config.eval.valid_users=20", "--config.eval.beam_size=10"]
 
 
 def train(workdir, *args, config=QUICKSTART):
@@ -29,6 +32,8 @@ def test_quickstart_writes_results_and_resumes(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["dataset"]["items"] == 300
+    assert results["valid_rate"] == 1.0
+    assert results["sft/last_step"] == 8
     assert 0.0 <= results["sid/collision_rate"] <= 1.0
     assert results["sid/num_items"] == 300
     assert results["provenance"]["config"]["sid"]["codebook_size"] == 8
@@ -41,6 +46,7 @@ def test_quickstart_writes_results_and_resumes(tmp_path):
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert (tmp_path / "sids.npz").stat().st_mtime_ns == codes_mtime
     assert "reusing the SIDs" in rerun.stderr
+    assert "resumed at step 8" in rerun.stderr
 
 
 @pytest.mark.parametrize(
@@ -51,6 +57,7 @@ def test_quickstart_writes_results_and_resumes(tmp_path):
         ("--config.sid.embeddings.source=txt", "valid names: collaborative, npy"),
         ("--config.stages=('sids','sfd')", "unknown pipeline stage 'sfd'"),
         ("--config.data.format=p6", "unknown dataset format 'p6'"),
+        ("--config.sft.warmup_steps=900", "sft: warmup_steps 900 must be in [0, num_steps 600)"),
     ],
 )
 def test_config_mistakes_fail_before_any_work(tmp_path, override, message):
