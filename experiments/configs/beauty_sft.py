@@ -1,6 +1,7 @@
 """TIGER-class generator on Amazon 2014 Beauty, protocol of benchmarks.md, about 2 h on 2 CPU cores.
 
-    python -m experiments.train --config=experiments/configs/beauty_sft.py --workdir=workdirs/beauty_sft
+    python -m experiments.train --config=experiments/configs/beauty_sft.py \
+        --workdir=workdirs/beauty_sft
 
 Arg selects the SIDs: "letter_index" (default: LETTER's 4-level RQ-VAE index shipped with the
 data, 13 collisions resolved by the dedup level), or "rq_kmeans" / "rq_vae" built here from the

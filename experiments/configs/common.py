@@ -10,8 +10,8 @@ from ml_collections import ConfigDict
 
 from sgrec_jax.embeddings import default_options
 from sgrec_jax.models.registry import default_options as model_options
-from sgrec_jax.train.sasrec_stage import sasrec_options
 from sgrec_jax.sid.quantizers import default_options as quantizer_options
+from sgrec_jax.train.sasrec_stage import sasrec_options
 
 
 def data_root() -> str:

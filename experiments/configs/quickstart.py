@@ -1,6 +1,7 @@
 """Quickstart: the embedded synthetic world, end to end on a laptop CPU in minutes.
 
-    python -m experiments.train --config=experiments/configs/quickstart.py --workdir=workdirs/quickstart
+    python -m experiments.train --config=experiments/configs/quickstart.py \
+        --workdir=workdirs/quickstart
 
 No download: the world is generated from its seed (sgrec_jax/data/synthetic.py). Pass
 `quickstart.py:rq_vae` to build the SIDs with the RQ-VAE instead of RQ-KMeans.

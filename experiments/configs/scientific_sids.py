@@ -1,6 +1,7 @@
 """Semantic IDs for Amazon 2018 Industrial_and_Scientific (LETTER format) from its item text.
 
-    python -m experiments.train --config=experiments/configs/scientific_sids.py:rq_kmeans --workdir=...
+    python -m experiments.train \
+        --config=experiments/configs/scientific_sids.py:rq_kmeans --workdir=...
 
 Arg: "rq_kmeans" (default), "rq_vae", or "zcr_index" (CollisionGenRec's precomputed index,
 `rqvae_zcr_sid_index.json` in the data folder).

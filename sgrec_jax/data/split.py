@@ -66,7 +66,9 @@ def leave_one_out(dataset: SeqRecDataset, max_history: int = 20) -> Splits:
     """Splits every user's sequence as the protocol says (see module docstring)."""
     if max_history < 1:
         raise ValueError(f"max_history must be >= 1, got {max_history}")
-    parts: dict[str, tuple[list, list, list]] = {k: ([], [], []) for k in ("train", "valid", "test")}
+    parts: dict[str, tuple[list, list, list]] = {
+        k: ([], [], []) for k in ("train", "valid", "test")
+    }
 
     def add(part: str, history: np.ndarray, target: int, user: int) -> None:
         h, t, u = parts[part]

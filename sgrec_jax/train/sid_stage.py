@@ -1,4 +1,4 @@
-"""The "sids" stage: build (or reuse the cached) semantic IDs and the constrained-decoding catalog."""
+"""The "sids" stage: build (or reuse the cached) semantic IDs and the catalog for decoding."""
 
 from __future__ import annotations
 

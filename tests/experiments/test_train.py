@@ -14,7 +14,8 @@ QUICKSTART = "experiments/configs/quickstart.py"
 SMALL = ["--config.data.options.num_items=300", "--config.data.options.num_users=120",
          "--config.sid.codebook_size=8", "--config.model.options.num_layers=1",
          "--config.model.options.d_model=32", "--config.model.options.d_ff=64",
-         "--config.sft.num_steps=8", "--config.sft.warmup_steps=2", "--config.sft.eval_every=4", "--config.sft.batch_size=32",
+         "--config.sft.num_steps=8", "--config.sft.warmup_steps=2",
+         "--config.sft.eval_every=4", "--config.sft.batch_size=32",
          "--config.eval.valid_users=20", "--config.eval.beam_size=10"]
 
 
@@ -74,7 +75,8 @@ def test_malformed_data_file_is_one_line_error(tmp_path):
     (data / "datamaps.json").write_text(json.dumps(
         {"id2user": {"1": "u1", "2": "u2"}, "id2item": {str(i): f"i{i}" for i in range(1, 7)}}
     ))
-    run = train(tmp_path / "w", f"--config.data.dir={data}", config="experiments/configs/beauty_sids.py")
+    run = train(tmp_path / "w", f"--config.data.dir={data}",
+                config="experiments/configs/beauty_sids.py")
     assert run.returncode == 1
     error_lines = [line for line in run.stderr.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1

@@ -1,4 +1,4 @@
-"""The sids -> sft pipeline on a tiny synthetic world: results, and stop/resume on one trajectory."""
+"""The sids -> sft pipeline on a tiny synthetic world: results, and stop/resume on one path."""
 
 import json
 
