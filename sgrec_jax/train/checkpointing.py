@@ -78,7 +78,7 @@ class Checkpointer:
             )
         if best_mode not in ("max", "min"):
             raise ValueError(f"best_mode must be 'max' or 'min', got {best_mode!r}")
-        self.directory = os.fspath(directory)
+        self.directory = os.path.abspath(directory)  # Orbax refuses relative paths.
         self.best_metric = best_metric
         policies_lib = ocp.checkpoint_managers
         keep_policies: list[policies_lib.PreservationPolicy] = [policies_lib.LatestN(n=keep)]

@@ -69,6 +69,7 @@ def run_pipeline(config: ConfigDict, workdir: str) -> dict[str, Any]:
     import sgrec_jax.train.stages  # noqa: F401  (registers the stages)
 
     check_config(config)
+    workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
     write_json(os.path.join(workdir, CONFIG_FILE), config.to_dict())
 

@@ -19,17 +19,19 @@ SMALL = ["--config.data.options.num_items=300", "--config.data.options.num_users
          "--config.eval.valid_users=20", "--config.eval.beam_size=10"]
 
 
-def train(workdir, *args, config=QUICKSTART):
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+def train(workdir, *args, config=QUICKSTART, cwd=ROOT):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
     return subprocess.run(
-        [sys.executable, "-m", "experiments.train", f"--config={config}", f"--workdir={workdir}",
-         *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "experiments.train", f"--config={ROOT / config}",
+         f"--workdir={workdir}", *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
     )
 
 
 def test_quickstart_writes_results_and_resumes(tmp_path):
-    run = train(tmp_path, *SMALL)
+    # A relative --workdir, as in the README's command.
+    run = train("run", *SMALL, cwd=tmp_path)
+    tmp_path = tmp_path / "run"
     assert run.returncode == 0, run.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["dataset"]["items"] == 300

@@ -1,0 +1,77 @@
+"""Every experiment config loads with each arg it documents and passes the pipeline's checks."""
+
+import importlib
+import math
+import os
+import pathlib
+
+import pytest
+
+import sgrec_jax.train.stages  # noqa: F401  (registers the stages check_config looks up)
+from sgrec_jax.data.split import leave_one_out
+from sgrec_jax.train.pipeline import check_config, load_configured_dataset
+
+CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "configs"
+NOT_CONFIGS = {"__init__", "common"}
+# The args each config's docstring documents; "" is get_config()'s default.
+DOCUMENTED_ARGS = {
+    "quickstart": ("", "rq_kmeans", "rq_vae"),
+    "beauty_sids": ("", "rq_kmeans", "rq_vae", "letter_index"),
+    "scientific_sids": ("", "rq_kmeans", "rq_vae", "zcr_index"),
+    "beauty_sft": ("", "letter_index", "rq_kmeans", "rq_vae"),
+    "scientific_sft": ("", "zcr_index", "rq_kmeans", "rq_vae"),
+    "beauty_sasrec": ("",),
+    "scientific_sasrec": ("",),
+}
+CASES = [(name, arg) for name, args in DOCUMENTED_ARGS.items() for arg in args]
+
+
+def load(name: str, arg: str):
+    module = importlib.import_module(f"experiments.configs.{name}")
+    return module.get_config(arg) if arg else module.get_config()
+
+
+def test_every_config_file_is_covered():
+    files = {path.stem for path in CONFIGS.glob("*.py")} - NOT_CONFIGS
+    assert files == set(DOCUMENTED_ARGS), "list the args of new configs in DOCUMENTED_ARGS"
+
+
+@pytest.mark.parametrize("name, arg", CASES)
+def test_config_loads_and_passes_the_checks(name, arg):
+    config = load(name, arg)
+    check_config(config)
+    assert config.stages, name
+    if "sft" in config.stages:
+        assert config.eval.beam_size >= 10
+    if arg.endswith("_index"):
+        assert config.sid.source == "index" and config.sid.index_path
+    elif arg:
+        assert config.sid.source == "quantizer" and config.sid.quantizer == arg
+
+
+def test_sid_configs_default_to_their_documented_sids():
+    assert load("beauty_sft", "").sid.index_path.endswith("letter_sid_index.json")
+    assert load("scientific_sft", "").sid.index_path.endswith("rqvae_zcr_sid_index.json")
+    assert load("beauty_sids", "").sid.quantizer == "rq_kmeans"
+
+
+@pytest.mark.real_data
+@pytest.mark.parametrize("name, arg", [c for c in CASES if c[0] != "quickstart"])
+def test_real_data_paths_exist(name, arg, beauty_dir, scientific_dir):
+    config = load(name, arg)
+    assert os.path.isdir(config.data.dir), config.data.dir
+    if config.sid.source == "index" and set(config.stages) & {"sids", "sft"}:
+        path = os.path.join(config.data.dir, config.sid.index_path)  # relative to data.dir
+        assert os.path.isfile(path), path
+
+
+@pytest.mark.real_data
+@pytest.mark.parametrize("name", ["beauty_sasrec", "scientific_sasrec"])
+def test_sasrec_validates_once_per_epoch_for_up_to_200_epochs(name, beauty_dir, scientific_dir):
+    config = load(name, "")
+    train = config.sasrec.train
+    examples = len(leave_one_out(load_configured_dataset(config), config.data.max_history).train)
+    assert train.eval_every == math.floor(examples / train.batch_size)
+    assert 100 <= train.num_steps / train.eval_every <= 200
+    assert (train.patience, train.batch_size, train.learning_rate) == (10, 256, 1e-3)
+    assert config.eval.valid_users == 0

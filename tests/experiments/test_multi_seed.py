@@ -1,0 +1,147 @@
+"""The multi-seed runner on a tiny synthetic world: tables, paired bootstrap, resume, --compare."""
+
+import csv
+import importlib.util
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from experiments import multi_seed
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+SEEDS = (0, 1)
+
+
+# The tiny SFT config plus an equally tiny SASRec stage, as a config file for the CLI too. It may
+# not import this module: the CLI would then define its flags twice.
+CONFIG_SOURCE = """
+from tests.train.test_sft_stage import tiny_config
+
+
+def get_config():
+    config = tiny_config()
+    config.stages = ("sids", "sft", "sasrec")
+    config.sft.eval_every = 12  # one validation per system keeps the test fast
+    config.sasrec.model.update(num_layers=1, d_model=16, d_ff=32)
+    config.sasrec.train.update(batch_size=16, num_steps=12, warmup_steps=2, eval_every=12,
+                               log_every=1, patience=0)
+    return config
+"""
+
+
+@pytest.fixture(scope="module")
+def config_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("config") / "tiny.py"
+    path.write_text(CONFIG_SOURCE)
+    return path
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, config_file):
+    """Two seeds run and summarised once for the whole module."""
+    spec = importlib.util.spec_from_file_location("tiny_config_file", config_file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    directory = tmp_path_factory.mktemp("multi")
+    results = multi_seed.run_seeds(module.get_config(), str(directory), SEEDS)
+    multi_seed.summarize(str(directory), results, num_resamples=2000)
+    return directory
+
+
+def results(workdir, seed):
+    return json.loads((workdir / f"seed_{seed}" / "results.json").read_text())
+
+
+def test_each_seed_runs_both_systems_with_its_own_seed(workdir):
+    for seed in SEEDS:
+        config = json.loads((workdir / f"seed_{seed}" / "config.json").read_text())
+        assert config["seed"] == seed and config["data"]["bid_seed"] == 0
+        for system in ("sft", "sasrec"):
+            assert (workdir / f"seed_{seed}" / system / "test_rankings.npz").exists()
+    # Different seeds train different models: their test rankings differ.
+    a, b = (np.load(workdir / f"seed_{s}" / "sft" / "test_rankings.npz")["items_uk"]
+            for s in SEEDS)
+    assert not np.array_equal(a, b)
+
+
+def test_table_has_mean_and_std_over_seeds_per_system(workdir):
+    with open(workdir / "table.csv") as f:
+        rows = {row["system"]: row for row in csv.DictReader(f)}
+    assert set(rows) == {"sft", "sasrec"}
+    for system, prefix in multi_seed.SYSTEMS.items():
+        values = [results(workdir, s)[f"{prefix}ndcg@10"] for s in SEEDS]
+        assert int(rows[system]["num_seeds"]) == 2
+        assert float(rows[system]["ndcg@10_mean"]) == pytest.approx(np.mean(values))
+        assert float(rows[system]["ndcg@10_std"]) == pytest.approx(np.std(values, ddof=1))
+    markdown = (workdir / "table.md").read_text()
+    assert markdown.startswith("| system | seeds | recall@5 |")
+    assert "| sasrec | 2 |" in markdown and "±" in markdown
+
+
+def test_bootstrap_pairs_the_two_systems_user_by_user(workdir):
+    boot = json.loads((workdir / "bootstrap.json").read_text())
+    assert (boot["a"], boot["b"]) == ("sft", "sasrec")
+    assert set(boot["results"]) == {"seed_0", "seed_1", "seed_mean"}
+    for seed in SEEDS:
+        for metric in multi_seed.BOOTSTRAP_METRICS:
+            r = boot["results"][f"seed_{seed}"][metric]
+            # Per-user values recomputed from the rankings reproduce the stages' own means.
+            assert r["mean_a"] == pytest.approx(results(workdir, seed)[metric])
+            assert r["mean_b"] == pytest.approx(results(workdir, seed)[f"sasrec/{metric}"])
+            assert r["mean_diff"] == pytest.approx(r["mean_a"] - r["mean_b"])
+            assert r["ci_low"] <= r["mean_diff"] <= r["ci_high"]
+            assert r["num_users"] == 60 and r["num_resamples"] == 2000
+    mean = boot["results"]["seed_mean"]["recall@10"]["mean_a"]
+    assert mean == pytest.approx(np.mean([results(workdir, s)["recall@10"] for s in SEEDS]))
+    markdown = (workdir / "bootstrap.md").read_text()
+    assert "| seed_mean | ndcg@10 |" in markdown and "A = sft, B = sasrec" in markdown
+
+
+def test_cli_rerun_skips_finished_seeds_and_refuses_another_config(workdir, config_file):
+    stamps = {p: p.stat().st_mtime_ns for p in workdir.glob("seed_*/*/metrics.jsonl")}
+    assert len(stamps) == 4
+
+    def run(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "experiments.multi_seed", f"--config={config_file}",
+             f"--workdir={workdir}", "--seeds=0,1", "--num_resamples=500", *args],
+            cwd=ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True,
+            text=True, timeout=120,
+        )
+
+    rerun = run("--config.sft.max_steps_per_run=5")  # run control only: still the same config
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert rerun.stderr.count("finished, skipping") == 2
+    assert "| sft | 2 |" in rerun.stdout and "| seed_mean | recall@10 |" in rerun.stdout
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing was retrained
+
+    changed = run("--config.sft.num_steps=13")
+    assert changed.returncode == 1
+    assert "another config (fields sft.num_steps differ)" in changed.stderr
+
+
+def test_compare_pairs_two_directories_by_seed_and_user(workdir, tmp_path):
+    """B is A with seed 1's generator made perfect for the first 30 users: B - A > 0 there."""
+    dir_b = tmp_path / "b"
+    shutil.copytree(workdir, dir_b)
+    path = dir_b / "seed_1" / "sft" / "test_rankings.npz"
+    rankings = dict(np.load(path))
+    rankings["items_uk"][:30, 0] = rankings["targets_u"][:30]
+    np.savez(path, **rankings)
+
+    text = multi_seed.compare_dirs(str(dir_b), str(workdir), str(tmp_path / "out"),
+                                   system="sft", num_resamples=2000)
+    boot = json.loads((tmp_path / "out" / "compare.json").read_text())["results"]
+    assert set(boot) == {"seed_0", "seed_1", "seed_mean"}
+    same = boot["seed_0"]["ndcg@10"]
+    assert same["mean_diff"] == 0.0 and same["p_value_two_sided"] == 1.0
+    better = boot["seed_1"]["recall@10"]
+    assert better["mean_diff"] > 0 and better["ci_low"] > 0 and better["p_value_one_sided"] < 0.01
+    assert text == (tmp_path / "out" / "compare.md").read_text()
+    assert "| A | 2 |" in text and "| B | 2 |" in text
