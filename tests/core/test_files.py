@@ -1,0 +1,43 @@
+"""Atomic writes: a failed write leaves the previous file intact and no temp files behind."""
+
+import json
+
+import numpy as np
+import pytest
+
+from sgrec_jax.core.files import atomic_write, write_json, write_npz
+
+
+def test_write_json_handles_numpy_and_replaces_atomically(tmp_path):
+    path = tmp_path / "sub" / "results.json"
+    write_json(path, {"a": np.float32(0.5), "b": np.arange(3), "c": np.int64(7)})
+    assert json.loads(path.read_text()) == {"a": 0.5, "b": [0, 1, 2], "c": 7}
+    write_json(path, {"a": 1})
+    assert json.loads(path.read_text()) == {"a": 1}
+
+
+def test_failed_write_keeps_the_old_file_and_cleans_up(tmp_path):
+    path = tmp_path / "cache.json"
+    write_json(path, {"kept": True})
+
+    def crash(f):
+        f.write(b'{"half": ')
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(path, crash)
+    assert json.loads(path.read_text()) == {"kept": True}
+    assert [p.name for p in tmp_path.iterdir()] == ["cache.json"]
+
+
+def test_unserialisable_value_is_an_error_not_a_truncated_file(tmp_path):
+    path = tmp_path / "r.json"
+    with pytest.raises(TypeError, match="not JSON serialisable"):
+        write_json(path, {"x": object()})
+    assert not path.exists()
+
+
+def test_write_npz_round_trip(tmp_path):
+    write_npz(tmp_path / "a.npz", codes=np.arange(6).reshape(2, 3))
+    with np.load(tmp_path / "a.npz") as f:
+        np.testing.assert_array_equal(f["codes"], np.arange(6).reshape(2, 3))
