@@ -10,21 +10,10 @@ per history item, from its code embeddings), which is what makes it trainable on
 """
 
 from experiments.configs import beauty_sids
+from experiments.configs.common import tiger_sft
 
 
 def get_config(arg: str = "letter_index"):
     config = beauty_sids.get_config(arg or "letter_index")
-    config.stages = ("sids", "sft")
-    config.model.name = "encoder_decoder"
-    config.model.options.update(
-        num_layers=4, d_model=128, num_heads=4, d_ff=512, dropout=0.1, history_encoding="item"
-    )
-    config.sft.batch_size = 256
-    config.sft.num_steps = 7_000
-    config.sft.learning_rate = 2e-3
-    config.sft.warmup_steps = 1000
-    config.sft.eval_every = 1000
-    config.sft.patience = 4
-    config.eval.beam_size = 20
-    config.eval.valid_users = 2000
+    tiger_sft(config, num_steps=7_000, warmup_steps=1000, eval_every=1000, patience=4)
     return config

@@ -11,21 +11,10 @@ beauty_sft.py's (4+4-layer encoder-decoder, d 128, item-level history tokens). S
 """
 
 from experiments.configs import scientific_sids
+from experiments.configs.common import tiger_sft
 
 
 def get_config(arg: str = "zcr_index"):
     config = scientific_sids.get_config(arg or "zcr_index")
-    config.stages = ("sids", "sft")
-    config.model.name = "encoder_decoder"
-    config.model.options.update(
-        num_layers=4, d_model=128, num_heads=4, d_ff=512, dropout=0.1, history_encoding="item"
-    )
-    config.sft.batch_size = 256
-    config.sft.num_steps = 2_400
-    config.sft.learning_rate = 2e-3
-    config.sft.warmup_steps = 250
-    config.sft.eval_every = 400
-    config.sft.patience = 3
-    config.eval.beam_size = 20
-    config.eval.valid_users = 2000
+    tiger_sft(config, num_steps=2_400, warmup_steps=250, eval_every=400, patience=3)
     return config
