@@ -1,10 +1,6 @@
 """Mesh construction, the FSDP rule, and real splitting of params and batches on 8 fake devices."""
 
-import os
 import pathlib
-import subprocess
-import sys
-import textwrap
 
 import jax
 import numpy as np
@@ -19,23 +15,11 @@ from sgrec_jax.core.sharding import (
     replicated,
     shard_params,
 )
+from tests.fake_devices import run_on_fake_devices
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
-def run_on_fake_devices(n: int, code: str) -> str:
-    """Runs `code` in a fresh Python whose CPU backend has n devices; returns its stdout."""
-    env = {
-        **os.environ,
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}",
-        "JAX_PLATFORMS": "cpu",
-    }
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, env=env, capture_output=True,
-        text=True, timeout=120,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    return result.stdout
 
 
 @pytest.mark.parametrize(

@@ -18,12 +18,12 @@ from sgrec_jax.train.checkpointing import (
     Checkpointer,
     CheckpointRestoreError,
 )
+from tests.fake_devices import run_on_fake_devices
 from tests.train.test_train_state import (
     HISTORY,
     NUM_ITEMS,
     assert_trees_equal,
     host,
-    run_on_fake_devices,
     setup,
 )
 

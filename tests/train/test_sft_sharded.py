@@ -5,7 +5,7 @@ the warmup is off, so the first step already moves every parameter and the two s
 same computation, laid out differently.
 """
 
-from tests.train.test_train_state import run_on_fake_devices
+from tests.fake_devices import run_on_fake_devices
 
 
 def test_sft_step_on_eight_devices_matches_one_device():

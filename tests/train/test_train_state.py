@@ -3,11 +3,7 @@
 The tiny model and loss here are shared with the checkpointing tests.
 """
 
-import os
 import pathlib
-import subprocess
-import sys
-import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +14,7 @@ from flax import nnx
 
 from sgrec_jax.core.sharding import make_mesh
 from sgrec_jax.train.train_state import create_train_state, make_optimizer, make_train_step
+from tests.fake_devices import run_on_fake_devices
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 NUM_ITEMS, HISTORY = 103, 4
@@ -105,19 +102,6 @@ def assert_trees_equal(a, b):
     jax.tree.map(np.testing.assert_array_equal, host(a), host(b))
 
 
-def run_on_fake_devices(n: int, code: str) -> str:
-    """Runs `code` in a fresh Python whose CPU backend has n devices; returns its stdout."""
-    env = {
-        **os.environ,
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}",
-        "JAX_PLATFORMS": "cpu",
-    }
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, env=env, capture_output=True,
-        text=True, timeout=180,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    return result.stdout
 
 
 def test_training_reduces_the_loss_and_reports_step_metrics(trainer):
