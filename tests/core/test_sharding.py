@@ -1,6 +1,5 @@
 """Mesh construction, the FSDP rule, and real splitting of params and batches on 8 fake devices."""
 
-import pathlib
 
 import jax
 import numpy as np
@@ -16,10 +15,6 @@ from sgrec_jax.core.sharding import (
     shard_params,
 )
 from tests.fake_devices import run_on_fake_devices
-
-REPO = pathlib.Path(__file__).resolve().parents[2]
-
-
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,6 @@
 The tiny model and loss here are shared with the checkpointing tests.
 """
 
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +15,6 @@ from sgrec_jax.core.sharding import make_mesh
 from sgrec_jax.train.train_state import create_train_state, make_optimizer, make_train_step
 from tests.fake_devices import run_on_fake_devices
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
 NUM_ITEMS, HISTORY = 103, 4
 
 
