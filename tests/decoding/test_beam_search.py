@@ -1,4 +1,3 @@
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -6,32 +5,15 @@ import pytest
 from sgrec_jax.decoding.beam_search import constrained_beam_search_jit
 from tests.decoding.toy import (
     ENCODE_CALLS,
+    SIDS,
+    B,
     HashModel,
+    N,
     PathModel,
     all_item_logits,
     histories,
     reference_logprobs,
-    tiny_sids,
 )
-
-SIDS = tiny_sids()
-N = SIDS.codes_nl.shape[0]
-B = 3
-
-
-@pytest.fixture(scope="module")
-def catalog():
-    return jax.device_put(SIDS.catalog())
-
-
-@pytest.fixture(scope="module")
-def model():
-    return HashModel.create(SIDS.level_sizes, N)
-
-
-@pytest.fixture(scope="module")
-def requests():
-    return histories(B, N)
 
 
 @pytest.fixture(scope="module")

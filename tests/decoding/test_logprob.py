@@ -10,15 +10,7 @@ from sgrec_jax.decoding.logprob import (
     path_masks,
     sequence_logprob,
 )
-from tests.decoding.toy import HashModel, histories, reference_logprobs, tiny_sids
-
-SIDS = tiny_sids()
-B = 3
-
-
-@pytest.fixture(scope="module")
-def catalog():
-    return jax.device_put(SIDS.catalog())
+from tests.decoding.toy import SIDS, B, HashModel, histories, reference_logprobs
 
 
 @pytest.fixture(scope="module")

@@ -6,32 +6,13 @@ from scipy import stats
 from sgrec_jax.decoding.beam_search import constrained_beam_search_jit
 from sgrec_jax.decoding.sampling import constrained_sample_jit
 from tests.decoding.toy import (
-    HashModel,
+    SIDS,
+    B,
     all_item_logits,
-    histories,
     reference_logprobs,
-    tiny_sids,
 )
 
-SIDS = tiny_sids()
-N = SIDS.codes_nl.shape[0]
-B = 3
 MANY = 20_000
-
-
-@pytest.fixture(scope="module")
-def catalog():
-    return jax.device_put(SIDS.catalog())
-
-
-@pytest.fixture(scope="module")
-def model():
-    return HashModel.create(SIDS.level_sizes, N)
-
-
-@pytest.fixture(scope="module")
-def requests():
-    return histories(B, N)
 
 
 @pytest.fixture(scope="module")

@@ -129,3 +129,9 @@ def reference_logprobs(codes_nl: np.ndarray, logits_bnlv: np.ndarray):
             logprob_bn[:, i] += logp_ba[:, np.searchsorted(allowed, sid[level])]
             entropy_bnl[:, i, level] = -(np.exp(logp_ba) * logp_ba).sum(1)
     return logprob_bn, entropy_bnl
+
+
+# The shared tiny setting: 30 items, codebooks (4, 5, 6) + dedup level, B requests.
+SIDS = tiny_sids()
+N = SIDS.codes_nl.shape[0]
+B = 3
