@@ -11,7 +11,8 @@ from ml_collections import ConfigDict
 from sgrec_jax.embeddings import default_options
 from sgrec_jax.models.registry import default_options as model_options
 from sgrec_jax.sid.quantizers import default_options as quantizer_options
-from sgrec_jax.train.sasrec_stage import sasrec_options
+from sgrec_jax.stages.rl import all_channel_options, all_estimator_options
+from sgrec_jax.stages.sasrec import sasrec_options
 
 
 def data_root() -> str:
@@ -22,7 +23,7 @@ def data_root() -> str:
 def base_config() -> ConfigDict:
     config = ConfigDict()
     config.seed = 0
-    # Pipeline stages, in order (registered in sgrec_jax/train/stages.py).
+    # Pipeline stages, in order (registered in sgrec_jax/stages/builtin.py).
     config.stages = ("sids",)
 
     config.data = ConfigDict()
@@ -49,6 +50,17 @@ def base_config() -> ConfigDict:
     # Device mesh: data-parallel x FSDP; -1 = all remaining devices.
     config.mesh = ConfigDict({"data": -1, "fsdp": 1})
 
+    # Multi-process runs (sgrec_jax/core/distributed.py): enabled joins jax.distributed; unset
+    # fields ("", 0, -1) are detected by JAX (TPU pods, SLURM, Open MPI) or read from the
+    # environment (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID).
+    config.distributed = ConfigDict({
+        "enabled": False,
+        "coordinator_address": "",  # "host:port" of process 0.
+        "num_processes": 0,
+        "process_id": -1,
+        "initialization_timeout": 300,  # Seconds to wait for every process to join.
+    })
+
     config.model = ConfigDict()
     config.model.name = "encoder_decoder"  # A MODELS name: encoder_decoder, decoder_only.
     config.model.options = ConfigDict(model_options())
@@ -60,6 +72,9 @@ def base_config() -> ConfigDict:
     config.sasrec = ConfigDict()
     config.sasrec.model = ConfigDict(sasrec_options())
     config.sasrec.train = supervised_training()
+
+    # RL alignment of the generator (the "rl" stage).
+    config.rl = rl_options()
 
     config.eval = ConfigDict()
     config.eval.beam_size = 20  # Full ranking by constrained beam search; >= 10.
@@ -81,6 +96,40 @@ def supervised_training() -> ConfigDict:
         "patience": 5,  # Evaluations without improvement before stopping; 0 = never.
         "best_metric": "ndcg@10",
         "log_every": 50,
+        "keep_checkpoints": 2,
+        "max_steps_per_run": 0,  # > 0: save and stop after this many steps; rerun to resume.
+    })
+
+
+def rl_options() -> ConfigDict:
+    """The fields of the "rl" stage (sgrec_jax/stages/rl.py), with the options of every
+    reward channel and advantage estimator exposed under their names."""
+    return ConfigDict({
+        "channels": ("ecpm", "emb_cosine"),  # REWARD_CHANNELS names, the K of R[B, G, K].
+        "channel_options": ConfigDict(all_channel_options()),  # {channel: {option: value}}
+        "estimator": "a2po",  # An ESTIMATORS name (algorithms.md section 4).
+        "estimator_options": ConfigDict(all_estimator_options()),  # {estimator: {option: value}}
+        "gradient_params": "",  # popo/mgda: regex over parameter paths for g_k; "" = all.
+        "group_size": 16,  # G candidates per request.
+        "rollout": "beam",  # "beam" (G distinct items) or "sample".
+        "temperature": 1.0,  # Sampling rollouts only.
+        "batch_size": 64,  # Requests per rollout batch.
+        "updates_per_batch": 1,
+        "num_steps": 300,  # Rollout batches; 0 evaluates the start policy (the SFT row).
+        "learning_rate": 1e-4,
+        "warmup_steps": 20,
+        "weight_decay": 0.0,
+        "clip_norm": 1.0,
+        "clip_eps": 0.2,
+        "beta": 1e-3,  # Weight of the k3 KL penalty to the SFT reference.
+        "semantic_sample_ratio": 1.0,  # Fraction of requests semantic channels judge.
+        "semantic_eval_channel": "emb_cosine",  # Scores rl/semantic@10.
+        "init_workdir": "",  # An SFT work directory to start from when "sft" is not a stage.
+        # Reward models (pCTR, PSJ aggregator) are cached here; "" = init_workdir, else DIR.
+        "rewards_workdir": "",
+        "reward_seed": 0,  # Seeds the reward models: fixed across the seeds of an ablation.
+        "log_every": 10,
+        "eval_every": 100,  # Validation and checkpoint cadence.
         "keep_checkpoints": 2,
         "max_steps_per_run": 0,  # > 0: save and stop after this many steps; rerun to resume.
     })

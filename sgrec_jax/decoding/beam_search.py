@@ -6,12 +6,14 @@ model scores every beam's prefix, the scores are renormalised over the allowed n
 each beam's trie node (`masked_log_softmax`, the policy's own log-prob), added to the beam's
 log-prob, and the best continuations over (beams x V) become the next beams.
 
-Levels are a Python loop unrolled inside the jit (L <= 5): the model API takes a static level,
-and a static loop also lets the beam width vary per level. The width at level l is
-min(beam_size, number of level-l trie nodes), so the search starts from the root alone and no
-beam is ever a dead placeholder; while the width equals the node count every prefix is kept, so
-the search is exact whenever beam_size >= the largest level's node count. Beams end at distinct
-leaves, i.e. distinct items.
+Level 0 expands the root alone; levels 1..L-1 are one `lax.scan` with a fixed width
+W = min(beam_size, catalog size), so the loop compiles once whatever L is. The model decodes
+incrementally (`decode_step`): each level runs one new decoder position per beam and reads the
+earlier ones from a key/value cache that is reordered with the beams, so a level costs one
+position per beam rather than the whole prefix. While a level has fewer trie nodes than W, the
+surplus beams are dead (log-prob -inf) and every live continuation outranks them, so all
+prefixes are kept: the search is exact whenever beam_size >= the catalog size. Beams end at
+distinct leaves, i.e. distinct items; dead beams end as padding (-1).
 
 The same call also decodes the unconstrained greedy SID (argmax per level, no masks) and reports
 whether it falls outside the catalog: the constrained valid rate is 1 by construction and says
@@ -91,24 +93,52 @@ def constrained_beam_search(
         raise ValueError(f"need 1 <= num_return <= beam_size, got {num_return}, {beam_size}")
     b, v, levels = history_bh.shape[0], catalog.vocab_size, catalog.num_levels
     memory = model.encode(history_bh, history_mask_bh, deterministic=True)
+    # Level 0 expands the root alone; every later level keeps `width` beams. Beams that the
+    # level's nodes cannot fill (fewer nodes than width) are dead: score -inf, so every
+    # continuation of a real beam outranks them, and they end as padding.
+    width = min(beam_size, catalog.num_items)
     codes_bkl = jnp.zeros((b, 1, levels), jnp.int32)
-    node_bk = jnp.zeros((b, 1), jnp.int32)
-    score_bk = jnp.zeros((b, 1), jnp.float32)
-    for level in range(levels):
-        k = node_bk.shape[1]
-        logits_bkv = model.decode_logits(memory, codes_bkl, level)
-        _check_logits(logits_bkv, catalog, level)
-        mask_bkv = allowed_mask(catalog, level, node_bk.reshape(-1)).reshape(b, k, v)
+    cache = model.start_decoding(memory, 1)
+    logits_b1v, cache = model.decode_step(memory, cache, codes_bkl, 0)
+    _check_logits(logits_b1v, catalog, 0)
+    mask_bv = allowed_mask(catalog, 0, jnp.zeros(b, jnp.int32))
+    first = min(width, catalog.num_nodes[1])
+    score_bk, token_bk = jax.lax.top_k(masked_log_softmax(logits_b1v[:, 0], mask_bv), first)
+    score_bk = jnp.pad(score_bk, ((0, 0), (0, width - first)), constant_values=-jnp.inf)
+    token_bk = jnp.pad(token_bk.astype(jnp.int32), ((0, 0), (0, width - first)))
+    node_bk = next_node(catalog, 0, jnp.zeros(b * width, jnp.int32), token_bk.reshape(-1))
+    node_bk = jnp.where(jnp.isfinite(score_bk), node_bk.reshape(b, width), 0)
+    codes_bkl = jnp.zeros((b, width, levels), jnp.int32).at[:, :, 0].set(token_bk)
+    cache = jax.tree.map(lambda x: jnp.repeat(x, width, axis=1), cache)
+
+    def expand(carry, level):
+        score_bk, node_bk, codes_bkl, cache = carry
+        logits_bkv, cache = model.decode_step(memory, cache, codes_bkl, level)
+        mask_bkv = allowed_mask(catalog, level, node_bk.reshape(-1)).reshape(b, width, v)
         cand_bkv = score_bk[:, :, None] + masked_log_softmax(logits_bkv, mask_bkv)
-        # Every kept beam is a real node with >= 1 child, so the top `width` are all finite.
-        width = min(beam_size, catalog.num_nodes[level + 1])
-        score_bk, flat_bk = jax.lax.top_k(cand_bkv.reshape(b, k * v), width)
+        score_bk, flat_bk = jax.lax.top_k(cand_bkv.reshape(b, width * v), width)
         parent_bk, token_bk = flat_bk // v, (flat_bk % v).astype(jnp.int32)
         codes_bkl = jnp.take_along_axis(codes_bkl, parent_bk[:, :, None], axis=1)
-        codes_bkl = codes_bkl.at[:, :, level].set(token_bk)
+        codes_bkl = jax.lax.dynamic_update_index_in_dim(codes_bkl, token_bk, level, axis=2)
         parent_node_n = jnp.take_along_axis(node_bk, parent_bk, axis=1).reshape(-1)
         node_bk = next_node(catalog, level, parent_node_n, token_bk.reshape(-1)).reshape(b, width)
-    items_bk = item_of_leaf(catalog, node_bk.reshape(-1)).reshape(b, -1)
+        node_bk = jnp.where(jnp.isfinite(score_bk), node_bk, 0)  # dead beams sit at node 0
+        cache = jax.tree.map(
+            lambda x: jnp.take_along_axis(
+                x, parent_bk.reshape(b, width, *([1] * (x.ndim - 2))), axis=1
+            ),
+            cache,
+        )
+        return (score_bk, node_bk, codes_bkl, cache), None
+
+    if levels > 1:
+        carry = (score_bk, node_bk, codes_bkl, cache)
+        (score_bk, node_bk, codes_bkl, _), _ = jax.lax.scan(
+            expand, carry, jnp.arange(1, levels, dtype=jnp.int32)
+        )
+    alive_bk = jnp.isfinite(score_bk)
+    items_bk = jnp.where(alive_bk, item_of_leaf(catalog, node_bk.reshape(-1)).reshape(b, -1), -1)
+    codes_bkl = jnp.where(alive_bk[:, :, None], codes_bkl, -1)
     pad = num_return - items_bk.shape[1]
     if pad > 0:  # the catalog has fewer items than num_return
         items_bk = jnp.pad(items_bk, ((0, 0), (0, pad)), constant_values=-1)

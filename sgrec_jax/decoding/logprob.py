@@ -30,6 +30,14 @@ class SidPolicy(Protocol):
     def decode_logits(self, memory: Any, prefix_codes_bkl: jax.Array, level: int) -> jax.Array:
         """float32 [B, K, V] logits of code `level` (static) after K prefixes per request."""
 
+    def start_decoding(self, memory: Any, num_candidates: int) -> Any:
+        """The empty incremental-decoding cache: a pytree whose leaves are [B, K, ...]."""
+
+    def decode_step(self, memory: Any, cache: Any, codes_bkl: jax.Array,
+                    level: jax.Array | int) -> tuple[jax.Array, Any]:
+        """(float32 [B, K, V] logits of code `level` (may be traced) after the prefixes
+        codes_bkl[..., :level], the cache with this position added)."""
+
     def sequence_logits(self, memory: Any, codes_bkl: jax.Array) -> jax.Array:
         """float32 [B, K, L, V] teacher-forced logits of K full SIDs per request."""
 

@@ -6,8 +6,9 @@ renormalised, so every sample is a catalog item; samples of a request may repeat
 
 The reported log-prob is the policy's own, at temperature 1 (`masked_log_softmax` of the raw
 logits), whatever temperature drew the sample: it is what pi_old must score and what
-`constrained_logprob` gives for the same codes. Levels are a static loop unrolled in the jit,
-as in beam search.
+`constrained_logprob` gives for the same codes. The decoder runs incrementally
+(`decode_step`, one position per sample and level, keys and values cached); levels are a static
+loop unrolled in the jit, since level 0 scores one shared prefix and later levels G.
 """
 
 from __future__ import annotations
@@ -66,10 +67,13 @@ def constrained_sample(
     codes_bgl = jnp.zeros((b, g, levels), jnp.int32)
     node_n = jnp.zeros(b * g, jnp.int32)
     logprob_bg = jnp.zeros((b, g), jnp.float32)
+    # All samples share the empty prefix: score it once per request, then widen the cache.
+    cache = model.start_decoding(memory, 1)
     for level, key in enumerate(jax.random.split(rng, levels)):
-        # All samples share the empty prefix: score it once per request.
         prefix_bgl = codes_bgl[:, :1] if level == 0 else codes_bgl
-        logits_bgv = model.decode_logits(memory, prefix_bgl, level)
+        logits_bgv, cache = model.decode_step(memory, cache, prefix_bgl, level)
+        if level == 0:
+            cache = jax.tree.map(lambda x: jnp.repeat(x, g, axis=1), cache)
         if logits_bgv.shape[-1] != v:
             raise ValueError(
                 f"the model's level-{level} logits have width {logits_bgv.shape[-1]}, "

@@ -5,8 +5,9 @@ Both variants (registered in MODELS) share one interface, built for three caller
   training:     model(history_bh, history_mask_bh, target_codes_bl, deterministic=False)
                   -> float32 [B, L, V] teacher-forced logits (level l sees target codes < l).
   beam search:  memory = model.encode(history_bh, history_mask_bh)      # once per request
-                model.decode_logits(memory, prefix_codes_bkl, level)    # per level, K beams
-                  -> float32 [B, K, V] next-code logits of K prefixes of `level` codes each.
+                cache = model.start_decoding(memory, num_candidates)
+                model.decode_step(memory, cache, codes_bkl, level)      # per level, K beams
+                  -> (float32 [B, K, V] next-code logits of K prefixes of `level` codes, cache).
   RL:           model.sequence_logits(memory, codes_bkl) -> float32 [B, K, L, V] for K full
                   candidate SIDs per request in one pass.
 
@@ -14,9 +15,9 @@ V = max(level_sizes); codes >= level_sizes[l] get NEG_INF logits. The decoder re
 (per decoder layer: the keys and values of the history, [B, S, heads, head_dim], and the history
 mask) that all K candidates of a request share by broadcasting, never by tiling, so the history
 is encoded once per request. Decoder positions are BOS, code_0, ..., code_{L-2}; position l
-predicts level l. `decode_logits` reruns the decoder over its level + 1 positions rather than
-caching their keys and values: with L = 4 that is 10 positions per beam instead of 4, cheap
-next to the history, and it keeps the interface stateless.
+predicts level l. `decode_step` runs one position per beam and caches each decoder layer's
+self-attention keys and values ([B, K, L, heads, head_dim]); `decode_logits` is its stateless
+twin (it reruns the decoder over the level + 1 positions), kept for one-off scoring.
 """
 
 from __future__ import annotations
@@ -172,6 +173,45 @@ class SidGenerator(nnx.Module):
         h_bktd = self._hidden(memory, prefix_codes_bkl[..., :level], deterministic=True)
         return self.head.level(self.final_norm(h_bktd[:, :, -1]), level)
 
+    def start_decoding(self, memory: Memory, num_candidates: int) -> tuple[KeysValues, ...]:
+        """Empty self-attention caches for `decode_step`, one per decoder layer.
+
+        Every leaf is [B, K, L, heads, head_dim] with K = num_candidates, so a beam search can
+        reorder (or widen) the cache along axis 1 like its beams.
+        """
+        b, heads = memory.mask_bs.shape[0], self.options.num_heads
+        shape = (b, num_candidates, self.num_levels, heads, self.options.d_model // heads)
+        zeros = jnp.zeros(shape, memory.keys[0].dtype)
+        return tuple(KeysValues(zeros, zeros, None) for _ in memory.keys)
+
+    def decode_step(
+        self,
+        memory: Memory,
+        cache: tuple[KeysValues, ...],
+        codes_bkl: jax.Array,
+        level: jax.Array | int,
+    ) -> tuple[jax.Array, tuple[KeysValues, ...]]:
+        """Incremental `decode_logits`: float32 [B, K, V] logits of code `level`, and the cache.
+
+        Runs the decoder over position `level` only (BOS for level 0, else the code of level
+        - 1 from codes_bkl [B, K, L]), reading positions < level from `cache`, which must hold
+        them for these same K prefixes (`start_decoding`, then one step per level). `level` may
+        be traced, so a `lax.scan` over levels compiles one step.
+        """
+        level = jnp.asarray(level, jnp.int32)
+        previous = jnp.maximum(level - 1, 0)
+        code_bk = jax.lax.dynamic_index_in_dim(codes_bkl, previous, axis=2, keepdims=False)
+        x_bkd = jnp.where(level == 0, self.tokens.bos(), self.tokens.at_level(code_bk, previous))
+        x_bk1d = (x_bkd + self.target_positions(level))[:, :, None]
+        h_bk1d, cache = self._decode_step(memory, x_bk1d, cache, level)
+        return self.head.level(self.final_norm(h_bk1d[:, :, 0]), level), cache
+
+    def _decode_step(
+        self, memory: Memory, x_bk1d: jax.Array, cache: tuple[KeysValues, ...],
+        position: jax.Array | int,
+    ) -> tuple[jax.Array, tuple[KeysValues, ...]]:
+        raise NotImplementedError(f"{type(self).__name__} must implement _decode_step")
+
     def _hidden(self, memory: Memory, codes_bkt: jax.Array, deterministic: bool) -> jax.Array:
         """Decoder states [B, K, t+1, D] over BOS + codes [B, K, t] (t < L)."""
         b, k, t = codes_bkt.shape
@@ -235,6 +275,13 @@ class EncoderDecoder(SidGenerator):
             x_bktd, _ = block(x_bktd, causal, memory=memory.layer(i), deterministic=deterministic)
         return x_bktd
 
+    def _decode_step(self, memory, x_bk1d, cache, position):
+        new_cache = []
+        for i, block in enumerate(self.decoder):
+            x_bk1d, kv = block.decode_step(x_bk1d, cache[i], position, memory=memory.layer(i))
+            new_cache.append(kv)
+        return x_bk1d, tuple(new_cache)
+
 
 @MODELS.register("decoder_only")
 class DecoderOnly(SidGenerator):
@@ -270,3 +317,10 @@ class DecoderOnly(SidGenerator):
         for i, block in enumerate(self.blocks):
             x_bktd, _ = block(x_bktd, causal, context=memory.layer(i), deterministic=deterministic)
         return x_bktd
+
+    def _decode_step(self, memory, x_bk1d, cache, position):
+        new_cache = []
+        for i, block in enumerate(self.blocks):
+            x_bk1d, kv = block.decode_step(x_bk1d, cache[i], position, context=memory.layer(i))
+            new_cache.append(kv)
+        return x_bk1d, tuple(new_cache)

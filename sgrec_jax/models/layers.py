@@ -186,6 +186,36 @@ class Block(nnx.Module):
         return x + self.dropout(self.mlp_out(h), deterministic=deterministic), own
 
 
+    def decode_step(
+        self,
+        x_bk1d: jax.Array,
+        cache: KeysValues,
+        position: jax.Array | int,
+        *,
+        context: KeysValues | None = None,
+        memory: KeysValues | None = None,
+    ) -> tuple[jax.Array, KeysValues]:
+        """One new position per candidate, reading the cached earlier ones (inference only).
+
+        `cache` holds [B, K, T, heads, head_dim] keys and values of all T decoder positions;
+        this step writes position `position` (may be traced) and attends to positions <= it,
+        which equals `__call__` over the whole causal prefix. Returns (x, updated cache).
+        """
+        h = self.self_norm(x_bk1d)
+        new = self.self_attention.keys_values(h, None)
+        k = jax.lax.dynamic_update_slice_in_dim(cache.k, new.k.astype(cache.k.dtype), position, 2)
+        v = jax.lax.dynamic_update_slice_in_dim(cache.v, new.v.astype(cache.v.dtype), position, 2)
+        readable = (jnp.arange(k.shape[2]) <= position)[None, None, None, :]
+        own = KeysValues(k, v, readable)
+        blocks = [own] if context is None else [context, own]
+        x = x_bk1d + self.self_attention(self.self_attention.queries(h), blocks)
+        if self.cross_attention is not None:
+            q = self.cross_attention.queries(self.cross_norm(x))
+            x = x + self.cross_attention(q, [memory])
+        h = jax.nn.gelu(self.mlp_in(self.mlp_norm(x)))
+        return x + self.mlp_out(h), KeysValues(k, v, cache.mask)
+
+
 class SidTokens(nnx.Module):
     """Embeddings of SID tokens: (level l, code c) is row offset[l] + c of one table; BOS last."""
 
@@ -202,6 +232,10 @@ class SidTokens(nnx.Module):
         """[..., l, D] embeddings of codes of the first l levels ([..., l] int)."""
         offsets = jnp.array(self.offsets[: codes_xl.shape[-1]], jnp.int32)
         return self.table(codes_xl + offsets)
+
+    def at_level(self, codes_x: jax.Array, level: jax.Array | int) -> jax.Array:
+        """[..., D] embeddings of codes [...] all of level `level` (may be traced)."""
+        return self.table(codes_x + jnp.array(self.offsets, jnp.int32)[level])
 
     def bos(self) -> jax.Array:
         """[D] the decoder's begin-of-sequence embedding."""
@@ -229,11 +263,12 @@ class LevelHead(nnx.Module):
         ) + self.bias_lv[...].astype(jnp.float32)
         return jnp.where(self._valid(self.level_sizes), logits, NEG_INF)
 
-    def level(self, h_xd: jax.Array, level: int) -> jax.Array:
-        """[..., V] logits of one (static) level."""
+    def level(self, h_xd: jax.Array, level: jax.Array | int) -> jax.Array:
+        """[..., V] logits of one level (may be traced)."""
         kernel_dv = self.kernel_ldv[level].astype(jnp.float32)
         logits = h_xd.astype(jnp.float32) @ kernel_dv + self.bias_lv[level].astype(jnp.float32)
-        return jnp.where(self._valid(self.level_sizes[level]), logits, NEG_INF)
+        size = jnp.array(self.level_sizes, jnp.int32)[level]
+        return jnp.where(jnp.arange(max(self.level_sizes)) < size, logits, NEG_INF)
 
     def _valid(self, sizes: int | tuple[int, ...]) -> jax.Array:
         """bool [V] or [L, V]: which padded vocabulary slots are real codes."""

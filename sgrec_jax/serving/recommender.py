@@ -33,8 +33,8 @@ from sgrec_jax.models.generator import SidGenerator
 from sgrec_jax.models.registry import build_model
 from sgrec_jax.sid.build import CODES_FILE
 from sgrec_jax.sid.catalog import Catalog, build_catalog
+from sgrec_jax.stages.pipeline import CONFIG_FILE
 from sgrec_jax.train.checkpointing import Checkpointer
-from sgrec_jax.train.pipeline import CONFIG_FILE
 from sgrec_jax.train.train_state import create_train_state, make_optimizer
 
 # (state, catalog, history_bh int32, history_mask_bh bool) -> (items_bk int32, scores_bk float32)

@@ -122,7 +122,9 @@ def train_supervised(
         def current_model(state) -> nnx.Module:
             return nnx.merge(graphdef, state.params, state.model_state)
 
-        with MetricWriter(run_dir, purge_step=step + 1 if step else None) as writer:
+        # Also from step 0: a run killed before its first checkpoint leaves records that the
+        # restarted run replaces.
+        with MetricWriter(run_dir, purge_step=step + 1) as writer:
             logger = ProgressLogger(config.num_steps, every=config.log_every,
                                     keys=("loss", "grad_norm"))
             while step < config.num_steps and not stopped_early:

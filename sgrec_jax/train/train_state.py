@@ -150,21 +150,17 @@ def _all_finite(tree: Any) -> jax.Array:
     return finite
 
 
-def make_train_step(
-    graphdef: nnx.GraphDef,
-    loss_fn: LossFn,
-    optimizer: optax.GradientTransformation,
-    mesh: Mesh,
-    state_sharding: TrainState,
+def make_update(
+    graphdef: nnx.GraphDef, loss_fn: LossFn, optimizer: optax.GradientTransformation
 ) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
-    """The jitted `train_step(state, batch) -> (state, metrics)`.
+    """The pure, unjitted `update(state, batch) -> (state, metrics)` that `make_train_step` jits.
 
-    The batch's leading axis is split over the mesh (`core.sharding.batch_sharding`); the state is
-    donated, so the caller must not use the state it passed in again. A step whose loss or
-    gradients are not all finite leaves params, model state and optimizer state unchanged (the
-    step counter and rng still advance) and reports skipped = 1.
+    For callers that run it inside their own jitted function (e.g. several updates per RL rollout
+    batch under `lax.scan`). A step whose loss or gradients are not all finite leaves params,
+    model state and optimizer state unchanged (the step counter and rng still advance) and
+    reports skipped = 1.
 
-    Metrics (replicated scalars): loss, the aux metrics of loss_fn, grad_norm (before clipping),
+    Metrics (scalars): loss, the aux metrics of loss_fn, grad_norm (before clipping),
     learning_rate (when the optimizer records one, as `make_optimizer`'s does), skipped (0 or 1)
     and nonfinite_steps (the running count of skipped steps).
     """
@@ -216,8 +212,23 @@ def make_train_step(
             metrics["learning_rate"] = learning_rate
         return new_state, metrics
 
+    return train_step
+
+
+def make_train_step(
+    graphdef: nnx.GraphDef,
+    loss_fn: LossFn,
+    optimizer: optax.GradientTransformation,
+    mesh: Mesh,
+    state_sharding: TrainState,
+) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
+    """The jitted `train_step(state, batch) -> (state, metrics)` of `make_update`.
+
+    The batch's leading axis is split over the mesh (`core.sharding.batch_sharding`); the state is
+    donated, so the caller must not use the state it passed in again. Metrics are replicated.
+    """
     return jax.jit(
-        train_step,
+        make_update(graphdef, loss_fn, optimizer),
         in_shardings=(state_sharding, batch_sharding(mesh)),
         out_shardings=(state_sharding, replicated(mesh)),
         donate_argnums=(0,),

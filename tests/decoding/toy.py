@@ -26,8 +26,8 @@ def tiny_sids(num_items: int = 30, codebook_sizes: tuple[int, ...] = (4, 5, 6), 
     return semantic_ids_from_codes(codes, codebook_sizes)
 
 
-def _padded(logits_xv: jax.Array, level_sizes: tuple[int, ...], level: int) -> jax.Array:
-    valid_v = jnp.arange(logits_xv.shape[-1]) < level_sizes[level]
+def _padded(logits_xv: jax.Array, level_sizes: tuple[int, ...], level) -> jax.Array:
+    valid_v = jnp.arange(logits_xv.shape[-1]) < jnp.array(level_sizes)[level]
     return jnp.where(valid_v, logits_xv, NEG_INF)
 
 
@@ -62,10 +62,17 @@ class HashModel:
     def decode_logits(self, memory_bv, prefix_codes_bkl, level):
         m = self.table_mv.shape[0]
         key_bk = jnp.full(prefix_codes_bkl.shape[:2], level + 1, jnp.int32)
-        for j in range(level):
-            key_bk = (key_bk * 257 + prefix_codes_bkl[:, :, j] + 1) % m
+        for j in range(min(prefix_codes_bkl.shape[-1], len(self.level_sizes))):
+            step_bk = (key_bk * 257 + prefix_codes_bkl[:, :, j] + 1) % m
+            key_bk = jnp.where(j < level, step_bk, key_bk)  # level may be traced
         logits_bkv = self.table_mv[key_bk] + memory_bv[:, None, :]
         return _padded(logits_bkv, self.level_sizes, level)
+
+    def start_decoding(self, memory_bv, num_candidates):
+        return ()  # stateless: decode_step rescores the prefix
+
+    def decode_step(self, memory_bv, cache, codes_bkl, level):
+        return self.decode_logits(memory_bv, codes_bkl, level), cache
 
     def sequence_logits(self, memory_bv, codes_bkl):
         levels = range(len(self.level_sizes))
@@ -89,6 +96,12 @@ class PathModel:
         logits_bv = 5.0 * jax.nn.one_hot(memory_bl[:, level], v)
         logits_bkv = jnp.broadcast_to(logits_bv[:, None], (*prefix_codes_bkl.shape[:2], v))
         return _padded(logits_bkv, self.level_sizes, level)
+
+    def start_decoding(self, memory_bl, num_candidates):
+        return ()
+
+    def decode_step(self, memory_bl, cache, codes_bkl, level):
+        return self.decode_logits(memory_bl, codes_bkl, level), cache
 
     def sequence_logits(self, memory_bl, codes_bkl):
         levels = range(len(self.level_sizes))

@@ -1,9 +1,12 @@
-"""The benchmark runs end to end on tiny shapes and reports every figure (no timing asserts)."""
+"""The benchmark runs every section end to end on tiny shapes and reports every figure (no timing
+asserts: the machine is shared)."""
 
 import json
 import pathlib
 import subprocess
 import sys
+
+import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -11,30 +14,63 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 def run(*flags):
     return subprocess.run(
         [sys.executable, "-m", "experiments.benchmark", *flags],
-        cwd=REPO, capture_output=True, text=True, timeout=240,
+        cwd=REPO, capture_output=True, text=True, timeout=300,
     )
 
 
-def test_quick_run_prints_and_writes_the_figures(tmp_path):
+def test_quick_run_prints_and_writes_every_section(tmp_path):
     out = tmp_path / "bench.json"
     result = run("--quick", f"--out={out}")
     assert result.returncode == 0, result.stderr
-    for unit in ("GFLOP/s", "examples/s", "MFLOP", "fraction of matmul throughput", "users/s"):
-        assert unit in result.stdout
+    for text in ("GFLOP/s", "examples/s", "completions/s", "fraction of matmul throughput",
+                 "users/s", "B/item", "growth 300 -> 3,000 items", "XLA time / Pallas time",
+                 "2 device(s)", "load average"):
+        assert text in result.stdout, text
     figures = json.loads(out.read_text())
-    assert figures["matmul_gflops"] > 0
-    (item,) = figures["encodings"]
-    assert item["history_encoding"] == "item" and item["history_tokens"] == 5
-    train = item["train"]
-    assert train["examples_per_s"] > 0 and train["flops_per_example"] > 0
-    # Each fraction is relative to the matmul figure measured just before that section.
-    assert train["fraction_of_matmul"] == train["gflops"] / train["matmul_gflops"]
-    (beam,) = item["beam_search"]
+    assert figures["matmul"] > 0 and len(figures["load_average_end"]) == 3
+
+    (sft,) = figures["sft"]
+    assert sft["history_encoding"] == "item" and sft["history_tokens"] == 5
+    assert sft["examples_per_s"] > 0 and sft["flops_per_example"] > 0
+    # Each fraction is relative to the matmul figure measured just before that part.
+    assert sft["fraction_of_matmul"] == sft["gflops"] / sft["matmul_gflops"]
+
+    (rl,) = figures["rl"]
+    assert rl["completions_per_s"] > 0 and rl["flops_per_completion"] > 0
+    assert rl["fraction_of_matmul"] == rl["gflops"] / rl["matmul_gflops"]
+    assert rl["completions_per_s"] == 8 * 4 / rl["seconds_per_step"]  # requests x G per step
+
+    (beam,) = figures["beam"][0]["beams"]
     assert beam["beam_size"] == 10 and beam["users_per_s"] > 0 and beam["flops_per_user"] > 0
     assert beam["fraction_of_matmul"] == beam["gflops"] / beam["matmul_gflops"]
 
+    catalog = figures["catalog"]
+    small, large = catalog["catalogs"]
+    assert (small["num_items"], large["num_items"]) == (300, 3000)
+    assert small["trie_bytes"] == small["trie_bytes_per_item"] * 300
+    assert large["sid_table_bytes_per_item"] == 4 * 4  # 3 levels + dedup, int32
+    assert catalog["growth"]["seconds_per_user"] == (
+        large["seconds_per_user"] / small["seconds_per_user"]
+    )
 
-def test_beam_narrower_than_k_is_a_usage_error():
-    result = run("--quick", "--beam_sizes=5")
+    pallas = figures["pallas"]
+    assert pallas["interpret"] and pallas["pallas_s"] > 0 and pallas["xla_s"] > 0
+
+    one, two = figures["scaling"]["runs"]
+    assert (one["devices"], two["devices"]) == (1, 2) and one["relative_to_first"] == 1.0
+    # FLOPs count the whole step on every device count (cost analysis is per device).
+    assert 0.8 < two["flops_per_example"] / one["flops_per_example"] < 1.25
+
+
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        ("--beam_sizes=5", "every beam size must be >= k=10"),
+        ("--sections=sft,nope", "unknown sections ['nope']"),
+        ("--scaling_devices=1,3", "scaling device count 3 must be >= 1 and divide train_batch=16"),
+    ],
+)
+def test_bad_flags_are_usage_errors(flag, message):
+    result = run("--quick", flag)
     assert result.returncode != 0
-    assert "every beam size must be >= k=10" in result.stderr
+    assert message in result.stderr

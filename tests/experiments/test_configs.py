@@ -7,9 +7,9 @@ import pathlib
 
 import pytest
 
-import sgrec_jax.train.stages  # noqa: F401  (registers the stages check_config looks up)
+import sgrec_jax.stages.builtin  # noqa: F401  (registers the stages check_config looks up)
 from sgrec_jax.data.split import leave_one_out
-from sgrec_jax.train.pipeline import check_config, load_configured_dataset
+from sgrec_jax.stages.pipeline import check_config, load_configured_dataset
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "configs"
 NOT_CONFIGS = {"__init__", "common"}
@@ -22,6 +22,9 @@ DOCUMENTED_ARGS = {
     "scientific_sft": ("", "zcr_index", "rq_kmeans", "rq_vae"),
     "beauty_sasrec": ("",),
     "scientific_sasrec": ("",),
+    # RL configs: the arg names the advantage estimator.
+    "quickstart_rl": ("", "a2po", "popo", "adv_sum"),
+    "scientific_rl": ("", "a2po", "popo"),
 }
 CASES = [(name, arg) for name, args in DOCUMENTED_ARGS.items() for arg in args]
 
@@ -43,7 +46,9 @@ def test_config_loads_and_passes_the_checks(name, arg):
     assert config.stages, name
     if "sft" in config.stages:
         assert config.eval.beam_size >= 10
-    if arg.endswith("_index"):
+    if name.endswith("_rl"):
+        assert config.rl.estimator == (arg or "a2po")
+    elif arg.endswith("_index"):
         assert config.sid.source == "index" and config.sid.index_path
     elif arg:
         assert config.sid.source == "quantizer" and config.sid.quantizer == arg
@@ -56,7 +61,7 @@ def test_sid_configs_default_to_their_documented_sids():
 
 
 @pytest.mark.real_data
-@pytest.mark.parametrize("name, arg", [c for c in CASES if c[0] != "quickstart"])
+@pytest.mark.parametrize("name, arg", [c for c in CASES if not c[0].startswith("quickstart")])
 def test_real_data_paths_exist(name, arg, beauty_dir, scientific_dir):
     config = load(name, arg)
     assert os.path.isdir(config.data.dir), config.data.dir

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from experiments import multi_seed
+from sgrec_jax.stages import multi_seed
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SEEDS = (0, 1)
@@ -21,7 +21,7 @@ SEEDS = (0, 1)
 # The tiny SFT config plus an equally tiny SASRec stage, as a config file for the CLI too. It may
 # not import this module: the CLI would then define its flags twice.
 CONFIG_SOURCE = """
-from tests.train.test_sft_stage import tiny_config
+from tests.stages.test_sft import tiny_config
 
 
 def get_config():

@@ -11,8 +11,8 @@ from sgrec_jax.decoding.beam_search import constrained_beam_search_jit
 from sgrec_jax.models import build_model
 from sgrec_jax.serving.recommender import Recommender, pack_histories
 from sgrec_jax.sid.build import save_semantic_ids, semantic_ids_from_codes
-from sgrec_jax.train.pipeline import load_configured_dataset, run_pipeline
-from tests.train.test_sft_stage import tiny_config
+from sgrec_jax.stages.pipeline import load_configured_dataset, run_pipeline
+from tests.stages.test_sft import tiny_config
 
 NUM_ITEMS, H = 40, 5
 SIDS = semantic_ids_from_codes(np.random.default_rng(0).integers(0, 5, (NUM_ITEMS, 3)), (5, 5, 5))

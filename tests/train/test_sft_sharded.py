@@ -15,8 +15,9 @@ def test_sft_step_on_eight_devices_matches_one_device():
         from flax import nnx
         from sgrec_jax.core.sharding import MIN_FSDP_SIZE, host_to_global, make_mesh
         from sgrec_jax.models.registry import build_model
-        from sgrec_jax.train.sft_stage import sft_loss
+        from sgrec_jax.stages.sft import sft_loss
         from sgrec_jax.train.train_state import create_train_state, make_optimizer, make_train_step
+        from tests.fake_devices import assert_fsdp_sharded
         from tests.models.tiny import CODES, H, NUM_ITEMS, SIZES
         from tests.train.test_train_state import host
 
@@ -49,7 +50,8 @@ def test_sft_step_on_eight_devices_matches_one_device():
             nu = optax.tree_utils.tree_get(state.opt_state, "nu")
             moments = [m["encoder"][0]["mlp_in"]["kernel"][...] for m in (mu, nu)]
             runs[name] = dict(loss=float(metrics["loss"]), params=host(state.params),
-                              batch=global_batch["history"], arrays=[kernel, *moments])
+                              batch=global_batch["history"], arrays=[kernel, *moments],
+                              state=state)
 
         eight = runs["eight"]
         assert eight["batch"].addressable_shards[0].data.shape == (2, H)  # 16 rows / 8 devices
@@ -58,6 +60,8 @@ def test_sft_step_on_eight_devices_matches_one_device():
             assert array.shape == (64, 256) and array.size >= MIN_FSDP_SIZE
             assert array.addressable_shards[0].data.shape == (64, 128), array.sharding
         assert all(len(a.sharding.device_set) == 1 for a in runs["one"]["arrays"])
+        # Every large array of the state, parameters and Adam moments alike, is split in two.
+        assert len(assert_fsdp_sharded(eight["state"], fsdp=2)) >= 6
 
         np.testing.assert_allclose(eight["loss"], runs["one"]["loss"], rtol=1e-5)
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),

@@ -3,7 +3,9 @@
 Stages (SIDs, SFT, evaluation, RL, ...) are registered by name in STAGES; `config.stages` lists
 the ones to run. Every stage reads and writes the shared RunContext, caches its outputs in the
 work directory, and so resumes where a previous run stopped. The whole config is checked (stage,
-format, registry names) before any work starts.
+format, registry names) before any work starts. In a multi-process run every process runs every
+stage (the same computation; jitted steps span all processes' devices) and process 0 alone writes
+the run's files.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 from absl import logging
 from ml_collections import ConfigDict
 
+from sgrec_jax.core.distributed import is_primary_process
 from sgrec_jax.core.files import write_json
 from sgrec_jax.core.provenance import provenance
 from sgrec_jax.core.registry import Registry
@@ -66,12 +69,13 @@ def load_configured_dataset(config: ConfigDict) -> SeqRecDataset:
 
 def run_pipeline(config: ConfigDict, workdir: str) -> dict[str, Any]:
     """Runs `config.stages` in `workdir` and writes results.json; returns its content."""
-    import sgrec_jax.train.stages  # noqa: F401  (registers the stages)
+    import sgrec_jax.stages.builtin  # noqa: F401  (registers the stages)
 
     check_config(config)
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
-    write_json(os.path.join(workdir, CONFIG_FILE), config.to_dict())
+    if is_primary_process():  # every process computes the same; one writes
+        write_json(os.path.join(workdir, CONFIG_FILE), config.to_dict())
 
     start = time.perf_counter()
     dataset = load_configured_dataset(config)
@@ -91,6 +95,7 @@ def run_pipeline(config: ConfigDict, workdir: str) -> dict[str, Any]:
         "wall_seconds": time.perf_counter() - start,
         "provenance": provenance(dataset.source_files, config),
     }
-    write_json(os.path.join(workdir, RESULTS_FILE), results)
+    if is_primary_process():
+        write_json(os.path.join(workdir, RESULTS_FILE), results)
     logging.info("results written to %s", os.path.join(workdir, RESULTS_FILE))
     return results

@@ -5,10 +5,11 @@ from __future__ import annotations
 from absl import logging
 from ml_collections import ConfigDict
 
+from sgrec_jax.core.distributed import is_primary_process
 from sgrec_jax.embeddings import EMBEDDING_SOURCES
 from sgrec_jax.sid.build import build_semantic_ids, load_semantic_ids, save_semantic_ids
 from sgrec_jax.sid.quantizers import QUANTIZERS
-from sgrec_jax.train.pipeline import STAGES, RunContext, Stage
+from sgrec_jax.stages.pipeline import STAGES, RunContext, Stage
 
 SID_SOURCES = ("quantizer", "index")
 
@@ -32,7 +33,8 @@ def _run(context: RunContext) -> None:
             dataset, context.config.sid, seed=context.config.seed, workdir=context.workdir,
             data_dir=context.config.data.dir,
         )
-        save_semantic_ids(context.workdir, sids)
+        if is_primary_process():
+            save_semantic_ids(context.workdir, sids)
     else:
         logging.info("reusing the SIDs cached in %s", context.workdir)
     report = sids.report

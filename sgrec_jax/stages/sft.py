@@ -18,10 +18,11 @@ from absl import logging
 from flax import nnx
 from ml_collections import ConfigDict
 
+from sgrec_jax.core.distributed import is_primary_process
 from sgrec_jax.data.split import leave_one_out
 from sgrec_jax.models.registry import MODELS, build_model, parse_options
+from sgrec_jax.stages.pipeline import STAGES, RunContext, Stage
 from sgrec_jax.train.evaluate import rank_with_generator, ranking_report, scalar_metrics, subsample
-from sgrec_jax.train.pipeline import STAGES, RunContext, Stage
 from sgrec_jax.train.supervised import check_training_config, train_supervised
 
 
@@ -75,7 +76,8 @@ def _run(context: RunContext) -> None:
         outcome.model, catalog, splits.test, beam_size=config.eval.beam_size, k=10,
         batch_size=config.eval.batch_size,
     )
-    rankings.save(os.path.join(run_dir, "test_rankings.npz"))
+    if is_primary_process():
+        rankings.save(os.path.join(run_dir, "test_rankings.npz"))
     report = scalar_metrics(ranking_report(rankings, dataset.num_items))
     logging.info("test (beam %d, %d users): %s", config.eval.beam_size, report["num_users"],
                  " ".join(f"{k} {v:.4f}" for k, v in report.items()))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from experiments.configs import quickstart
-from sgrec_jax.train.pipeline import run_pipeline
+from sgrec_jax.stages.pipeline import run_pipeline
 from sgrec_jax.train.supervised import Preempted
 
 

@@ -1,0 +1,158 @@
+r"""PSJ stage 2 on logged data: PairAUC of the aggregators and the distilled scorer's agreement.
+
+    SGREC_DATA_DIR=/work/shared/data python -m experiments.psj_report \
+        --config=experiments/configs/scientific_sids.py --workdir=DIR
+
+Builds preference pairs from the training requests (logged next item vs a random, a nearest-
+neighbour or a popularity-sampled negative), scores both items with the feature backend on the
+item text embeddings, holds out a seeded 20% of the users, trains the GRPO aggregator and the
+Bradley-Terry head on the other users' pairs (all negative kinds mixed), and reports held-out
+PairAUC per negative kind for uniform weights, each aspect alone, GRPO and Bradley-Terry. Then it
+trains the distilled scorer on the same evidence and reports its held-out agreement. Everything
+goes to DIR/judge/psj_report.json.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from sgrec_jax.core.files import write_json
+from sgrec_jax.data.split import leave_one_out
+from sgrec_jax.judge.aggregator import GrpoOptions, train_aggregator
+from sgrec_jax.judge.aspects import ASPECTS
+from sgrec_jax.judge.bradley_terry import BradleyTerryOptions, train_bradley_terry
+from sgrec_jax.judge.context import context_tables, features_of
+from sgrec_jax.judge.distill import (
+    DistillOptions,
+    agreement,
+    evidence_rows,
+    predict_rows,
+    train_distilled,
+)
+from sgrec_jax.judge.features import feature_aspects, feature_tables
+from sgrec_jax.judge.holistic import pair_auc
+from sgrec_jax.judge.pairs import NEGATIVES, held_out_users, log_pairs, pair_evidence
+from sgrec_jax.rewards.channel import RewardSetup
+from sgrec_jax.stages.cli import quiet_library_logs, run_or_exit
+from sgrec_jax.stages.pipeline import load_configured_dataset
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file (experiments/configs/*.py[:arg]).", lock_config=True
+)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Work directory for outputs and caches.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+HELD_OUT_FRACTION = 0.2
+REPORT_FILE = os.path.join("judge", "psj_report.json")
+
+
+def psj_report(config, workdir: str) -> dict:
+    start = time.time()
+    seed = int(config.seed)
+    dataset = load_configured_dataset(config)
+    setup = RewardSetup(config=config, dataset=dataset, workdir=workdir, seed=seed)
+    emb_nd = setup.text_embeddings()
+    ctx = context_tables(dataset, emb_nd)
+    aspects_fn = functools.partial(feature_aspects, feature_tables(dataset, emb_nd))
+    train_examples = leave_one_out(dataset, max_history=config.data.max_history).train
+    held_u = held_out_users(dataset.num_users, HELD_OUT_FRACTION, seed)
+
+    parts = {}  # negative kind -> arrays of its pairs: held, x, ev_i, ev_j, item_i, item_j
+    for negative in NEGATIVES:
+        logging.info("pairs with %s negatives", negative)
+        pairs = log_pairs(dataset, train_examples, negative=negative, seed=seed, emb_nd=emb_nd)
+        ev_i, ev_j = pair_evidence(pairs, aspects_fn)
+        parts[negative] = {"held": held_u[pairs.user], "x": features_of(ctx, pairs.history),
+                           "ev_i": ev_i, "ev_j": ev_j, "item_i": pairs.item_i,
+                           "item_j": pairs.item_j}
+
+    def gather(held: bool) -> dict[str, np.ndarray]:
+        """The pairs of all negative kinds, of the held-out users or of the others."""
+        return {k: np.concatenate([p[k][p["held"] == held] for p in parts.values()])
+                for k in ("x", "ev_i", "ev_j", "item_i", "item_j")}
+
+    train, test = gather(False), gather(True)
+    logging.info("training the aggregators on %d pairs", len(train["x"]))
+    grpo, grpo_log = train_aggregator(train["x"], train["ev_i"], train["ev_j"], GrpoOptions(),
+                                      seed)
+    bt, bt_log = train_bradley_terry(train["x"], train["ev_i"], train["ev_j"],
+                                     BradleyTerryOptions(), seed)
+    trained_s = time.time() - start
+
+    num_aspects = len(ASPECTS)
+    report: dict = {
+        "dataset": dataset.name, "seed": seed, "aspects": list(ASPECTS),
+        "held_out_fraction": HELD_OUT_FRACTION,
+        "train_pairs": int(len(train["x"])),
+        "grpo/final_reward_mean": float(np.mean([h["reward_mean"] for h in grpo_log[-20:]])),
+        "bt/final_accuracy": float(np.mean([h["accuracy"] for h in bt_log[-20:]])),
+        "bt/beta": bt_log[-1]["beta"],
+    }
+    for negative, part in parts.items():
+        held = part["held"]
+        x_h, ev_i_h, ev_j_h = part["x"][held], part["ev_i"][held], part["ev_j"][held]
+        w_grpo = np.asarray(grpo.weights(jnp.asarray(x_h)))
+        w_bt = np.asarray(bt.weights(jnp.asarray(x_h)))
+        prefix = f"pair_auc/{negative}"
+        report[f"held_out_pairs/{negative}"] = int(held.sum())
+        report[f"{prefix}/uniform"] = pair_auc(np.full(num_aspects, 1 / num_aspects), ev_i_h,
+                                               ev_j_h)
+        for a, name in enumerate(ASPECTS):
+            report[f"{prefix}/only_{name}"] = pair_auc(np.eye(num_aspects)[a], ev_i_h, ev_j_h)
+        report[f"{prefix}/grpo"] = pair_auc(w_grpo, ev_i_h, ev_j_h)
+        report[f"{prefix}/bradley_terry"] = pair_auc(w_bt, ev_i_h, ev_j_h)
+
+    # Every negative kind has the same held-out requests, so the weights are described once.
+    x_h = parts[NEGATIVES[0]]["x"][parts[NEGATIVES[0]]["held"]]
+    for method, model in (("grpo", grpo), ("bradley_terry", bt)):
+        w = np.asarray(model.weights(jnp.asarray(x_h)))
+        for a, name in enumerate(ASPECTS):
+            report[f"weights/{method}/mean/{name}"] = float(w[:, a].mean())
+        report[f"weights/{method}/std_over_requests"] = float(w.std(axis=0).mean())
+
+    logging.info("training the distilled scorer")
+    # The distilled scorer: trained on the training users' pairs (both items), checked on the
+    # held-out users' pairs against the feature evidence.
+    scorer, scorer_log = train_distilled(
+        *evidence_rows(*(train[k] for k in ("x", "item_i", "item_j", "ev_i", "ev_j"))),
+        emb_nd, DistillOptions(), seed)
+    x_rows, items_rows, ev_rows = evidence_rows(
+        *(test[k] for k in ("x", "item_i", "item_j", "ev_i", "ev_j")))
+    pred_rows = predict_rows(scorer, x_rows, items_rows, emb_nd)
+    w_rows = np.asarray(grpo.weights(jnp.asarray(x_rows)))
+    report.update({f"distilled/{k}": v for k, v in agreement(pred_rows, ev_rows).items()})
+    report["distilled/spearman/holistic_grpo_weights"] = agreement(
+        pred_rows, ev_rows, w_rows)["spearman/holistic"]
+    report["distilled/final_train_mse"] = float(np.mean([h["loss"] for h in scorer_log[-20:]]))
+    report["seconds/train_aggregators"] = trained_s
+    report["seconds/total"] = time.time() - start
+    write_json(os.path.join(workdir, REPORT_FILE), report)
+    return report
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    quiet_library_logs()
+    workdir = os.path.abspath(_WORKDIR.value)
+    report = run_or_exit(lambda: psj_report(_CONFIG.value, workdir))
+    print(f"PSJ stage 2 on {report['dataset']} (held-out users' pairs; feature evidence)")
+    for negative in NEGATIVES:
+        auc = {m: report[f"pair_auc/{negative}/{m}"] for m in ("uniform", "grpo", "bradley_terry")}
+        print(f"  PairAUC {negative:>8s}: " + "  ".join(f"{m} {v:.4f}" for m, v in auc.items()))
+    maes = "  ".join(f"{a} {report[f'distilled/mae/{a}']:.4f}" for a in ASPECTS)
+    print(f"  distilled scorer MAE: {maes}; Spearman(s_hol) uniform "
+          f"{report['distilled/spearman/holistic']:.4f}, GRPO weights "
+          f"{report['distilled/spearman/holistic_grpo_weights']:.4f}")
+    print(f"  written to {os.path.join(workdir, REPORT_FILE)} in {report['seconds/total']:.0f} s")
+
+
+if __name__ == "__main__":
+    app.run(main)

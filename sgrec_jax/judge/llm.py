@@ -1,0 +1,387 @@
+"""The LLM backend: an OpenAI-compatible chat endpoint, called with retries and a budget.
+
+    client = ChatClient(Endpoint(base_url="http://127.0.0.1:8000/v1", model="qwen2.5-7b"))
+    summary = run_judge(cache, client, jobs, RetryPolicy(), concurrency=8, max_requests=10_000)
+
+Any server speaking POST {base_url}/chat/completions works (vLLM, SGLang, llama.cpp, Ollama, a
+hosted API). The API key is read once from the environment variable Endpoint.api_key_env
+(default OPENAI_API_KEY) and sent as a Bearer token; it is never logged, stored in the cache or
+put in an error message (errors are scrubbed of it, since a server may echo headers). Local
+servers need no key: when the variable is unset no Authorization header is sent.
+
+run_judge is resumable and never asks twice for a pair already in the cache: pairs stored as
+answered are skipped, and so are stored failures unless retry_failed. Each pair's requests run in
+a worker thread (at most `concurrency` at once); the main thread commits each outcome to the
+cache as it arrives. Transient failures (timeouts, connection errors, HTTP 429 and 5xx) and
+malformed answers are retried with exponential backoff and seeded jitter; when a pair's attempts
+run out it is stored as failed. Other 4xx answers fail the pair at once, except 401/403/404,
+which would fail every pair the same way and stop the run (EndpointError). The request budget
+counts HTTP requests, retries included; once it is spent no request starts, the pairs in flight
+finish, and the run returns with everything answered so far in the cache.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import json
+import os
+import random
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from absl import logging
+
+from sgrec_jax.judge.cache import FAILED, OK, JudgeCache, Record
+from sgrec_jax.judge.prompt import PROMPT_VERSION, Judgement, MalformedAnswer, parse_answer
+
+MAX_RESPONSE_BYTES = 1 << 20  # An answer is a few hundred bytes; a larger body is refused.
+_FATAL_STATUS = (401, 403, 404)
+
+
+class EndpointError(ValueError):
+    """The endpoint refuses every request (bad key, wrong URL or model): the run stops."""
+
+
+class _Transient(Exception):
+    """A failure worth retrying; `retry_after_s` is the server's hint, if any."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class _Rejected(Exception):
+    """The server rejected this request (a 4xx other than 429): retrying will not help."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Endpoint:
+    """Where and how to ask.
+
+    Attributes:
+      base_url: e.g. "http://127.0.0.1:8000/v1"; requests go to {base_url}/chat/completions.
+      model: the served model's name (also part of the cache key).
+      api_key_env: NAME of the environment variable holding the API key (the key itself is
+        never passed around in configs or flags).
+      timeout_s: per-request timeout (connect and each read).
+      max_tokens, temperature: sampling settings of the answer.
+      json_mode: also send response_format {"type": "json_object"} (servers that support it).
+    """
+
+    base_url: str
+    model: str
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout_s: float = 60.0
+    max_tokens: int = 256
+    temperature: float = 0.0
+    json_mode: bool = False
+
+    def __post_init__(self):
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must start with http:// or https://, got {self.base_url!r}")
+        if not self.model:
+            raise ValueError("the judge's model name is empty")
+        if self.timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryPolicy:
+    """attempts per pair; delay before retry k (0-based) = min(max, base * 2^k) * U[0.5, 1.5),
+    the jitter drawn from a generator seeded by (seed, user, item)."""
+
+    max_attempts: int = 4
+    backoff_s: float = 1.0
+    backoff_max_s: float = 30.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
+
+    def delay(self, retry: int, rng: random.Random) -> float:
+        return min(self.backoff_max_s, self.backoff_s * 2**retry) * (0.5 + rng.random())
+
+
+@dataclasses.dataclass(frozen=True)
+class Reply:
+    content: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+
+
+class ChatClient:
+    """Sends one chat completion request; thread-safe (no shared mutable state)."""
+
+    def __init__(self, endpoint: Endpoint):
+        self.endpoint = endpoint
+        self.url = endpoint.base_url.rstrip("/") + "/chat/completions"
+        self._api_key = os.environ.get(endpoint.api_key_env) or None
+        if self._api_key is None:
+            logging.info("$%s is not set: sending no API key", endpoint.api_key_env)
+
+    def __repr__(self) -> str:
+        return f"ChatClient({self.url!r}, model={self.endpoint.model!r})"
+
+    def scrub(self, text: str) -> str:
+        """text with the API key removed (error bodies may echo request headers)."""
+        return text.replace(self._api_key, "[api key]") if self._api_key else text
+
+    def complete(self, messages: Sequence[dict[str, str]]) -> Reply:
+        """The answer's text; raises _Transient, _Rejected, MalformedAnswer or EndpointError."""
+        body: dict[str, Any] = {
+            "model": self.endpoint.model,
+            "messages": list(messages),
+            "max_tokens": self.endpoint.max_tokens,
+            "temperature": self.endpoint.temperature,
+        }
+        if self.endpoint.json_mode:
+            body["response_format"] = {"type": "json_object"}
+        headers = {"Content-Type": "application/json"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        request = urllib.request.Request(
+            self.url, data=json.dumps(body).encode(), headers=headers, method="POST"
+        )
+        start = time.perf_counter()
+        try:
+            with urllib.request.urlopen(request, timeout=self.endpoint.timeout_s) as response:
+                raw = response.read(MAX_RESPONSE_BYTES + 1)
+        except urllib.error.HTTPError as e:
+            detail = self.scrub(e.read(500).decode("utf-8", "replace")).strip()
+            message = f"HTTP {e.code}: {detail[:200]}"
+            if e.code in _FATAL_STATUS:
+                raise EndpointError(f"{self.url}: {message}") from None
+            if e.code == 429 or e.code >= 500:
+                raise _Transient(message, _retry_after(e.headers.get("Retry-After"))) from None
+            raise _Rejected(message) from None
+        except TimeoutError:  # socket.timeout is TimeoutError since Python 3.10
+            raise _Transient(f"timeout after {self.endpoint.timeout_s:g}s") from None
+        except (urllib.error.URLError, ConnectionError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise _Transient(self.scrub(f"connection failed: {reason}")) from None
+        latency = time.perf_counter() - start
+        if len(raw) > MAX_RESPONSE_BYTES:
+            raise MalformedAnswer(f"response larger than {MAX_RESPONSE_BYTES} bytes")
+        return _reply(raw, latency)
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _reply(raw: bytes, latency: float) -> Reply:
+    try:
+        envelope = json.loads(raw)
+        content = envelope["choices"][0]["message"]["content"]
+        usage = envelope.get("usage") or {}
+        prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        completion_tokens = int(usage.get("completion_tokens") or 0)
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
+        raise MalformedAnswer(f"not a chat completion response ({type(e).__name__})") from None
+    if not isinstance(content, str):
+        raise MalformedAnswer("chat completion without text content")
+    return Reply(content, prompt_tokens, completion_tokens, latency)
+
+
+class RequestBudget:
+    """A thread-safe count of HTTP requests left (None = unlimited)."""
+
+    def __init__(self, max_requests: int | None):
+        if max_requests is not None and max_requests < 0:
+            raise ValueError(f"max_requests must be >= 0, got {max_requests}")
+        self._left = max_requests
+        self._used = 0
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            if self._left is not None and self._used >= self._left:
+                return False
+            self._used += 1
+            return True
+
+    @property
+    def used(self) -> int:
+        return self._used
+
+    @property
+    def exhausted(self) -> bool:
+        return self._left is not None and self._used >= self._left
+
+
+@dataclasses.dataclass(frozen=True)
+class JudgeJob:
+    """One (user, item) pair to judge and the prompt that asks for it."""
+
+    user: int
+    item: int
+    messages: tuple[dict[str, str], ...]
+    context: tuple[int, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Outcome:
+    record: Record | None  # None: the budget ran out before a verdict (nothing to store)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+def judge_pair(
+    client: ChatClient,
+    job: JudgeJob,
+    retry: RetryPolicy,
+    budget: RequestBudget,
+    stop: threading.Event,
+) -> _Outcome:
+    """Asks for one pair until it is answered, fails for good, or the budget/stop ends it."""
+    rng = random.Random(f"{retry.seed}:{job.user}:{job.item}")
+    start = time.perf_counter()
+    error, attempts = "", 0
+    prompt_tokens = completion_tokens = 0
+    while attempts < retry.max_attempts:
+        if stop.is_set() or not budget.take():
+            return _Outcome(None, prompt_tokens, completion_tokens)
+        attempts += 1
+        hint = None
+        try:
+            reply = client.complete(job.messages)
+            prompt_tokens += reply.prompt_tokens
+            completion_tokens += reply.completion_tokens
+            judgement: Judgement = parse_answer(reply.content)
+            record = Record(
+                user=job.user, item=job.item, scores=judgement.scores,
+                rationale=client.scrub(judgement.rationale), attempts=attempts,
+                latency_s=reply.latency_s, context=job.context,
+            )
+            return _Outcome(record, prompt_tokens, completion_tokens)
+        except _Rejected as e:
+            error = str(e)
+            break
+        except _Transient as e:
+            error, hint = str(e), e.retry_after_s
+        except MalformedAnswer as e:
+            error = client.scrub(str(e))
+        if attempts < retry.max_attempts:
+            delay = retry.delay(attempts - 1, rng)
+            if hint is not None:
+                delay = max(delay, min(hint, retry.backoff_max_s))
+            if stop.wait(delay):  # A stopped run does not sit out its backoff.
+                return _Outcome(None, prompt_tokens, completion_tokens)
+    record = Record(
+        user=job.user, item=job.item, scores=None, error=error, attempts=attempts,
+        latency_s=time.perf_counter() - start, context=job.context,
+    )
+    return _Outcome(record, prompt_tokens, completion_tokens)
+
+
+@dataclasses.dataclass(frozen=True)
+class JudgeRunSummary:
+    """What one run_judge call did.
+
+    Attributes:
+      pairs: distinct pairs asked for; cached: of those, skipped as already in the cache.
+      answered, failed: pairs stored by this run as judged / not judged.
+      unfinished: pairs left for a later run (budget spent or run stopped).
+      http_requests: requests sent (retries included).
+      prompt_tokens, completion_tokens: as the server reported them (0 if it does not).
+      seconds: wall time; budget_exhausted: whether the budget stopped the run.
+    """
+
+    pairs: int
+    cached: int
+    answered: int
+    failed: int
+    unfinished: int
+    http_requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+    budget_exhausted: bool
+
+
+def run_judge(
+    cache: JudgeCache,
+    client: ChatClient,
+    jobs: Sequence[JudgeJob],
+    retry: RetryPolicy,
+    *,
+    concurrency: int = 8,
+    max_requests: int | None = None,
+    retry_failed: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> JudgeRunSummary:
+    """Judges every job's pair not yet in the cache (see module docstring); returns a summary.
+
+    `progress(done, total)` is called from this thread after each stored pair.
+    """
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+    start = time.perf_counter()
+    model = client.endpoint.model
+    stored = cache.statuses(model, PROMPT_VERSION)
+    skip = {OK, FAILED} if not retry_failed else {OK}
+    todo: list[JudgeJob] = []
+    seen: set[tuple[int, int]] = set()
+    for job in jobs:
+        key = (job.user, job.item)
+        if key not in seen:
+            seen.add(key)
+            if stored.get(key) not in skip:
+                todo.append(job)
+    budget = RequestBudget(max_requests)
+    stop = threading.Event()
+    answered = failed = prompt_tokens = completion_tokens = 0
+    pending = iter(todo)
+    in_flight: set[cf.Future] = set()
+    executor = cf.ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="judge")
+    try:
+        while True:
+            # Submitting lazily keeps a million-pair run from building a million futures, and
+            # stops new pairs as soon as the budget is spent.
+            while len(in_flight) < 2 * concurrency and not budget.exhausted and not stop.is_set():
+                job = next(pending, None)
+                if job is None:
+                    break
+                in_flight.add(executor.submit(judge_pair, client, job, retry, budget, stop))
+            if not in_flight:
+                break
+            done, in_flight = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
+            errors = [f.exception() for f in done if f.exception() is not None]
+            for future in done:
+                if future.exception() is not None:
+                    continue
+                outcome = future.result()
+                prompt_tokens += outcome.prompt_tokens
+                completion_tokens += outcome.completion_tokens
+                if outcome.record is not None:
+                    cache.put(model, PROMPT_VERSION, outcome.record)
+                    answered += outcome.record.ok
+                    failed += not outcome.record.ok
+                    if progress is not None:
+                        progress(answered + failed, len(todo))
+            if errors:
+                raise errors[0]  # e.g. EndpointError; the handler below stores what is in flight
+    except BaseException:
+        stop.set()
+        for future in cf.as_completed(in_flight):
+            if future.exception() is None and future.result().record is not None:
+                cache.put(model, PROMPT_VERSION, future.result().record)
+        raise
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+    return JudgeRunSummary(
+        pairs=len(seen), cached=len(seen) - len(todo), answered=answered, failed=failed,
+        unfinished=len(todo) - answered - failed, http_requests=budget.used,
+        prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+        seconds=time.perf_counter() - start, budget_exhausted=budget.exhausted,
+    )

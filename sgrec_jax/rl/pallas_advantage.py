@@ -1,0 +1,205 @@
+"""Group statistics of all K reward channels and the advantage mix, as one Pallas kernel.
+
+`mix_block` is the math (per-channel `z_G`, NaN masks, per-request renormalised weights and the
+mixing step of the non-gradient estimators); `mixed_advantage` runs it either as plain jnp on the
+whole batch ("xla", the reference) or as a Pallas kernel over a real grid of request blocks
+("pallas"). Both call the same `mix_block`, so they differ only in tiling and padding. The kernel
+works channel-first (r_kbg), so a block's minor dims are (requests, group) as TPU tiles want.
+
+Mix modes (static):
+  "rewards":    A = z_G(sum_k w_bk r~_k), r~_k = (r_k - low_k) * inv_range_k (weighted_sum, single,
+                popo_light, popo);
+  "advantages": A = sum_k w_bk z_G(r_k) (adv_sum, mgda; gdpo divides by the batch std outside);
+  "a2po":       A = A_b + lam * A_s (algorithms.md section 4).
+w_bk are the weights renormalised over the channels judged for request b, keeping their total.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import pallas as pl
+
+from sgrec_jax.core.group_stats import EPS, group_stats
+
+MIX_MODES = ("rewards", "advantages", "a2po")
+
+
+class MixSpec(NamedTuple):
+    """Static description of a mix: the mode and, for "a2po", the two channel indices."""
+
+    mode: str
+    business: int = 0
+    semantic: int = 0
+
+
+class MixResult(NamedTuple):
+    """Output of the mix for a batch.
+
+    Attributes:
+      adv_bg: float32 [B, G] the mixed advantage.
+      z_bgk: float32 [B, G, K] each channel's z_G (0 for unjudged or constant groups).
+      judged_bk: bool [B, K] the channel is judged (all G finite) for the request.
+      constant_bk: bool [B, K] the channel's group is judged and constant.
+    """
+
+    adv_bg: jax.Array
+    z_bgk: jax.Array
+    judged_bk: jax.Array
+    constant_bk: jax.Array
+
+
+def a2po_lambda(a_b: jax.Array, a_s: jax.Array) -> jax.Array:
+    """lam = 1[sign A_b = sign A_s] * min(|A_b|, |A_s|) / (max(|A_b|, |A_s|) + eps)."""
+    abs_b, abs_s = jnp.abs(a_b), jnp.abs(a_s)
+    # Compared without jnp.sign, whose TPU lowering needs a real device to pick the generation.
+    same_sign = ((a_b > 0) == (a_s > 0)) & ((a_b < 0) == (a_s < 0))
+    return jnp.where(same_sign, jnp.minimum(abs_b, abs_s) / (jnp.maximum(abs_b, abs_s) + EPS), 0.0)
+
+
+def renormalised_weights(w_k11: jax.Array, judged_kb1: jax.Array) -> jax.Array:
+    """float32 [K, B, 1]: w_k over the channels judged for each request, keeping sum_k w_k.
+
+    All zero for a request with no judged channel of nonzero weight.
+    """
+    kept_kb1 = jnp.where(judged_kb1, w_k11, 0.0)
+    kept_b1 = jnp.sum(kept_kb1, axis=0)
+    scale_b1 = jnp.where(kept_b1 != 0.0, jnp.sum(w_k11, axis=0) / jnp.where(
+        kept_b1 != 0.0, kept_b1, 1.0), 0.0)
+    return kept_kb1 * scale_b1
+
+
+def mix_block(r_kbg: jax.Array, coef_k13: jax.Array, spec: MixSpec):
+    """The mix on channel-first rewards r [K, B, G] with coef [K, 1, 3] = (w, low, inv_range).
+
+    Returns (adv_bg, z_kbg, judged_kb1, constant_kb1); masks as float32 (1.0 = True).
+    """
+    stats = group_stats(r_kbg)
+    z_kbg = stats.z_bg
+    judged_kb1 = stats.judged_b[..., None]
+    constant_kb1 = stats.constant_b[..., None]
+    if spec.mode == "a2po":
+        a_b, a_s = z_kbg[spec.business], z_kbg[spec.semantic]
+        # An unjudged semantic channel has A_s = 0, hence A = A_b exactly.
+        adv_bg = a_b + a2po_lambda(a_b, a_s) * a_s
+    else:
+        w_kb1 = renormalised_weights(coef_k13[:, :, 0:1], judged_kb1)
+        if spec.mode == "advantages":
+            adv_bg = jnp.sum(w_kb1 * z_kbg, axis=0)
+        elif spec.mode == "rewards":
+            mapped_kbg = (r_kbg - coef_k13[:, :, 1:2]) * coef_k13[:, :, 2:3]
+            mix_bg = jnp.sum(w_kb1 * jnp.where(judged_kb1, mapped_kbg, 0.0), axis=0)
+            any_b1 = jnp.sum(jnp.abs(w_kb1), axis=0) > 0.0
+            adv_bg = group_stats(jnp.where(any_b1, mix_bg, jnp.nan)).z_bg
+        else:
+            raise ValueError(f"unknown mix mode {spec.mode!r}; valid: {', '.join(MIX_MODES)}")
+    return adv_bg, z_kbg, judged_kb1.astype(jnp.float32), constant_kb1.astype(jnp.float32)
+
+
+def _coefficients(weights_k, low_k, inv_range_k, k: int) -> jax.Array:
+    cols = [jnp.broadcast_to(jnp.asarray(c, jnp.float32), (k,)) for c in
+            (weights_k, low_k, inv_range_k)]
+    return jnp.stack(cols, axis=-1)[:, None, :]
+
+
+def _result(adv_bg, z_kbg, judged_kb1, constant_kb1) -> MixResult:
+    return MixResult(
+        adv_bg=adv_bg,
+        z_bgk=jnp.moveaxis(z_kbg, 0, -1),
+        judged_bk=judged_kb1[..., 0].T > 0.5,
+        constant_bk=constant_kb1[..., 0].T > 0.5,
+    )
+
+
+def _kernel(r_ref, coef_ref, adv_ref, z_ref, flags_ref, *, spec: MixSpec):
+    adv_bg, z_kbg, judged_kb1, constant_kb1 = mix_block(r_ref[...], coef_ref[...], spec)
+    adv_ref[...] = adv_bg
+    z_ref[...] = z_kbg
+    flags_ref[:, :, 0:1] = judged_kb1
+    flags_ref[:, :, 1:2] = constant_kb1
+
+
+def default_interpret() -> bool:
+    """Pallas runs in interpret mode on CPU, compiled on accelerators."""
+    return jax.default_backend() == "cpu"
+
+
+def mixed_advantage_pallas(r_kbg: jax.Array, coef_k13: jax.Array, spec: MixSpec, *,
+                           block_b: int = 8, interpret: bool | None = None) -> MixResult:
+    """`mix_block` as a Pallas kernel over a grid of `block_b`-request blocks (B padded up)."""
+    k, b, g = r_kbg.shape
+    if interpret is None:
+        interpret = default_interpret()
+    num_blocks = -(-b // block_b)
+    if not interpret and num_blocks > 1 and block_b % 8:
+        # A block's request dim is a TPU tile's sublane dim: a multiple of 8 or the whole array.
+        raise ValueError(f"compiled Pallas needs block_b a multiple of 8, got {block_b}")
+    padded = num_blocks * block_b
+    # Padding rows are constant groups (z = 0), sliced off below.
+    r_kbg = jnp.pad(r_kbg.astype(jnp.float32), ((0, 0), (0, padded - b), (0, 0)))
+    adv_bg, z_kbg, flags_kb2 = pl.pallas_call(
+        functools.partial(_kernel, spec=spec),
+        grid=(num_blocks,),
+        in_specs=[
+            pl.BlockSpec((k, block_b, g), lambda i: (0, i, 0)),
+            pl.BlockSpec((k, 1, 3), lambda i: (0, 0, 0)),
+        ],
+        out_specs=[
+            pl.BlockSpec((block_b, g), lambda i: (i, 0)),
+            pl.BlockSpec((k, block_b, g), lambda i: (0, i, 0)),
+            pl.BlockSpec((k, block_b, 2), lambda i: (0, i, 0)),
+        ],
+        out_shape=[
+            jax.ShapeDtypeStruct((padded, g), jnp.float32),
+            jax.ShapeDtypeStruct((k, padded, g), jnp.float32),
+            jax.ShapeDtypeStruct((k, padded, 2), jnp.float32),
+        ],
+        interpret=interpret,
+        name="mixed_advantage",
+    )(r_kbg, coef_k13)
+    return _result(adv_bg[:b], z_kbg[:, :b], flags_kb2[:, :b, 0:1], flags_kb2[:, :b, 1:2])
+
+
+def mixed_advantage(rewards_bgk: jax.Array, spec: MixSpec, weights_k=1.0, low_k=0.0,
+                    inv_range_k=1.0, *, impl: str = "xla", block_b: int = 8,
+                    interpret: bool | None = None) -> MixResult:
+    """The mixed advantage of rewards [B, G, K] (NaN = not judged); impl "xla" | "pallas"."""
+    rewards_bgk = rewards_bgk.astype(jnp.float32)
+    r_kbg = jnp.moveaxis(rewards_bgk, -1, 0)
+    coef_k13 = _coefficients(weights_k, low_k, inv_range_k, r_kbg.shape[0])
+    if impl == "xla":
+        return _result(*mix_block(r_kbg, coef_k13, spec))
+    if impl == "pallas":
+        return mixed_advantage_pallas(r_kbg, coef_k13, spec, block_b=block_b,
+                                      interpret=interpret)
+    raise ValueError(f"unknown impl {impl!r}; valid: pallas, xla")
+
+
+def benchmark_advantages(batch: int, group: int, channels: int, block_b: int, *,
+                         mode: str = "rewards", repeats: int = 20, seed: int = 0,
+                         interpret: bool | None = None) -> dict[str, float]:
+    """Median seconds per call of the jitted "pallas" and "xla" mixes on random rewards.
+
+    On CPU the kernel runs in interpret mode, so its timing says nothing about a TPU.
+    """
+    rng = np.random.default_rng(seed)
+    rewards_bgk = jnp.asarray(rng.normal(size=(batch, group, channels)), jnp.float32)
+    spec = MixSpec(mode, 0, min(1, channels - 1))
+    timings = {}
+    for impl in ("pallas", "xla"):
+        fn = jax.jit(functools.partial(mixed_advantage, spec=spec, impl=impl, block_b=block_b,
+                                       interpret=interpret))
+        jax.block_until_ready(fn(rewards_bgk))
+        seconds = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            jax.block_until_ready(fn(rewards_bgk))
+            seconds.append(time.perf_counter() - start)
+        timings[f"{impl}_s"] = float(np.median(seconds))
+    timings.update(batch=batch, group=group, channels=channels, block_b=block_b)
+    return timings

@@ -1,0 +1,105 @@
+"""RL rollouts: G candidate items per request from the current policy, and their scores.
+
+    codes_bgl = generate(policy, catalog, history_bh, mask_bh, rng, mode="beam", group_size=16,
+                         temperature=1.0).codes_bgl
+    old = score_group(policy, catalog, history_bh, mask_bh, codes_bgl)      # pi_old
+    ref = score_group(reference, catalog, history_bh, mask_bh, codes_bgl)   # pi_ref
+
+Two modes: "beam" (constrained beam search with beam = G: the G best distinct items, as
+MiniOneRec does; deterministic) and "sample" (constrained ancestral sampling at a temperature;
+items may repeat within a group). Scoring is the one function pi, pi_old and pi_ref share
+(`decoding.constrained_logprob` of teacher-forced logits): each request's history is encoded
+once and its G candidates are scored together against that memory, never from beam scores.
+Everything here is traceable and vectorised over requests and candidates.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+
+from sgrec_jax.decoding.beam_search import constrained_beam_search
+from sgrec_jax.decoding.logprob import SidPolicy, constrained_entropy, constrained_logprob
+from sgrec_jax.decoding.sampling import constrained_sample
+from sgrec_jax.sid.catalog import Catalog
+
+ROLLOUT_MODES = ("beam", "sample")
+
+
+class Group(NamedTuple):
+    """G candidates per request.
+
+    Attributes:
+      items_bg: int32 [B, G] item indices (-1 only if beam search found fewer than G items).
+      codes_bgl: int32 [B, G, L] their SIDs.
+    """
+
+    items_bg: jax.Array
+    codes_bgl: jax.Array
+
+
+class GroupScore(NamedTuple):
+    """A policy's view of a group.
+
+    Attributes:
+      token_logprob_bgl: float32 [B, G, L] per-token log-prob under the constrained policy.
+      entropy_bgl: float32 [B, G, L] entropy of the constrained next-token distribution after
+        each candidate's own prefix.
+    """
+
+    token_logprob_bgl: jax.Array
+    entropy_bgl: jax.Array
+
+    @property
+    def logprob_bg(self) -> jax.Array:
+        """float32 [B, G] item log-probs (sum over the L tokens)."""
+        return self.token_logprob_bgl.sum(-1)
+
+
+def generate(
+    model: SidPolicy,
+    catalog: Catalog,
+    history_bh: jax.Array,
+    history_mask_bh: jax.Array,
+    rng: jax.Array,
+    *,
+    mode: str,
+    group_size: int,
+    temperature: float,
+) -> Group:
+    """G = group_size candidates per request from `model` (mode and sizes static).
+
+    `rng` drives sampling only; beam rollouts are deterministic. `temperature` applies to
+    sampling only.
+    """
+    if mode == "beam":
+        result = constrained_beam_search(
+            model, catalog, history_bh, history_mask_bh, beam_size=group_size
+        )
+        return Group(result.items_bk, result.codes_bkl)
+    if mode == "sample":
+        result = constrained_sample(
+            model, catalog, history_bh, history_mask_bh, rng, num_samples=group_size,
+            temperature=temperature,
+        )
+        return Group(result.items_bg, result.codes_bgl)
+    raise ValueError(f"rollout mode {mode!r} is not one of {', '.join(ROLLOUT_MODES)}")
+
+
+def score_group(
+    model: SidPolicy,
+    catalog: Catalog,
+    history_bh: jax.Array,
+    history_mask_bh: jax.Array,
+    codes_bgl: jax.Array,
+) -> GroupScore:
+    """Per-token log-probs and entropies of G candidate SIDs per request under `model`.
+
+    The history is encoded once per request and shared by its G candidates. Deterministic
+    (no dropout), so scoring the same parameters twice gives the same numbers.
+    """
+    memory = model.encode(history_bh, history_mask_bh, deterministic=True)
+    logits_bglv = model.sequence_logits(memory, codes_bgl)
+    token_logprob_bgl = constrained_logprob(logits_bglv, codes_bgl, catalog).token_logprob_bkl
+    return GroupScore(token_logprob_bgl, constrained_entropy(logits_bglv, codes_bgl, catalog))

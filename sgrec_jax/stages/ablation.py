@@ -1,0 +1,462 @@
+"""Ablation of RL advantage schemes from one SFT checkpoint: cells, table, trade-off, bootstrap.
+
+    python -m experiments.ablation --config=experiments/configs/NAME.py --workdir=DIR \
+        --schemes=sft,single,weighted_sum,adv_sum,a2po,popo_light,popo \
+        --sweep=0,0.25,0.5,0.75,1 --seeds=0,1,2 [--config.rl.num_steps=...]
+
+Every (scheme, seed) is a cell: the "rl" stage alone, in DIR/cells/<scheme>/seed_<s>, started
+from the same SFT workdir, with config.rl.estimator = scheme and config.seed = s. "sft" is the
+start policy itself (config.rl.num_steps = 0). --sweep adds fixed-weight cells
+DIR/cells/weighted_sum_w<w>/seed_<s>: the weighted_sum estimator with weights (w, 1 - w) on the
+(business, semantic) reward channels. When config.stages holds "sids"/"sft", they run once in
+DIR/sft_base and every cell starts from it; otherwise from config.rl.init_workdir.
+The reward models (pCTR of "ecpm" and "ecpm_eval", ...) are trained once, in that SFT
+workdir's rewards/ (or config.rl.rewards_workdir), seeded by config.rl.reward_seed: every
+cell is graded by the same ones.
+
+Resumable: a cell (or sft_base) whose results.json exists is skipped after checking it ran with
+the same config (up to run-control fields, see sgrec_jax/stages/runs.py; sft_base ignores the rl
+section), so rerunning the command finishes a long sweep over several sessions. A cell stopped
+midway resumes from its checkpoints. --summarize_only (no --config needed) tabulates the cells
+that have finished so far.
+
+Outputs in DIR:
+- ablation.md / ablation.csv: mean ± std over seeds (ddof 1) of recall/ndcg@5,10, eCPM@10,
+  semantic@10, valid rate, sign agreement (+ true_business@10, true_relevance@10 on the synthetic
+  world); ablation.json holds these plus the trade-off and ground-truth summaries below.
+- tradeoff.png / .svg: semantic@10 against eCPM@10 (means, std bars), the sweep joined and its
+  Pareto front shaded, one marker per scheme.
+- Hypervolume (both objectives maximised): reference point = componentwise minimum over all rows
+  of the table (benchmarks protocol), so values compare within one table only. Per row: the
+  area its point dominates (hv; hv_norm divided by the table's bounding box), and hv_gain =
+  HV(sweep + point) - HV(sweep), > 0 when the point pushes past the fixed-weight front.
+- Ground-truth utility (synthetic world): true_business@10 and true_relevance@10 are min-max
+  normalised over the table's rows to [0, 1]; utility = their mean, true_hv = their product
+  (the hypervolume of the point against the table's minimum, in normalised units).
+- bootstrap.md / .json: paired bootstrap over test users of each row - sft on recall@10 and
+  ndcg@10, per seed and on per-user means over seeds, from each cell's rl/test_rankings.npz.
+
+experiments/ablation.py is the command line; the logic lives here so tests and other runners
+can import it (absl flags may be defined once per process).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from ml_collections import ConfigDict
+
+from sgrec_jax.core.files import atomic_write, write_json
+from sgrec_jax.evaluation.bootstrap import BootstrapResult
+from sgrec_jax.evaluation.paired import (
+    SEED_MEAN,
+    bootstrap_json,
+    bootstrap_markdown,
+    paired_bootstrap_by_seed,
+    user_metrics,
+)
+from sgrec_jax.evaluation.pareto import (
+    hypervolume_2d,
+    minmax_normalise,
+    pareto_mask,
+    reference_point,
+)
+from sgrec_jax.evaluation.plots import PlotPoint, tradeoff_plot
+from sgrec_jax.evaluation.tables import ResultsTable, results_table, to_csv, to_markdown
+from sgrec_jax.stages.pipeline import RESULTS_FILE, check_config, run_pipeline
+from sgrec_jax.stages.runs import read_json, run_or_load
+
+SFT = "sft"  # The start policy: config.rl.num_steps = 0.
+SWEEP_ESTIMATOR = "weighted_sum"
+BASE_STAGES = ("sids", "sft")
+BASE_DIR = "sft_base"
+CELLS_DIR = "cells"
+RANKINGS = os.path.join("rl", "test_rankings.npz")
+PREFIX = "rl/"  # The rl stage's keys in results.json.
+BUSINESS, SEMANTIC = "ecpm@10", "semantic@10"
+TRUE_BUSINESS, TRUE_RELEVANCE = "true_business@10", "true_relevance@10"
+TABLE_METRICS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10", BUSINESS, SEMANTIC,
+                 "valid_rate", "sign_agreement")
+BOOTSTRAP_METRICS = ("recall@10", "ndcg@10")
+
+
+Results = dict[str, dict[int, dict[str, Any]]]  # cell name -> seed -> results.json
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One row of the table: an estimator (or SFT), and the business weight of a sweep point."""
+
+    scheme: str
+    weight: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self.scheme if self.weight is None else f"{self.scheme}_w{self.weight:g}"
+
+
+def plan_cells(schemes: Sequence[str], sweep: Sequence[float]) -> list[Cell]:
+    """The schemes' cells in the order given, then one weighted_sum cell per sweep weight."""
+    cells = [Cell(s) for s in schemes] + [Cell(SWEEP_ESTIMATOR, w) for w in sweep]
+    names = [c.name for c in cells]
+    if len(set(names)) != len(names):
+        raise ValueError(f"cells repeat: {', '.join(names)}")
+    if not cells:
+        raise ValueError("no schemes and no sweep: nothing to run")
+    return cells
+
+
+def cell_dir(workdir: str, cell: Cell, seed: int) -> str:
+    return os.path.join(workdir, CELLS_DIR, cell.name, f"seed_{seed}")
+
+
+def sweep_weights(channels: Sequence[str], weight: float) -> dict[str, Any]:
+    """weighted_sum options: weight w on channels[0] (business), 1 - w on channels[1] (semantic).
+
+    Weights are given by channel name, so any other configured channel gets weight 0.
+    """
+    if len(channels) != 2 or channels[0] == channels[1]:
+        raise ValueError(f"the sweep needs two channels (business, semantic), got {channels}")
+    options = _estimator_defaults(SWEEP_ESTIMATOR)
+    options["weights"] = {channels[0]: weight, channels[1]: 1.0 - weight}
+    return options
+
+
+def sweep_channels(config: ConfigDict, names: Sequence[str] = ()) -> tuple[str, str]:
+    """The (business, semantic) channels of the sweep: `names`, else config.rl.channels' first
+    two (the rl configs list the business channel first)."""
+    names = tuple(names) or tuple(config.rl.channels)[:2]
+    if len(names) != 2:
+        raise ValueError(
+            f"the sweep needs a business and a semantic channel, got {', '.join(names)}; "
+            "pass --sweep_channels=BUSINESS,SEMANTIC"
+        )
+    return names
+
+
+def _estimator_defaults(name: str) -> dict[str, Any]:
+    from sgrec_jax.rl.estimators import estimator_options
+
+    return dict(estimator_options(name))
+
+
+def cell_config(
+    config: ConfigDict, cell: Cell, seed: int, init_workdir: str,
+    channels: Sequence[str] = (),
+) -> ConfigDict:
+    """The rl-only config of one cell; `channels` as sweep_channels takes them.
+
+    config.rl.estimator_options holds options by estimator name (the rl stage reads the entry
+    of config.rl.estimator), so a scheme cell runs with the config's entry for that scheme and a
+    sweep cell with the weighted_sum entry, its weights replaced by the sweep's.
+    """
+    cell_config = config.copy_and_resolve_references()
+    cell_config.seed = seed
+    cell_config.stages = ("rl",)
+    cell_config.rl.init_workdir = init_workdir
+    if cell.scheme == SFT:
+        cell_config.rl.num_steps = 0
+        return cell_config
+    cell_config.rl.estimator = cell.scheme
+    if cell.weight is not None:
+        options = sweep_weights(sweep_channels(config, channels), cell.weight)
+        configured = config.rl.estimator_options.get(cell.scheme, {})
+        options.update({k: v for k, v in configured.items() if k != "weights"})
+        with cell_config.unlocked():
+            cell_config.rl.estimator_options[cell.scheme] = ConfigDict(options)
+    return cell_config
+
+
+def prepare_sft(
+    config: ConfigDict, workdir: str, run: Callable[[ConfigDict, str], dict] = run_pipeline,
+    *, dry: bool = False,
+) -> str:
+    """The SFT workdir every cell starts from: DIR/sft_base, after running the config's
+    sids/sft stages there once (skipped when finished, or when dry), else config.rl.init_workdir.
+    """
+    stages = tuple(s for s in config.stages if s in BASE_STAGES)
+    if not stages:
+        if not config.rl.init_workdir:
+            raise ValueError(
+                "config.stages lists neither 'sids' nor 'sft', so config.rl.init_workdir must "
+                "name the SFT workdir to start from"
+            )
+        return os.path.abspath(config.rl.init_workdir)
+    directory = os.path.join(os.path.abspath(workdir), BASE_DIR)
+    if not dry:
+        base = config.copy_and_resolve_references()
+        base.stages = stages
+        run_or_load(base, directory, "sft base", ignore_sections=("rl",), run=run)
+    return directory
+
+
+def run_cells(
+    config: ConfigDict,
+    workdir: str,
+    cells: Sequence[Cell],
+    seeds: Sequence[int],
+    run: Callable[[ConfigDict, str], dict] = run_pipeline,
+    channels: Sequence[str] = (),
+) -> Results:
+    """Runs the SFT base, then every unfinished (cell, seed), seeds outermost; every result.
+
+    All cell configs are checked first, so a bad scheme name fails before any training.
+    """
+    import sgrec_jax.stages.builtin  # noqa: F401  (registers the stages check_config looks up)
+
+    workdir = os.path.abspath(workdir)  # Orbax rejects relative checkpoint paths.
+    init_workdir = prepare_sft(config, workdir, dry=True)
+    configs = {
+        (cell.name, seed): cell_config(config, cell, seed, init_workdir, channels)
+        for seed in seeds for cell in cells
+    }
+    for cell_config_ in configs.values():
+        check_config(cell_config_)
+    prepare_sft(config, workdir, run)
+    results: Results = {cell.name: {} for cell in cells}
+    for seed in seeds:
+        for cell in cells:
+            results[cell.name][seed] = run_or_load(
+                configs[cell.name, seed], cell_dir(workdir, cell, seed),
+                f"cell {cell.name}/seed_{seed}", run=run,
+            )
+    return results
+
+
+def load_finished(workdir: str, cells: Sequence[Cell], seeds: Sequence[int]) -> Results:
+    """The results of the (cell, seed)s that have finished; cells with none are left out."""
+    results: Results = {}
+    for cell in cells:
+        for seed in seeds:
+            result = read_json(os.path.join(cell_dir(workdir, cell, seed), RESULTS_FILE))
+            if result is not None:
+                results.setdefault(cell.name, {})[seed] = result
+    return results
+
+
+def _row_metrics(result: Mapping[str, Any], metrics: Sequence[str]) -> dict[str, Any]:
+    return {m: result[PREFIX + m] for m in metrics}
+
+
+def ablation_table(results: Results) -> ResultsTable:
+    """Mean ± std over seeds per cell of TABLE_METRICS (+ the truth metrics when all have them)."""
+    every = [r for by_seed in results.values() for r in by_seed.values()]
+    metrics = TABLE_METRICS + tuple(
+        m for m in (TRUE_BUSINESS, TRUE_RELEVANCE) if all(PREFIX + m in r for r in every)
+    )
+    for name, by_seed in results.items():
+        for seed, result in by_seed.items():
+            missing = [PREFIX + m for m in metrics if PREFIX + m not in result]
+            if missing:
+                raise ValueError(
+                    f"cell {name} seed {seed}: results.json lacks {', '.join(missing)}"
+                )
+    return results_table(
+        {name: [_row_metrics(r, metrics) for r in by_seed.values()]
+         for name, by_seed in results.items()},
+        metrics,
+    )
+
+
+def _column(table: ResultsTable, metric: str, stat: str = "mean") -> np.ndarray:
+    values = table.mean_sm if stat == "mean" else table.std_sm
+    return values[:, table.metrics.index(metric)]
+
+
+def tradeoff_summary(table: ResultsTable, sweep_rows: Sequence[str]) -> dict[str, Any]:
+    """Hypervolumes of each row's (eCPM@10, semantic@10) mean and of the sweep's front."""
+    points_n2 = np.stack([_column(table, BUSINESS), _column(table, SEMANTIC)], 1)
+    ref = reference_point(points_n2)
+    box = float(np.prod(points_n2.max(0) - ref))
+    index = {name: i for i, name in enumerate(table.systems)}
+    sweep_n2 = points_n2[[index[name] for name in sweep_rows]]
+    sweep_hv = hypervolume_2d(sweep_n2, ref) if len(sweep_n2) else 0.0
+    on_front = pareto_mask(points_n2)
+    rows = {}
+    for name, i in index.items():
+        point = points_n2[i]
+        hv = hypervolume_2d(point[None], ref)
+        rows[name] = {
+            BUSINESS: float(point[0]), SEMANTIC: float(point[1]), "hv": hv,
+            "hv_norm": hv / box if box > 0 else 0.0,
+            "hv_gain": hypervolume_2d(np.concatenate([sweep_n2, point[None]]), ref) - sweep_hv,
+            "dominated_by_sweep": bool(np.any(
+                np.all(sweep_n2 >= point, 1) & np.any(sweep_n2 > point, 1)
+            )),
+            "on_table_front": bool(on_front[i]),
+        }
+    return {
+        "reference_point": {BUSINESS: float(ref[0]), SEMANTIC: float(ref[1])},
+        "box_area": box, "sweep_hv": sweep_hv, "sweep_hv_norm": sweep_hv / box if box > 0 else 0.0,
+        "rows": rows,
+    }
+
+
+def truth_summary(table: ResultsTable) -> dict[str, dict[str, float]] | None:
+    """Per row: normalised true business and relevance, utility (mean) and true_hv (product)."""
+    if TRUE_BUSINESS not in table.metrics:
+        return None
+    truth_n2 = np.stack([_column(table, TRUE_BUSINESS), _column(table, TRUE_RELEVANCE)], 1)
+    norm_n2 = minmax_normalise(truth_n2, truth_n2)
+    return {
+        name: {
+            TRUE_BUSINESS: float(truth_n2[i, 0]), TRUE_RELEVANCE: float(truth_n2[i, 1]),
+            "business_norm": float(norm_n2[i, 0]), "relevance_norm": float(norm_n2[i, 1]),
+            "utility": float(norm_n2[i].mean()), "true_hv": float(norm_n2[i].prod()),
+        }
+        for i, name in enumerate(table.systems)
+    }
+
+
+def bootstrap_vs_sft(
+    workdir: str, results: Results, *, num_resamples: int, bootstrap_seed: int
+) -> dict[str, dict[str, dict[str, BootstrapResult]]]:
+    """row -> paired_bootstrap_by_seed(row, sft) over the seeds both finished."""
+    if SFT not in results:
+        return {}
+    sft_cell = Cell(SFT)
+    out = {}
+    for name, by_seed in results.items():
+        seeds = [s for s in by_seed if s in results[SFT]]
+        if name == SFT or not seeds:
+            continue
+        directory = os.path.join(workdir, CELLS_DIR, name)
+        pairs = {
+            seed: (user_metrics(os.path.join(directory, f"seed_{seed}", RANKINGS),
+                                BOOTSTRAP_METRICS),
+                   user_metrics(os.path.join(cell_dir(workdir, sft_cell, seed), RANKINGS),
+                                BOOTSTRAP_METRICS))
+            for seed in seeds
+        }
+        out[name] = paired_bootstrap_by_seed(
+            pairs, num_resamples=num_resamples, bootstrap_seed=bootstrap_seed
+        )
+    return out
+
+
+def _fmt(value: float, digits: int = 4) -> str:
+    return "" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def _tradeoff_markdown(tradeoff: Mapping[str, Any]) -> str:
+    ref = tradeoff["reference_point"]
+    lines = [
+        f"Reference point (componentwise minimum of the table): eCPM@10 {ref[BUSINESS]:.4f}, "
+        f"semantic@10 {ref[SEMANTIC]:.4f}. Fixed-weight sweep front: HV "
+        f"{tradeoff['sweep_hv']:.6g} ({tradeoff['sweep_hv_norm']:.4f} of the table's box).",
+        "",
+        "| system | eCPM@10 | semantic@10 | HV | HV (norm) | HV gain over sweep | "
+        "dominated by sweep | on table front |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    yes_no = {True: "yes", False: "no"}
+    for name, r in tradeoff["rows"].items():
+        lines.append(
+            f"| {name} | {r[BUSINESS]:.4f} | {r[SEMANTIC]:.4f} | {r['hv']:.6g} | "
+            f"{r['hv_norm']:.4f} | {r['hv_gain']:.6g} | {yes_no[r['dominated_by_sweep']]} | "
+            f"{yes_no[r['on_table_front']]} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _truth_markdown(truth: Mapping[str, Mapping[str, float]]) -> str:
+    lines = [
+        "Ground truth of the synthetic world, min-max normalised over the rows; utility = mean "
+        "of the two normalised values, true HV = their product.",
+        "",
+        "| system | true_business@10 | true_relevance@10 | business (norm) | relevance (norm) | "
+        "utility | true HV |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in truth.items():
+        lines.append(
+            f"| {name} | {r[TRUE_BUSINESS]:.4f} | {r[TRUE_RELEVANCE]:.4f} | "
+            f"{r['business_norm']:.4f} | {r['relevance_norm']:.4f} | {r['utility']:.4f} | "
+            f"{r['true_hv']:.4f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _bootstrap_summary_markdown(boot: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
+    """One row per (system, metric) on the pooled comparison (seed_mean, or the only seed)."""
+    lines = [
+        "| system | seeds | metric | system - sft | CI | p two-sided |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, by_seeds in boot.items():
+        pooled = SEED_MEAN if SEED_MEAN in by_seeds else next(iter(by_seeds))
+        for metric, r in by_seeds[pooled].items():
+            lines.append(
+                f"| {name} | {pooled} | {metric} | {r.mean_diff:+.4f} | "
+                f"[{r.ci_low:+.4f}, {r.ci_high:+.4f}] | {r.p_value_two_sided:.4f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def summarize(
+    workdir: str, results: Results, sweep_rows: Sequence[str], *, num_resamples: int = 10_000,
+    bootstrap_seed: int = 0,
+) -> str:
+    """Writes ablation.md/.csv/.json, tradeoff.png/.svg and bootstrap.md/.json; returns the md."""
+    table = ablation_table(results)
+    tradeoff = tradeoff_summary(table, sweep_rows)
+    truth = truth_summary(table)
+    boot = bootstrap_vs_sft(
+        workdir, results, num_resamples=num_resamples, bootstrap_seed=bootstrap_seed
+    )
+    index = {name: i for i, name in enumerate(table.systems)}
+
+    def point(name: str, label: str) -> PlotPoint:
+        i = index[name]
+        return PlotPoint(label, *(float(_column(table, m, stat)[i])
+                                  for stat in ("mean", "std") for m in (BUSINESS, SEMANTIC)))
+
+    sweep = [point(name, f"w={name.rsplit('_w', 1)[1]}") for name in sweep_rows]
+    others = [point(name, name) for name in table.systems if name not in sweep_rows]
+    seeds = sorted({s for by_seed in results.values() for s in by_seed})
+    tradeoff_plot(
+        os.path.join(workdir, "tradeoff"), sweep, others, xlabel="eCPM@10 (business)",
+        ylabel="semantic score@10", title=f"Business vs semantic, mean ± std over seeds "
+        f"{','.join(map(str, seeds))}; sweep HV {tradeoff['sweep_hv_norm']:.3f} (normalised)",
+    )
+
+    text = (
+        f"# Ablation: {len(table.systems)} rows, seeds {', '.join(map(str, seeds))}\n\n"
+        "Test metrics of the rl stage, mean ± std over seeds (ddof 1):\n\n"
+        f"{to_markdown(table)}\n## Business vs semantic trade-off\n\n"
+        f"{_tradeoff_markdown(tradeoff)}\n![trade-off](tradeoff.png)\n"
+    )
+    if truth is not None:
+        text += f"\n## Ground-truth utility\n\n{_truth_markdown(truth)}"
+    if boot:
+        text += (
+            "\n## Paired bootstrap against sft (details in bootstrap.md)\n\n"
+            f"{_bootstrap_summary_markdown(boot)}"
+        )
+        details = "".join(
+            f"## {name}\n\n{bootstrap_markdown(b, name, SFT)}\n" for name, b in boot.items()
+        )
+        atomic_write(os.path.join(workdir, "bootstrap.md"), lambda f: f.write(details.encode()))
+        write_json(os.path.join(workdir, "bootstrap.json"),
+                   {name: bootstrap_json(b, name, SFT) for name, b in boot.items()})
+    atomic_write(os.path.join(workdir, "ablation.md"), lambda f: f.write(text.encode()))
+    atomic_write(os.path.join(workdir, "ablation.csv"), lambda f: f.write(to_csv(table).encode()))
+    write_json(os.path.join(workdir, "ablation.json"), {
+        "seeds": seeds,
+        "table": {
+            name: {"num_seeds": int(table.num_seeds_s[i]), **{
+                m: {"mean": float(table.mean_sm[i, j]),
+                    "std": None if math.isnan(table.std_sm[i, j]) else float(table.std_sm[i, j])}
+                for j, m in enumerate(table.metrics)
+            }}
+            for i, name in enumerate(table.systems)
+        },
+        "tradeoff": tradeoff,
+        "truth": truth,
+    })
+    return text

@@ -1,0 +1,346 @@
+"""The "rl" stage: align the SFT generator with reward channels by a GRPO-family update.
+
+Starts from the generator of the "sft" stage in this pipeline, or else from the best SFT
+checkpoint of `config.rl.init_workdir` (its sids.npz and sft/checkpoints). Each step draws
+`rl.batch_size` leave-one-out training requests, rolls out G candidates per request, scores them
+with the configured reward channels and advantage estimator, and applies `updates_per_batch`
+clipped updates with a k3 KL penalty to the frozen SFT policy (`rl.grpo.make_rl_step`, one
+jitted call). Semantic channels judge only a seeded `semantic_sample_ratio` of the requests.
+Checkpoints (train state with the estimator's state, data position) go to DIR/rl/checkpoints and
+a rerun resumes; metrics to DIR/rl (TensorBoard, metrics.jsonl, progress log).
+
+At the end the final policy ranks the test split by beam search (config.eval.beam_size); results:
+rl/recall@5, rl/ndcg@5, rl/recall@10, rl/ndcg@10, rl/valid_rate, rl/coverage@10,
+rl/ecpm@10 ("ecpm_eval": a pCTR model trained independently of the reward's, simulated bids),
+rl/semantic@10 (rl.semantic_eval_channel), rl/true_business@10 and rl/true_relevance@10 on the
+synthetic world (each: the mean over users of the mean over their top 10), rl/sign_agreement
+(business/semantic sign agreement averaged over training steps), and the ranked lists in
+DIR/rl/test_rankings.npz. rl.num_steps = 0 evaluates the start policy (the SFT row).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from flax import nnx
+from ml_collections import ConfigDict
+
+import sgrec_jax.judge.psj_channel  # noqa: F401  (registers the "psj" reward channel)
+from sgrec_jax.core.distributed import is_primary_process
+from sgrec_jax.core.sharding import host_to_global, make_mesh
+from sgrec_jax.data.pipeline import eval_batches, train_iterator
+from sgrec_jax.data.split import Examples, leave_one_out
+from sgrec_jax.models.registry import build_model
+from sgrec_jax.rewards import REWARD_CHANNELS, RewardChannel, RewardRequests, RewardSetup
+from sgrec_jax.rewards.channel import (
+    build_channels,
+    channel_options,
+    resolve_options,
+    reward_tensor,
+)
+from sgrec_jax.rl.estimators import ESTIMATORS, ChannelSpec, estimator_options
+from sgrec_jax.rl.grpo import RLSettings, init_extra, make_rl_step, select_params
+from sgrec_jax.rl.rollout import ROLLOUT_MODES
+from sgrec_jax.sid.build import SemanticIds, load_semantic_ids
+from sgrec_jax.stages.pipeline import STAGES, RunContext, Stage
+from sgrec_jax.train.checkpointing import Checkpointer
+from sgrec_jax.train.evaluate import (
+    Rankings,
+    rank_with_generator,
+    ranking_report,
+    scalar_metrics,
+    subsample,
+)
+from sgrec_jax.train.metric_writer import MetricWriter, ProgressLogger
+from sgrec_jax.train.supervised import Preempted
+from sgrec_jax.train.train_state import create_train_state, make_optimizer
+
+EVAL_BUSINESS = "ecpm_eval"
+TRUTH_AT_10 = {"true_business": "true_business@10", "true_relevance": "true_relevance@10"}
+TOP_K = 10
+
+
+# -- config ------------------------------------------------------------------------------------
+
+def all_channel_options() -> dict[str, dict[str, Any]]:
+    """Every reward channel's options with their defaults, by channel name (for configs)."""
+    return {name: channel_options(name) for name in REWARD_CHANNELS.names()}
+
+
+def all_estimator_options() -> dict[str, dict[str, Any]]:
+    """Every advantage estimator's options with their defaults, by name (for configs)."""
+    return {name: estimator_options(name) for name in ESTIMATORS.names()}
+
+
+def _check(config: ConfigDict) -> None:
+    rl, stages = config.rl, list(config.stages)
+    if "sft" in stages:
+        if stages.index("sft") > stages.index("rl"):
+            raise ValueError("stage 'rl' must come after 'sft' in config.stages")
+    elif not rl.init_workdir:
+        raise ValueError("stage 'rl' needs the 'sft' stage before it or rl.init_workdir (an SFT "
+                         "work directory)")
+    names = [*rl.channels, rl.semantic_eval_channel, EVAL_BUSINESS]
+    for name in names:
+        resolve_options(name, rl.channel_options.get(name))  # unknown names or options fail
+    defaults = estimator_options(rl.estimator)
+    unknown = sorted(set(rl.estimator_options.get(rl.estimator, {})) - set(defaults))
+    if unknown:
+        raise ValueError(f"rl.estimator_options.{rl.estimator}: unknown {unknown}; valid: "
+                         f"{sorted(defaults)}")
+    problems = []
+    if rl.rollout not in ROLLOUT_MODES:
+        problems.append(f"rollout {rl.rollout!r} is not one of {', '.join(ROLLOUT_MODES)}")
+    if rl.group_size < 2 or min(rl.batch_size, rl.updates_per_batch) < 1:
+        problems.append("need group_size >= 2, batch_size >= 1, updates_per_batch >= 1")
+    if rl.num_steps < 0 or (rl.num_steps and not 0 <= rl.warmup_steps < rl.num_steps):
+        problems.append(f"need num_steps >= 0 and 0 <= warmup_steps {rl.warmup_steps} < "
+                        f"num_steps {rl.num_steps}")
+    if rl.learning_rate <= 0 or rl.clip_eps <= 0 or rl.beta < 0 or rl.temperature <= 0:
+        problems.append("need learning_rate > 0, clip_eps > 0, beta >= 0, temperature > 0")
+    if not 0 <= rl.semantic_sample_ratio <= 1:
+        problems.append(f"semantic_sample_ratio {rl.semantic_sample_ratio} must be in [0, 1]")
+    if min(rl.log_every, rl.eval_every, rl.keep_checkpoints) < 1 or rl.max_steps_per_run < 0:
+        problems.append("need log_every, eval_every, keep_checkpoints >= 1, max_steps_per_run >= 0")
+    if config.eval.beam_size < TOP_K:
+        problems.append(f"eval.beam_size {config.eval.beam_size} must be >= {TOP_K}")
+    if problems:
+        raise ValueError("rl: " + "; ".join(problems))
+
+
+# -- the start policy ---------------------------------------------------------------------------
+
+def _sft_policy(config: ConfigDict, num_items: int) -> tuple[SemanticIds, nnx.Module]:
+    """The SIDs and the best SFT checkpoint of the work directory config.rl.init_workdir."""
+    init = os.path.abspath(config.rl.init_workdir)
+    sids = load_semantic_ids(init, num_items)
+    checkpoints = os.path.join(init, "sft", "checkpoints")
+    if sids is None or not os.path.isdir(checkpoints):
+        raise ValueError(f"rl.init_workdir {init} is not an SFT work directory (it needs "
+                         "sids.npz and sft/checkpoints)")
+    saved_config = os.path.join(init, "config.json")
+    if os.path.exists(saved_config):
+        with open(saved_config) as f:
+            saved_model = json.load(f)["model"]
+        if saved_model != json.loads(json.dumps(config.model.to_dict())):
+            raise ValueError(f"config.model differs from the model of {init}: {saved_model}")
+    model = build_model(
+        config.model.name, codes_nl=sids.codes_nl, level_sizes=sids.level_sizes,
+        max_history=config.data.max_history, rngs=nnx.Rngs(config.seed),
+        **dict(config.model.options),
+    )
+    # The restore target needs the SFT optimizer's state structure, not its values.
+    optimizer = make_optimizer(config.sft.learning_rate, 0, 1, clip_norm=config.sft.clip_norm)
+    mesh = make_mesh(data=config.mesh.data, fsdp=config.mesh.fsdp)
+    graphdef, target, _ = create_train_state(model, optimizer, jax.random.key(0), mesh)
+    with Checkpointer(checkpoints, best_metric=f"valid/{config.sft.best_metric}") as ckpt:
+        step = ckpt.best_step()
+        if step is None:
+            raise ValueError(f"{checkpoints} holds no checkpoint")
+        state = ckpt.restore(step, target)
+    logging.info("start policy: SFT step %d of %s", step, init)
+    return sids, nnx.merge(graphdef, state.params, state.model_state)
+
+
+def _start_policy(context: RunContext) -> tuple[SemanticIds, nnx.Module]:
+    if "generator" in context.artifacts:
+        return context.artifacts["sids"], context.artifacts["generator"]
+    sids, model = _sft_policy(context.config, context.dataset.num_items)
+    context.artifacts.update(sids=sids, catalog=sids.catalog())
+    return sids, model
+
+
+# -- evaluation ---------------------------------------------------------------------------------
+
+@jax.jit
+def _user_means(channels: Sequence[RewardChannel], requests: RewardRequests, items_bk: jax.Array,
+                logprob_bk: jax.Array) -> jax.Array:
+    rewards_bkc = reward_tensor(channels, requests, items_bk, logprob_bk)
+    return jnp.nanmean(rewards_bkc, axis=1)
+
+
+def reward_at_k(channels: Sequence[RewardChannel], examples: Examples, rankings: Rankings, *,
+                k: int, batch_size: int) -> dict[str, float]:
+    """Per channel: the mean over users of the mean reward of their top-k ranked items.
+
+    Every request is judged (semantic channels score all of them); users whose k rewards are
+    all NaN are left out of the mean.
+    """
+    means = []
+    for start, batch in zip(range(0, len(examples), batch_size),
+                            eval_batches(examples, batch_size=batch_size), strict=True):
+        rows = np.minimum(np.arange(start, start + batch_size), len(examples) - 1)
+        requests = RewardRequests(
+            history_bh=batch["history"], history_mask_bh=batch["history_mask"],
+            target_b=batch["target"], user_b=batch["user"],
+            judged_b=np.ones(batch_size, bool),
+        )
+        user_means = _user_means(channels, requests, rankings.items_uk[rows, :k],
+                                 rankings.scores_uk[rows, :k])
+        means.append(np.asarray(user_means)[batch["valid"]])
+    per_user = np.concatenate(means)
+    with np.errstate(invalid="ignore"):
+        return {c.name: float(np.nanmean(per_user[:, i])) for i, c in enumerate(channels)}
+
+
+def _evaluate(model: nnx.Module, catalog: Any, examples: Examples, channels, config: ConfigDict,
+              num_items: int) -> tuple[Rankings, dict[str, float]]:
+    """Beam-search rankings of `examples` and their metrics by result name (no "rl/" prefix)."""
+    rankings = rank_with_generator(model, catalog, examples, beam_size=config.eval.beam_size,
+                                   k=TOP_K, batch_size=config.eval.batch_size)
+    report = scalar_metrics(ranking_report(rankings, num_items))
+    rewards = reward_at_k(channels, examples, rankings, k=TOP_K,
+                          batch_size=config.eval.batch_size)
+    report["ecpm@10"] = rewards[EVAL_BUSINESS]
+    report["semantic@10"] = rewards[config.rl.semantic_eval_channel]
+    report.update({name: rewards[channel] for channel, name in TRUTH_AT_10.items()
+                   if channel in rewards})
+    return rankings, report
+
+
+# -- the stage ----------------------------------------------------------------------------------
+
+def _train(context: RunContext, model: nnx.Module, catalog: Any, setup: RewardSetup,
+           eval_channels: list[RewardChannel], train: Examples, valid: Examples,
+           run_dir: str) -> tuple[nnx.Module, dict[str, Any]]:
+    """Runs (or resumes) the RL steps; returns the final policy and the training summary."""
+    config = context.config
+    rl = config.rl
+    channels = build_channels(setup, list(rl.channels), rl.channel_options)
+    estimator = ESTIMATORS.get(rl.estimator)(
+        [ChannelSpec.of(c) for c in channels], dict(rl.estimator_options.get(rl.estimator, {}))
+    )
+    mesh = make_mesh(data=config.mesh.data, fsdp=config.mesh.fsdp)
+    updates = rl.updates_per_batch
+    optimizer = make_optimizer(rl.learning_rate, rl.warmup_steps * updates, rl.num_steps * updates,
+                               weight_decay=rl.weight_decay, clip_norm=rl.clip_norm)
+    # The reference is a copy made before the state exists: the step donates the state.
+    ref_params = jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))
+    graphdef, state, state_sharding = create_train_state(
+        model, optimizer, jax.random.key(config.seed), mesh, extra=init_extra(estimator)
+    )
+    ref_params = jax.device_put(ref_params, state_sharding.params)
+    if estimator.needs_gradients:
+        select_params(state.params, rl.gradient_params)  # fails now on a pattern matching nothing
+    settings = RLSettings(
+        group_size=rl.group_size, rollout=rl.rollout, temperature=rl.temperature,
+        updates_per_batch=updates, clip_eps=rl.clip_eps, beta=rl.beta,
+        semantic_sample_ratio=rl.semantic_sample_ratio, judge_seed=config.seed,
+        gradient_params=rl.gradient_params,
+    )
+    rl_step = make_rl_step(graphdef=graphdef, optimizer=optimizer, channels=channels,
+                           estimator=estimator, settings=settings, mesh=mesh,
+                           state_sharding=state_sharding)
+    data = train_iterator(train, batch_size=rl.batch_size, seed=config.seed)
+
+    def policy(state) -> nnx.Module:
+        return nnx.merge(graphdef, state.params, state.model_state)
+
+    with Checkpointer(os.path.join(run_dir, "checkpoints"), keep=rl.keep_checkpoints,
+                      save_interval_steps=rl.eval_every) as checkpointer:
+        checkpointer.install_sigterm_handler()
+        state, metadata = checkpointer.restore_or_init(state, data)
+        step = start_step = int(state.step)
+        if metadata is not None:
+            logging.info("resumed RL at step %d", step)
+
+        def stop(why: str) -> None:
+            checkpointer.save(step, state, data, force=True)
+            checkpointer.wait_until_finished()
+            raise Preempted(f"{why}: saved step {step} in {run_dir}; run the same command "
+                            "again to resume")
+
+        # Also from step 0: a run killed before its first checkpoint leaves records that the
+        # restarted run replaces.
+        with MetricWriter(run_dir, purge_step=step + 1) as writer:
+            logger = ProgressLogger(rl.num_steps, every=rl.log_every,
+                                    keys=("loss", "kl", "clip_frac", "entropy"))
+            while step < rl.num_steps:
+                state, metrics = rl_step(state, ref_params, channels, catalog,
+                                         host_to_global(next(data), mesh))
+                step += 1
+                if step % rl.log_every == 0 or step == rl.num_steps:
+                    metrics = jax.device_get(metrics)
+                    writer.write_scalars(step, {f"train/{k}": v for k, v in metrics.items()})
+                    logger.log(step, metrics)
+                if checkpointer.should_stop(step):
+                    stop("preempted")
+                if step % rl.eval_every == 0 or step == rl.num_steps:
+                    _, report = _evaluate(policy(state), catalog, valid, eval_channels, config,
+                                          context.dataset.num_items)
+                    writer.write_scalars(step, {f"valid/{k}": v for k, v in report.items()})
+                    logging.info("step %d valid: %s", step,
+                                 " ".join(f"{k} {v:.4f}" for k, v in report.items()))
+                    checkpointer.save(step, state, data, force=True)
+                if rl.max_steps_per_run and step - start_step >= rl.max_steps_per_run \
+                        and step < rl.num_steps:
+                    stop("paused")
+        checkpointer.wait_until_finished()
+    totals = jax.device_get(state.extra["totals"])
+    agreement_steps = int(totals["sign_agreement_steps"])
+    summary = {
+        "rl/last_step": step,
+        "rl/nonfinite_steps": int(state.nonfinite_steps),
+        "rl/sign_agreement": (float(totals["sign_agreement_sum"]) / agreement_steps
+                              if agreement_steps else math.nan),
+    }
+    return policy(state), summary
+
+
+def _rewards_workdir(context: RunContext) -> str:
+    """Where the reward models are trained and cached: rl.rewards_workdir, else the SFT work
+    directory the policy starts from, else this one. The rewards are the environment, not part
+    of the run: every scheme and seed started from one SFT checkpoint is graded by the same
+    reward models (seeded by rl.reward_seed, not by the run's seed), trained once."""
+    rl = context.config.rl
+    if rl.rewards_workdir:
+        return os.path.abspath(rl.rewards_workdir)
+    if rl.init_workdir and "sft" not in context.config.stages:
+        return os.path.abspath(rl.init_workdir)
+    return context.workdir
+
+
+def _run(context: RunContext) -> None:
+    config, dataset = context.config, context.dataset
+    rl = config.rl
+    sids, model = _start_policy(context)
+    catalog = jax.device_put(sids.catalog())
+    if rl.rollout == "beam" and rl.group_size > dataset.num_items:
+        raise ValueError(f"rl.group_size {rl.group_size} exceeds the catalog's "
+                         f"{dataset.num_items} items (beam rollouts need G distinct items)")
+    splits = leave_one_out(dataset, config.data.max_history)
+    setup = RewardSetup(config=config, dataset=dataset, workdir=_rewards_workdir(context),
+                        seed=rl.reward_seed, artifacts=context.artifacts)
+    eval_names = [EVAL_BUSINESS, rl.semantic_eval_channel]
+    if setup.world() is not None:
+        eval_names += [name for name in TRUTH_AT_10 if name not in eval_names]
+    eval_channels = build_channels(setup, eval_names, rl.channel_options)
+    run_dir = os.path.join(context.workdir, "rl")
+
+    summary: dict[str, Any] = {"rl/last_step": 0, "rl/nonfinite_steps": 0,
+                               "rl/sign_agreement": math.nan}
+    if rl.num_steps > 0:
+        valid = subsample(splits.valid, config.eval.valid_users, config.seed)
+        model, summary = _train(context, model, catalog, setup, eval_channels, splits.train,
+                                valid, run_dir)
+    rankings, report = _evaluate(model, catalog, splits.test, eval_channels, config,
+                                 dataset.num_items)
+    if is_primary_process():
+        os.makedirs(run_dir, exist_ok=True)
+        rankings.save(os.path.join(run_dir, "test_rankings.npz"))
+    logging.info("rl test (beam %d, %d users): %s", config.eval.beam_size, report["num_users"],
+                 " ".join(f"{k} {v:.4f}" for k, v in report.items()))
+    context.artifacts["rl_generator"] = model
+    context.metrics.update({f"rl/{k}": v for k, v in report.items()})
+    context.metrics.update(summary)
+
+
+STAGES.register("rl")(Stage(run=_run, check=_check))

@@ -1,0 +1,315 @@
+"""The ablation runner: cells, table and trade-off assembly, bootstrap vs sft, resume; and one
+real run through the sids/sft base and the rl stage on a tiny synthetic world."""
+
+import csv
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from ml_collections import ConfigDict
+
+from sgrec_jax.core.files import write_json
+from sgrec_jax.rl.estimators import ESTIMATORS, ChannelSpec
+from sgrec_jax.stages import ablation
+from sgrec_jax.stages.runs import parse_sweep
+from sgrec_jax.train.evaluate import Rankings
+from tests.stages.test_rl import RL_RESULTS
+from tests.stages.test_rl import tiny_config as tiny_rl_config
+from tests.stages.test_sft import tiny_config
+
+# Row means of (eCPM@10, semantic@10): sft is the table's minimum, so the reference point.
+POINTS = {"sft": (1.0, 1.0), "popo": (3.0, 3.0), "weighted_sum_w0": (1.5, 4.0),
+          "weighted_sum_w0.5": (2.5, 2.5), "weighted_sum_w1": (4.0, 1.5)}
+TRUTH = {"sft": (0.2, 0.5), "popo": (0.6, 0.7), "weighted_sum_w0": (0.3, 0.9),
+         "weighted_sum_w0.5": (0.5, 0.6), "weighted_sum_w1": (0.8, 0.4)}
+SWEEP_ROWS = ["weighted_sum_w0", "weighted_sum_w0.5", "weighted_sum_w1"]
+USERS = 20
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def cell_results(name, seed):
+    """A results.json of the rl stage; the two seeds straddle the row means by ±0.5 / ±0.1."""
+    sign = 1.0 if seed else -1.0
+    (ecpm, semantic), (business, relevance) = POINTS[name], TRUTH[name]
+    hits = hit_users(name)
+    return {
+        "rl/recall@5": hits / USERS, "rl/ndcg@5": hits / USERS, "rl/recall@10": hits / USERS,
+        "rl/ndcg@10": hits / USERS, "rl/valid_rate": 1.0, "rl/sign_agreement": 0.5,
+        "rl/ecpm@10": ecpm + 0.5 * sign, "rl/semantic@10": semantic + 0.1 * sign,
+        "rl/true_business@10": business, "rl/true_relevance@10": relevance,
+        "stages": ["rl"],
+    }
+
+
+def hit_users(name):
+    return 15 if name == "popo" else 5
+
+
+def save_rankings(directory, name):
+    """Users hit_users(name) first users rank their target first; the rest miss it."""
+    users = np.arange(USERS)[::-1].copy()  # saved out of order: pairing sorts by user
+    targets = users + 100
+    items = np.tile(np.arange(10), (USERS, 1))
+    items[users < hit_users(name), 0] = targets[users < hit_users(name)]
+    directory.mkdir(parents=True)
+    Rankings(users, targets, items, np.zeros((USERS, 10), np.float32)).save(
+        directory / "test_rankings.npz"
+    )
+
+
+@pytest.fixture(scope="module")
+def summary(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("ablation")
+    results = {}
+    for name in POINTS:
+        for seed in (0, 1):
+            directory = workdir / "cells" / name / f"seed_{seed}"
+            save_rankings(directory / "rl", name)
+            results.setdefault(name, {})[seed] = cell_results(name, seed)
+            write_json(directory / "results.json", results[name][seed])
+    text = ablation.summarize(str(workdir), results, SWEEP_ROWS, num_resamples=500)
+    return workdir, text
+
+
+def test_plan_cells_names_schemes_then_sweep():
+    cells = ablation.plan_cells(["sft", "popo"], [0.0, 0.25, 1.0])
+    assert [c.name for c in cells] == [
+        "sft", "popo", "weighted_sum_w0", "weighted_sum_w0.25", "weighted_sum_w1"
+    ]
+    assert ablation.cell_dir("/d", cells[3], 2) == "/d/cells/weighted_sum_w0.25/seed_2"
+    with pytest.raises(ValueError, match="cells repeat"):
+        ablation.plan_cells(["popo", "popo"], [])
+
+
+def test_sweep_weighs_business_by_w_and_semantic_by_one_minus_w():
+    options = ConfigDict(ablation.sweep_weights(("ecpm", "psj"), 0.25))  # as a cell stores it
+    channels = [ChannelSpec("ecpm", 0.0, 100.0, "business"), ChannelSpec("psj", 0.0, 1.0,
+                "semantic"), ChannelSpec("true_ctr", 0.0, 1.0, "truth")]
+    # Valid options for the estimator (it rejects unknown names), weights by channel name.
+    estimator = ESTIMATORS.get("weighted_sum")(channels, options)
+    assert dict(estimator.options["weights"]) == {"ecpm": 0.25, "psj": 0.75}
+    with pytest.raises(ValueError, match="two channels"):
+        ablation.sweep_weights(("ecpm",), 0.5)
+
+
+def test_cell_configs_keep_estimator_options_by_name():
+    """The rl stage reads rl.estimator_options[rl.estimator]: a cell must fill that entry."""
+    config = tiny_rl_config()
+    config.rl.estimator_options.popo_light.w_min = 0.1
+    config.rl.estimator_options.weighted_sum.block_b = 4
+    config.lock()
+    popo = ablation.cell_config(config, ablation.Cell("popo_light"), 1, "/sft")
+    assert (popo.seed, popo.stages, popo.rl.init_workdir) == (1, ("rl",), "/sft")
+    assert popo.rl.estimator == "popo_light" and popo.rl.estimator_options.popo_light.w_min == 0.1
+    sweep = ablation.cell_config(config, ablation.Cell("weighted_sum", 0.25), 0, "/sft")
+    options = sweep.rl.estimator_options.weighted_sum
+    assert dict(options.weights) == {"ecpm": 0.25, "emb_cosine": 0.75} and options.block_b == 4
+    assert ablation.cell_config(config, ablation.Cell("sft"), 0, "/sft").rl.num_steps == 0
+
+
+def test_table_has_mean_and_std_of_every_metric(summary):
+    workdir, text = summary
+    with open(workdir / "ablation.csv") as f:
+        rows = {row["system"]: row for row in csv.DictReader(f)}
+    assert list(rows) == list(POINTS)
+    popo = rows["popo"]
+    assert popo["num_seeds"] == "2"
+    assert float(popo["ecpm@10_mean"]) == pytest.approx(3.0)
+    assert float(popo["ecpm@10_std"]) == pytest.approx(0.5 * np.sqrt(2))
+    assert float(popo["semantic@10_std"]) == pytest.approx(0.1 * np.sqrt(2))
+    assert float(popo["recall@10_mean"]) == pytest.approx(0.75)
+    assert float(popo["true_relevance@10_mean"]) == pytest.approx(0.7)
+    assert "| popo | 2 | 0.7500 ± 0.0000 |" in text
+    assert (workdir / "ablation.md").read_text() == text
+
+
+def test_hypervolumes_use_the_table_minimum_as_reference(summary):
+    workdir, text = summary
+    tradeoff = json.loads((workdir / "ablation.json").read_text())["tradeoff"]
+    assert tradeoff["reference_point"] == {"ecpm@10": 1.0, "semantic@10": 1.0}
+    # Sweep relative to (1, 1): (0.5, 3), (1.5, 1.5), (3, 0.5) -> 1.5 + 1.5 + 0.75.
+    assert tradeoff["sweep_hv"] == pytest.approx(3.75)
+    assert tradeoff["box_area"] == pytest.approx(9.0)
+    popo, sft = tradeoff["rows"]["popo"], tradeoff["rows"]["sft"]
+    assert popo["hv"] == pytest.approx(4.0) and popo["hv_norm"] == pytest.approx(4 / 9)
+    # With popo's (2, 2): 3 x 0.5 + 2 x 1.5 + 0.5 x 1 = 5, so it adds 1.25 to the sweep.
+    assert popo["hv_gain"] == pytest.approx(1.25)
+    assert not popo["dominated_by_sweep"] and popo["on_table_front"]
+    assert sft["hv"] == 0.0 and sft["hv_gain"] == 0.0
+    assert sft["dominated_by_sweep"] and not sft["on_table_front"]
+    assert "HV 3.75 (0.4167 of the table's box)" in text
+    assert (workdir / "tradeoff.png").stat().st_size > 1000
+    assert (workdir / "tradeoff.svg").stat().st_size > 1000
+
+
+def test_ground_truth_utility_is_normalised_over_the_rows(summary):
+    workdir, text = summary
+    truth = json.loads((workdir / "ablation.json").read_text())["truth"]
+    popo = truth["popo"]
+    # business (0.6 - 0.2) / 0.6, relevance (0.7 - 0.4) / 0.5
+    assert popo["business_norm"] == pytest.approx(2 / 3)
+    assert popo["relevance_norm"] == pytest.approx(0.6)
+    assert popo["utility"] == pytest.approx((2 / 3 + 0.6) / 2)
+    assert popo["true_hv"] == pytest.approx(0.4)
+    assert truth["weighted_sum_w1"]["business_norm"] == 1.0
+    assert "## Ground-truth utility" in text
+
+
+def test_bootstrap_pairs_each_row_with_sft_user_by_user(summary):
+    workdir, text = summary
+    boot = json.loads((workdir / "bootstrap.json").read_text())
+    assert set(boot) == set(POINTS) - {"sft"}
+    popo = boot["popo"]
+    assert (popo["a"], popo["b"]) == ("popo", "sft")
+    assert set(popo["results"]) == {"seed_0", "seed_1", "seed_mean"}
+    recall = popo["results"]["seed_mean"]["recall@10"]
+    assert recall["mean_diff"] == pytest.approx(0.5) and recall["ci_low"] > 0
+    assert recall["num_users"] == USERS
+    same = boot["weighted_sum_w0"]["results"]["seed_0"]["ndcg@10"]
+    assert same["mean_diff"] == 0.0 and same["p_value_two_sided"] == 1.0
+    assert "| popo | seed_mean | recall@10 | +0.5000 |" in text
+    assert "## popo" in (workdir / "bootstrap.md").read_text()
+
+
+def test_sft_base_runs_once_and_resumes(tmp_path):
+    """The base stages run for real in DIR/sft_base; a rerun skips them, another config fails."""
+    config = tiny_config()
+    config.stages = ("sids",)
+    directory = ablation.prepare_sft(config, str(tmp_path))
+    assert directory == str(tmp_path / "sft_base")
+    results = tmp_path / "sft_base" / "results.json"
+    stamp = results.stat().st_mtime_ns
+    config.sft.max_steps_per_run = 3  # run control: still the same run
+    assert ablation.prepare_sft(config, str(tmp_path)) == directory
+    assert results.stat().st_mtime_ns == stamp
+    config.sid.codebook_size = 9
+    with pytest.raises(ValueError, match=r"fields sid.codebook_size differ"):
+        ablation.prepare_sft(config, str(tmp_path))
+
+
+def test_cli_summarizes_the_finished_cells(summary, tmp_path):
+    workdir, text = summary
+    copy = tmp_path / "copy"
+    for path in workdir.glob("cells/*/seed_*/**/*"):
+        if path.is_file():
+            target = copy / path.relative_to(workdir)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())
+    (copy / "cells" / "weighted_sum_w1" / "seed_1" / "results.json").unlink()  # unfinished
+    done = subprocess.run(
+        [sys.executable, "-m", "experiments.ablation", f"--workdir={copy}", "--summarize_only",
+         "--schemes=sft,popo,single", "--sweep=0,0.5,1", "--seeds=0,1", "--num_resamples=500"],
+        cwd=ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| weighted_sum_w1 | 1 |" in done.stdout and "| single |" not in done.stdout
+    assert "| popo | 2 |" in done.stdout
+    assert done.stdout.strip() == (copy / "ablation.md").read_text().strip()
+    assert (copy / "tradeoff.png").exists()
+
+
+@pytest.mark.parametrize("sweep", [["2"], ["0.5", "0.5"], ["x"]])
+def test_bad_sweep_weights_are_refused(sweep):
+    with pytest.raises(ValueError, match="--sweep must be"):
+        parse_sweep(sweep)
+
+
+# -- end to end: sft_base, then the rl stage in every cell ----------------------------------------
+
+REAL_CELLS = ablation.plan_cells(["sft", "a2po"], [1.0])  # sft, a2po, weighted_sum_w1
+REAL_SWEEP = ["weighted_sum_w1"]
+
+
+def finished_files(workdir):
+    """mtime of every results.json (sft_base, cells) and reward-model report, by path."""
+    paths = [*workdir.glob("**/results.json"), *workdir.glob("**/rewards/*/report.json")]
+    return {str(p.relative_to(workdir)): p.stat().st_mtime_ns for p in paths}
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory):
+    """Runs the ablation for real (2 RL steps per cell, seed 0), summarises it, then reruns it."""
+    workdir = tmp_path_factory.mktemp("real_ablation")
+    config = tiny_rl_config(num_steps=2, eval_every=2)
+    results = ablation.run_cells(config, str(workdir), REAL_CELLS, [0])
+    text = ablation.summarize(str(workdir), results, REAL_SWEEP, num_resamples=200)
+    first = finished_files(workdir)
+    again = ablation.run_cells(config, str(workdir), REAL_CELLS, [0])
+    return workdir, results, text, first, again
+
+
+def test_real_cells_run_the_rl_stage_from_the_shared_sft_base(real):
+    workdir, results, _, _, _ = real
+    assert list(results) == [c.name for c in REAL_CELLS]
+    base = json.loads((workdir / "sft_base" / "results.json").read_text())
+    assert base["stages"] == ["sids", "sft"]
+    for name, by_seed in results.items():
+        result = by_seed[0]
+        assert result["stages"] == ["rl"]
+        for key in RL_RESULTS:
+            assert np.isfinite(result[key]), (name, key)
+        assert result["rl/last_step"] == (0 if name == "sft" else 2)
+        stored = json.loads((workdir / "cells" / name / "seed_0" / "results.json").read_text())
+        assert stored["rl/ndcg@10"] == result["rl/ndcg@10"]
+    # The sft row is the base's own policy under the same beam search.
+    assert results["sft"][0]["rl/recall@10"] == base["recall@10"]
+
+
+def test_sweep_cell_trains_with_its_fixed_weights(real):
+    workdir, _, _, _, _ = real
+    cell = workdir / "cells" / "weighted_sum_w1" / "seed_0"
+    config = json.loads((cell / "config.json").read_text())["rl"]
+    assert config["estimator"] == "weighted_sum"
+    assert config["estimator_options"]["weighted_sum"]["weights"] == {
+        "ecpm": 1.0, "emb_cosine": 0.0
+    }
+    records = [r for r in map(json.loads, (cell / "rl" / "metrics.jsonl").read_text().splitlines())
+               if "train/loss" in r]
+    assert [r["step"] for r in records] == [1, 2]
+    for record in records:
+        assert (record["train/weights/ecpm"], record["train/weights/emb_cosine"]) == (1.0, 0.0)
+
+
+def test_reward_models_are_trained_once_in_the_sft_base(real):
+    workdir, _, _, _, _ = real
+    rewards = workdir / "sft_base" / "rewards"
+    # reward_seed 0 + each channel's seed_offset; ctr_steps 20, validated every 10.
+    assert sorted(p.parent.name for p in rewards.glob("*/report.json")) == [
+        "ecpm_eval_seed1000", "ecpm_seed0"
+    ]
+    for name in ("ecpm_eval_seed1000", "ecpm_seed0"):
+        lines = (rewards / name / "metrics.jsonl").read_text().splitlines()
+        assert [r["step"] for r in map(json.loads, lines) if "valid/auc" in r] == [10, 20], name
+    assert list(rewards.glob("text_emb_*.npy"))
+    assert not list(workdir.glob("cells/**/rewards")), "a cell trained its own reward models"
+
+
+def test_real_summary_has_every_row_ground_truth_and_bootstrap(real):
+    workdir, _, text, _, _ = real
+    for name in ("ablation.md", "ablation.csv", "ablation.json", "tradeoff.png",
+                 "bootstrap.md", "bootstrap.json"):
+        assert (workdir / name).stat().st_size > 0, name
+    with open(workdir / "ablation.csv") as f:
+        rows = {row["system"]: row for row in csv.DictReader(f)}
+    assert list(rows) == ["sft", "a2po", "weighted_sum_w1"]
+    for name in ("true_business@10_mean", "true_relevance@10_mean", "ecpm@10_mean"):
+        assert all(row[name] for row in rows.values()), name
+    assert all(f"| {name} | 1 |" in text for name in rows)
+    assert "## Ground-truth utility" in text
+    boot = json.loads((workdir / "bootstrap.json").read_text())
+    assert set(boot) == {"a2po", "weighted_sum_w1"}
+    assert boot["a2po"]["results"]["seed_0"]["recall@10"]["num_users"] == 60
+
+
+def test_a_rerun_skips_every_finished_cell(real):
+    workdir, results, _, first, again = real
+    for name, by_seed in again.items():
+        for key in RL_RESULTS:
+            assert by_seed[0][key] == results[name][0][key], (name, key)
+    assert finished_files(workdir) == first
+    assert len(first) == 1 + len(REAL_CELLS) + 2  # sft_base, the cells, two pCTR models

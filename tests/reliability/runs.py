@@ -1,0 +1,221 @@
+"""Tiny training runs through the real loop, in this process or as a separate one.
+
+    python -m tests.reliability.runs --trainer=sft --run_dir=DIR [--num_steps=N]
+        [--coordinator=127.0.0.1:PORT --num_processes=2 --process_id=I] [--max_file_bytes=B]
+
+`train_sft` trains a small SID generator with the SFT loss through `train_supervised` (Grain
+pipeline with per-process shards, `host_to_global`, Orbax checkpoints, metrics.jsonl); the
+command line runs it the way `experiments.train` does (`initialize_distributed`, then
+`run_or_exit`, so SIGTERM exits 143 after a save). The reliability tests are written against
+TRAINERS: a trainer takes (run_dir, mesh_config, **config overrides), leaves metrics.jsonl and
+checkpoints of a TrainState in run_dir, and `fresh_state(name)` builds the state to restore them
+into, so another stage (RL) is tested by adding its entry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import resource
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+
+import jax
+import numpy as np
+import optax
+from absl import logging
+from flax import nnx
+from ml_collections import ConfigDict
+
+from experiments.configs.common import supervised_training
+from sgrec_jax.core.distributed import initialize_distributed
+from sgrec_jax.core.sharding import make_mesh
+from sgrec_jax.data.split import PAD_ITEM, Examples
+from sgrec_jax.models.registry import build_model
+from sgrec_jax.stages.cli import run_or_exit
+from sgrec_jax.stages.sft import sft_loss
+from sgrec_jax.train.checkpointing import Checkpointer
+from sgrec_jax.train.supervised import TrainOutcome, train_supervised
+from sgrec_jax.train.train_state import TrainState, create_train_state, make_optimizer
+from tests.models.tiny import CODES, NUM_ITEMS, SIZES, H
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+NUM_STEPS, EVAL_EVERY, BATCH = 24, 4, 16
+
+
+def examples(num: int, seed: int) -> Examples:
+    """`num` histories of tiny-catalog items, some left-padded, with their next item."""
+    rng = np.random.default_rng(seed)
+    history = rng.integers(0, NUM_ITEMS, (num, H)).astype(np.int32)
+    pads = rng.integers(0, H - 1, num)
+    history[np.arange(H)[None, :] < pads[:, None]] = PAD_ITEM  # left-padded, as splits are
+    target = ((history[:, -1] * 7 + 3) % NUM_ITEMS).astype(np.int32)  # learnable
+    return Examples(history=history, target=target, user=np.arange(num, dtype=np.int32))
+
+
+def generator() -> nnx.Module:
+    # d_model x d_ff = 64 x 256 = MIN_FSDP_SIZE elements: an fsdp axis splits the MLP kernels.
+    return build_model(
+        "encoder_decoder", codes_nl=CODES, level_sizes=SIZES, max_history=H, rngs=nnx.Rngs(0),
+        num_layers=1, d_model=64, num_heads=2, d_ff=256, dropout=0.1,
+    )
+
+
+@nnx.jit
+def _valid_nll(model: nnx.Module, history_bh, mask_bh, target_b) -> jax.Array:
+    codes_bl = model.item_codes(target_b)
+    logits_blv = model(history_bh, mask_bh, codes_bl, deterministic=True)
+    return optax.softmax_cross_entropy_with_integer_labels(logits_blv, codes_bl).sum(-1).mean()
+
+
+def evaluate(model: nnx.Module, valid: Examples) -> dict[str, float]:
+    """Teacher-forced validation: the negated SID NLL (larger is better), cheap to compile."""
+    nll = _valid_nll(model, valid.history, valid.history != PAD_ITEM, valid.target)
+    return {"neg_nll": -float(nll)}
+
+
+def sft_config(**overrides) -> ConfigDict:
+    config = supervised_training()
+    config.update(batch_size=BATCH, num_steps=NUM_STEPS, learning_rate=3e-3, warmup_steps=2,
+                  eval_every=EVAL_EVERY, patience=0, best_metric="neg_nll", log_every=1,
+                  keep_checkpoints=2)
+    config.update(overrides)
+    return config
+
+
+def train_sft(run_dir: str, mesh_config: ConfigDict, **overrides) -> TrainOutcome:
+    return train_supervised(
+        model=generator(), loss_fn=sft_loss, evaluate=evaluate, train=examples(160, 0),
+        valid=examples(32, 1), config=sft_config(**overrides), mesh_config=mesh_config,
+        run_dir=run_dir, seed=0,
+    )
+
+
+def fresh_sft_state(mesh_config: ConfigDict, extra: Mapping | None = None) -> TrainState:
+    """The initial state `train_sft` starts from (plus `extra` arrays), to restore into."""
+    config = sft_config()
+    optimizer = make_optimizer(config.learning_rate, config.warmup_steps, config.num_steps,
+                               weight_decay=config.weight_decay, clip_norm=config.clip_norm)
+    mesh = make_mesh(mesh_config.data, mesh_config.fsdp)
+    return create_train_state(generator(), optimizer, jax.random.key(0), mesh, extra=extra)[1]
+
+
+TRAINERS: Mapping[str, Callable[..., object]] = {"sft": train_sft}
+FRESH_STATES: Mapping[str, Callable[..., TrainState]] = {"sft": fresh_sft_state}
+
+
+def mesh_config(data: int = -1, fsdp: int = 1) -> ConfigDict:
+    return ConfigDict({"data": data, "fsdp": fsdp})
+
+
+# -- reading a run ------------------------------------------------------------------------------
+
+
+def metric_records(run_dir: str | os.PathLike) -> list[dict]:
+    """metrics.jsonl, one dict per write, in order."""
+    text = (pathlib.Path(run_dir) / "metrics.jsonl").read_text()
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def train_losses(run_dir: str | os.PathLike) -> dict[int, float]:
+    records = [r for r in metric_records(run_dir) if "train/loss" in r]
+    steps = [r["step"] for r in records]
+    assert len(steps) == len(set(steps)), f"steps logged twice: {steps}"
+    return {r["step"]: r["train/loss"] for r in records}
+
+
+def host(tree):
+    """Numpy copies; PRNG keys as their raw data."""
+    def to_host(x):
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            x = jax.random.key_data(x)
+        return np.asarray(x)
+
+    return jax.tree.map(to_host, tree)
+
+
+def checkpointed_state(trainer: str, run_dir: str | os.PathLike, step: int | None = None):
+    """(step, host copy of the TrainState) of checkpoint `step` (default: the latest)."""
+    with Checkpointer(os.path.join(run_dir, "checkpoints")) as ckpt:
+        step = ckpt.latest_step() if step is None else step
+        state = ckpt.restore(step, FRESH_STATES[trainer](mesh_config(1, 1)))
+    return step, host(state)
+
+
+def saved_on(run_dir: str | os.PathLike, step: int) -> dict:
+    """The device and process counts checkpoint `step` was written on."""
+    path = pathlib.Path(run_dir) / "checkpoints" / str(step) / "metadata" / "metadata"
+    return json.loads(path.read_text())["saved_on"]
+
+
+# -- separate processes -------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(run_dir, *args: str, devices: int = 1, env: Mapping[str, str] | None = None,
+          trainer: str = "sft") -> subprocess.Popen:
+    """Starts `python -m tests.reliability.runs` on `devices` CPU devices."""
+    full_env = {**os.environ, "JAX_PLATFORMS": "cpu", **(env or {}),
+                "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.reliability.runs", f"--trainer={trainer}",
+         f"--run_dir={run_dir}", *args],
+        cwd=REPO, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def finish(process: subprocess.Popen, timeout: float = 120) -> tuple[int, str]:
+    """Waits for `process`; returns (exit code, stderr)."""
+    try:
+        _, err = process.communicate(timeout=timeout)
+    finally:
+        process.kill()
+    return process.returncode, err
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--trainer", default="sft", choices=sorted(TRAINERS))
+    parser.add_argument("--run_dir", required=True)
+    parser.add_argument("--num_steps", type=int, default=NUM_STEPS)
+    parser.add_argument("--max_steps_per_run", type=int, default=0)
+    parser.add_argument("--data", type=int, default=-1)
+    parser.add_argument("--fsdp", type=int, default=1)
+    parser.add_argument("--coordinator", default="")
+    parser.add_argument("--num_processes", type=int, default=0)
+    parser.add_argument("--process_id", type=int, default=-1)
+    parser.add_argument("--max_file_bytes", type=int, default=0,
+                        help="RLIMIT_FSIZE: writes past this size fail with EFBIG")
+    args = parser.parse_args(argv)
+    logging.set_verbosity(logging.INFO)  # the loop's progress and resume lines, on stderr
+    if args.max_file_bytes:
+        # Ignored, SIGXFSZ no longer kills the process: the write fails with EFBIG instead, as
+        # it would with ENOSPC on a full disk.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (args.max_file_bytes, resource.RLIM_INFINITY))
+    run_or_exit(lambda: initialize_distributed(ConfigDict({
+        "enabled": bool(args.coordinator), "coordinator_address": args.coordinator,
+        "num_processes": args.num_processes, "process_id": args.process_id,
+        "initialization_timeout": 60,
+    })))
+    outcome = run_or_exit(lambda: TRAINERS[args.trainer](
+        args.run_dir, mesh_config(args.data, args.fsdp), num_steps=args.num_steps,
+        max_steps_per_run=args.max_steps_per_run,
+    ))
+    print("done", outcome.last_step)
+    if jax.process_count() > 1:
+        jax.distributed.shutdown()
+
+
+if __name__ == "__main__":
+    main()

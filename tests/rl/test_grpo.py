@@ -1,0 +1,271 @@
+"""The clipped GRPO loss with the k3 KL, the per-channel gradient Gram matrix, the jitted step."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from sgrec_jax.core.sharding import make_mesh
+from sgrec_jax.decoding.beam_search import constrained_beam_search_jit
+from sgrec_jax.rewards import REWARD_CHANNELS, RewardChannel
+from sgrec_jax.rl.estimators import ESTIMATORS, ChannelSpec, channel_advantages
+from sgrec_jax.rl.grpo import (
+    RLSettings,
+    channel_gram,
+    grpo_loss,
+    init_extra,
+    judged_mask,
+    make_rl_step,
+    param_path,
+    policy_loss,
+    select_params,
+)
+from sgrec_jax.rl.rollout import score_group
+from sgrec_jax.sid.catalog import build_catalog
+from sgrec_jax.train.train_state import create_train_state, make_optimizer, make_update
+from tests.fake_devices import run_on_fake_devices
+from tests.models.tiny import CODES, NUM_ITEMS, SIZES, batch, tiny
+
+B, G, L = 4, 5, len(SIZES)
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    return jax.device_put(build_catalog(CODES, SIZES))
+
+
+@pytest.fixture(scope="module")
+def requests(catalog):
+    """A batch whose targets are each request's third beam item, so "hit" varies in the group."""
+    history, mask, _ = batch(seed=2, size=B)
+    beam = constrained_beam_search_jit(tiny("encoder_decoder", "item"), catalog, history, mask,
+                                       beam_size=G)
+    return {"history": history, "history_mask": mask, "target": beam.items_bk[:, 2],
+            "user": jnp.arange(B, dtype=jnp.int32)}
+
+
+def test_loss_at_pi_old_is_the_mean_advantage_and_clipping_binds_only_outside_the_range():
+    logp_bgl = jax.random.normal(jax.random.key(0), (B, G, L)) - 2
+    adv_bg = jax.random.normal(jax.random.key(1), (B, G))
+    loss, m = grpo_loss(logp_bgl, logp_bgl, logp_bgl, adv_bg, clip_eps=0.2, beta=1e-3)
+    assert m["ratio_mean"] == 1.0 and m["clip_frac"] == 0.0 and m["kl"] == 0.0
+    np.testing.assert_allclose(loss, -adv_bg.mean(), rtol=1e-6)
+
+    # pi moved away from pi_old by +-0.5 nats per token: ratios e^0.5 and e^-0.5.
+    shift_bgl = jnp.where(jnp.arange(L) % 2 == 0, 0.5, -0.5) * jnp.ones((B, G, L))
+    loss, m = grpo_loss(logp_bgl + shift_bgl, logp_bgl, logp_bgl, adv_bg, clip_eps=0.2, beta=0.0)
+    ratio = np.exp(np.asarray(shift_bgl))
+    a = np.asarray(adv_bg)[:, :, None]
+    np.testing.assert_allclose(loss, -np.minimum(ratio * a, np.clip(ratio, 0.8, 1.2) * a).mean(),
+                               rtol=1e-5)
+    binds = ((ratio > 1.2) & (a > 0)) | ((ratio < 0.8) & (a < 0))
+    assert 0 < m["clip_frac"] < 1
+    np.testing.assert_allclose(m["clip_frac"], binds.mean())
+
+
+def _setup(catalog, lr=1e-2):
+    model = tiny("encoder_decoder", "item")
+    optimizer = make_optimizer(lr, 0, 100, clip_norm=None)
+    mesh = make_mesh()
+    return model, optimizer, mesh
+
+
+def test_an_update_raises_the_log_prob_of_positive_advantage_items(catalog, requests):
+    model, optimizer, mesh = _setup(catalog, lr=1e-3)
+    graphdef, state, _ = create_train_state(model, optimizer, jax.random.key(0), mesh)
+    codes_bgl = jnp.asarray(CODES[np.arange(B * G).reshape(B, G) * 3 % NUM_ITEMS])
+    score = jax.jit(lambda p: score_group(nnx.merge(graphdef, p, state.model_state), catalog,
+                                          requests["history"], requests["history_mask"],
+                                          codes_bgl).logprob_bg)
+    before = np.asarray(score(state.params))
+    adv_bg = jnp.tile(jnp.array([-0.5, 2.0, -0.5, -0.5, -0.5]), (B, 1))
+    update = jax.jit(make_update(graphdef, policy_loss(catalog, clip_eps=0.2, beta=1e-3),
+                                 optimizer))
+    data = {"history": requests["history"], "history_mask": requests["history_mask"],
+            "codes_bgl": codes_bgl, "old_token_logprob_bgl": jnp.zeros((B, G, L)),
+            "ref_token_logprob_bgl": jnp.zeros((B, G, L)), "advantage_bg": adv_bg,
+            "first_update": jnp.array(True)}
+    state, metrics = update(state, data)
+    assert metrics["ratio_mean"] == 1.0 and metrics["clip_frac"] == 0.0
+    change = np.asarray(score(state.params)) - before
+    positive = np.asarray(adv_bg) > 0
+    assert (change[positive] > 0).all(), change
+    assert change[~positive].mean() < 0, change
+
+
+def test_gram_is_the_inner_products_of_per_channel_gradients(catalog, requests):
+    model, _, _ = _setup(catalog)
+    graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
+    codes_bgl = jnp.asarray(CODES[np.arange(B * G).reshape(B, G) * 7 % NUM_ITEMS])
+    rewards_bgk = jax.random.normal(jax.random.key(3), (B, G, 3))
+    adv_bgk = channel_advantages(rewards_bgk)
+    data = {"history": requests["history"], "history_mask": requests["history_mask"],
+            "codes_bgl": codes_bgl}
+
+    @jax.jit
+    def grad(adv_bg):
+        def loss(p):
+            m = nnx.merge(graphdef, p, model_state, copy=True)
+            logp = score_group(m, catalog, data["history"], data["history_mask"],
+                               codes_bgl).token_logprob_bgl
+            return -(adv_bg[:, :, None] * jnp.exp(logp - jax.lax.stop_gradient(logp))).mean()
+        return jax.grad(loss)(params)
+
+    grads = [grad(adv_bgk[..., k]) for k in range(3)]
+    subset = "^head/"
+    for pattern in ("", subset):
+        chosen = set(select_params(params, pattern))
+        flat = [np.concatenate([np.ravel(x) for i, x in enumerate(jax.tree.leaves(g))
+                                if i in chosen]) for g in grads]
+        want = np.array([[fi @ fj for fj in flat] for fi in flat])
+        gram = jax.jit(channel_gram, static_argnums=(0, 6))(
+            graphdef, params, model_state, catalog, data, adv_bgk, pattern)
+        np.testing.assert_allclose(gram, want, rtol=1e-4, atol=1e-9)
+        assert np.linalg.eigvalsh(want).min() > -1e-6 * np.abs(want).max()
+    paths = [param_path(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    assert 0 < len(select_params(params, subset)) < len(paths)
+    assert all(paths[i].startswith("head/") for i in select_params(params, subset))
+    with pytest.raises(ValueError, match="matches no parameter"):
+        select_params(params, "^nothing")
+
+
+def test_judged_mask_is_a_seeded_function_of_the_request():
+    users, targets = jnp.arange(4000) % 97, jnp.arange(4000) // 97
+    mask = judged_mask(jax.random.key(0), users, targets, 0.25)
+    assert abs(float(mask.mean()) - 0.25) < 0.03
+    np.testing.assert_array_equal(mask[::-1], judged_mask(jax.random.key(0), users[::-1],
+                                                          targets[::-1], 0.25))
+    assert judged_mask(jax.random.key(0), users, targets, 1.0).all()
+    assert not judged_mask(jax.random.key(0), users, targets, 0.0).any()
+
+
+def _value_score(tables, requests, items_bg, logprob_bg):
+    del requests, logprob_bg
+    return tables["value_n"][items_bg]
+
+
+@pytest.fixture(scope="module")
+def rl(catalog):
+    """A popo RL step (per-channel gradients) over "hit" and a per-item value channel."""
+    model, optimizer, mesh = _setup(catalog)
+    value = RewardChannel("value", 0.0, 1.0, "business", {"value_n": jnp.zeros(NUM_ITEMS)},
+                          _value_score)
+    channels = [REWARD_CHANNELS.get("hit")(None, {}), value]
+    estimator = ESTIMATORS.get("popo")([ChannelSpec.of(c) for c in channels], {})
+    graphdef, state, sharding = create_train_state(
+        model, optimizer, jax.random.key(0), mesh, extra=init_extra(estimator))
+    settings = RLSettings(group_size=G, rollout="beam", temperature=1.0, updates_per_batch=1,
+                          clip_eps=0.2, beta=1e-3, semantic_sample_ratio=1.0, judge_seed=0)
+    step = make_rl_step(graphdef=graphdef, optimizer=optimizer, channels=channels,
+                        estimator=estimator, settings=settings, mesh=mesh,
+                        state_sharding=sharding)
+    ref_params = jax.tree.map(jnp.copy, state.params)
+    return step, state, ref_params, channels
+
+
+def _with_values(channels, value_n):
+    hit, value = channels
+    return [hit, RewardChannel("value", 0.0, 1.0, "business", {"value_n": value_n},
+                               value.score_fn)]
+
+
+def test_rl_steps_move_the_policy_with_ratio_one_on_the_first_update(rl, catalog, requests):
+    step, state, ref_params, channels = rl
+    state = jax.tree.map(jnp.copy, state)  # the step donates its input
+    before = jax.tree.map(np.asarray, state.params)
+    channels = _with_values(channels, jax.random.uniform(jax.random.key(5), (NUM_ITEMS,)))
+    state, m1 = step(state, ref_params, channels, catalog, requests)
+    state, m2 = step(state, ref_params, channels, catalog, requests)
+    for m in (m1, m2):
+        assert m["ratio_mean"] == 1.0 and m["clip_frac"] == 0.0
+        assert m["reward_fault"] == 0 and m["skipped"] == 0
+        assert np.isfinite(m["loss"]) and m["entropy"] > 0
+        assert m["judged_frac/hit"] == 1.0 and m["zero_std_frac/value"] == 0.0
+    assert m1["kl"] < 1e-6 < m2["kl"]  # the first batch is scored at the reference
+    assert int(state.step) == 2 and int(state.nonfinite_steps) == 0
+    weights = np.asarray(state.extra["estimator"]["weights_k"])
+    assert not np.allclose(weights, 0.5) and np.isclose(weights.sum(), 1.0)
+    np.testing.assert_allclose([m2["weights/hit"], m2["weights/value"]], weights)
+    moved = jax.tree.map(lambda a, b: np.abs(np.asarray(a) - b).max(), state.params, before)
+    assert max(jax.tree.leaves(moved)) > 0
+
+
+def test_a_nan_business_reward_skips_the_update_and_is_counted(rl, catalog, requests):
+    step, state, ref_params, channels = rl
+    state = jax.tree.map(jnp.copy, state)
+    before = jax.tree.map(np.asarray, (state.params, state.opt_state, state.extra))
+    target = int(requests["target"][0])  # in request 0's group
+    value_n = jnp.full(NUM_ITEMS, 0.5, jnp.float32).at[target].set(jnp.nan)
+    state, metrics = step(state, ref_params, _with_values(channels, value_n), catalog, requests)
+    assert metrics["reward_fault"] == 1 and metrics["skipped"] == 1
+    assert int(metrics["nonfinite_steps"]) == int(state.nonfinite_steps) == 1
+    assert int(state.step) == 1
+    after = jax.tree.map(np.asarray, (state.params, state.opt_state, state.extra))
+    jax.tree.map(np.testing.assert_array_equal, after, before)
+
+
+def test_rl_step_on_eight_devices_matches_one_device():
+    """data 4 x fsdp 2: the requests are split over all 8 devices, the MLP kernels and their Adam
+    moments over fsdp; two updates on one rollout land where the 1-device step lands."""
+    out = run_on_fake_devices(8, """
+        import jax, jax.numpy as jnp, numpy as np
+        from flax import nnx
+        from sgrec_jax.core.sharding import host_to_global, make_mesh
+        from sgrec_jax.models.registry import build_model
+        from sgrec_jax.rewards import REWARD_CHANNELS, RewardChannel
+        from sgrec_jax.rl.estimators import ESTIMATORS, ChannelSpec
+        from sgrec_jax.rl.grpo import RLSettings, init_extra, make_rl_step
+        from sgrec_jax.sid.catalog import build_catalog
+        from sgrec_jax.train.train_state import create_train_state, make_optimizer
+        from tests.fake_devices import assert_fsdp_sharded
+        from tests.models.tiny import CODES, H, NUM_ITEMS, SIZES
+
+        assert jax.device_count() == 8
+        rng = np.random.default_rng(0)
+        history = rng.integers(0, NUM_ITEMS, (8, H)).astype(np.int32)
+        batch = {"history": history, "history_mask": history >= 0,
+                 "target": np.arange(8, dtype=np.int32), "user": np.arange(8, dtype=np.int32)}
+        catalog = jax.device_put(build_catalog(CODES, SIZES))
+        value_n = jnp.asarray(rng.uniform(size=NUM_ITEMS), jnp.float32)
+        channels = [REWARD_CHANNELS.get("hit")(None, {}),
+                    RewardChannel("value", 0.0, 1.0, "business", value_n,
+                                  lambda value_n, requests, items_bg, _: value_n[items_bg])]
+        estimator = ESTIMATORS.get("popo")([ChannelSpec.of(c) for c in channels], {})
+        optimizer = make_optimizer(1e-3, 0, 10)
+        settings = RLSettings(group_size=4, rollout="sample", temperature=1.0,
+                              updates_per_batch=2, clip_eps=0.2, beta=1e-3,
+                              semantic_sample_ratio=1.0, judge_seed=0)
+        runs = {}
+        for name, mesh in [("one", make_mesh(1, 1)), ("eight", make_mesh(4, 2))]:
+            # d_model x d_ff = 64 x 256 = MIN_FSDP_SIZE: the MLP kernels are split over fsdp.
+            model = build_model("encoder_decoder", codes_nl=CODES, level_sizes=SIZES,
+                                max_history=H, rngs=nnx.Rngs(0), num_layers=1, d_model=64,
+                                num_heads=2, d_ff=256, dropout=0.0)
+            ref = jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))
+            graphdef, state, sharding = create_train_state(
+                model, optimizer, jax.random.key(0), mesh, extra=init_extra(estimator))
+            step = make_rl_step(graphdef=graphdef, optimizer=optimizer, channels=channels,
+                                estimator=estimator, settings=settings, mesh=mesh,
+                                state_sharding=sharding)
+            requests = host_to_global(batch, mesh)
+            state, metrics = step(state, jax.device_put(ref, sharding.params), channels, catalog,
+                                  requests)
+            if name == "eight":
+                assert requests["history"].addressable_shards[0].data.shape == (1, H)
+                # Parameters and both Adam moments: every large array is split in two.
+                assert len(assert_fsdp_sharded(state, fsdp=2)) >= 6
+                split = [x for x in jax.tree.leaves(state.params) if "fsdp" in x.sharding.spec]
+                assert 0 < len(split) < len(jax.tree.leaves(state.params))  # small ones whole
+            runs[name] = jax.device_get((state.params, metrics))
+        p1, m1 = runs["one"]
+        p8, m8 = runs["eight"]
+        # Adam divides by sqrt(nu): elements with near-zero gradients amplify rounding; 5e-5 is
+        # 2.5% of the 2e-3 that two updates move a parameter.
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=5e-5), p1, p8)
+        for k in ("loss", "kl", "ratio_mean", "weights/hit"):
+            np.testing.assert_allclose(m1[k], m8[k], rtol=1e-4, atol=1e-6)
+        assert m8["kl"] > 0  # the second update moved away from the reference
+        print("ok", float(m8["grad_norm"]))
+    """, timeout=400)
+    assert out.startswith("ok")

@@ -1,0 +1,116 @@
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import export
+
+from sgrec_jax.rl.estimators import ChannelSpec, build_estimator
+from sgrec_jax.rl.pallas_advantage import (
+    MIX_MODES,
+    MixSpec,
+    benchmark_advantages,
+    mixed_advantage,
+)
+
+
+def nasty_rewards(seed, b, g, k):
+    """Random rewards with constant groups, sixteen-0.7-style groups, NaN entries and channels."""
+    rng = np.random.default_rng(seed)
+    r = rng.normal(0.0, 2.0, size=(b, g, k)).astype(np.float32)
+    r[0, :, 0] = 0.7
+    if b > 2:
+        r[2, :, :] = 4.0
+    if b > 3:
+        r[3, rng.integers(g), k - 1] = np.nan
+    if b > 5:
+        r[5, :, 0] = np.nan
+    return r
+
+
+def _modes(k):
+    return [m for m in MIX_MODES if m != "a2po" or k >= 2]
+
+
+@functools.cache
+def _both_impls(k, block_b):
+    """All mix modes with both impls in one jitted function (one compile per shape)."""
+
+    def fn(rewards_bgk, weights_k, low_k, inv_k):
+        out = {}
+        for mode in _modes(k):
+            spec = MixSpec(mode, 0, k - 1)
+            for impl in ("xla", "pallas"):
+                out[mode, impl] = mixed_advantage(rewards_bgk, spec, weights_k, low_k, inv_k,
+                                                  impl=impl, block_b=block_b)
+        return out
+
+    return jax.jit(fn)
+
+
+@pytest.mark.parametrize("b, g, k, block_b", [
+    (13, 3, 2, 4),   # B not a multiple of the block, 4 grid steps
+    (5, 1, 1, 8),    # G = 1: every group is degenerate
+    (9, 4, 4, 2),
+    (10, 16, 3, 8),
+])
+def test_kernel_matches_reference(b, g, k, block_b):
+    rng = np.random.default_rng(b * 100 + k)
+    rewards = nasty_rewards(b, b, g, k)
+    weights = rng.uniform(0.1, 1.0, k).astype(np.float32)
+    low = rng.uniform(-1.0, 0.0, k).astype(np.float32)
+    inv = rng.uniform(0.5, 2.0, k).astype(np.float32)
+    out = _both_impls(k, block_b)(rewards, weights, low, inv)
+    for mode in _modes(k):
+        ref, ker = out[mode, "xla"], out[mode, "pallas"]
+        assert ker.adv_bg.shape == (b, g) and ker.z_bgk.shape == (b, g, k)
+        np.testing.assert_allclose(ker.adv_bg, ref.adv_bg, atol=1e-5, err_msg=mode)
+        np.testing.assert_allclose(ker.z_bgk, ref.z_bgk, atol=1e-5, err_msg=mode)
+        np.testing.assert_array_equal(ker.judged_bk, ref.judged_bk)
+        np.testing.assert_array_equal(ker.constant_bk, ref.constant_bk)
+        adv = np.asarray(ker.adv_bg)
+        assert np.all(np.isfinite(adv))
+        # Constant requests and (for G = 1) every request give exactly 0.
+        assert np.all(adv[2 if b > 2 and g > 1 else slice(None)] == 0.0)
+        if g > 1:
+            assert np.abs(adv).max() > 0.1
+    judged = np.asarray(out[_modes(k)[0], "pallas"].judged_bk)
+    assert judged[:, k - 1].sum() == b - (b > 3) - (b > 5 and k == 1)
+
+
+def test_estimators_with_the_pallas_impl_match_xla():
+    channels = (ChannelSpec("ecpm", 0.0, 10.0, "business"),
+                ChannelSpec("psj", 0.0, 1.0, "semantic"))
+    rewards = nasty_rewards(1, 11, 4, 2)
+    gram = jnp.array([[1.0, 0.2], [0.2, 0.5]])
+    # The kernel's math is checked above; this checks the wiring of the impl option and of the
+    # batch-level weights into the kernel's coefficients.
+    names = ["popo_light"]
+    pairs = {n: [build_estimator(n, channels, {"impl": impl, "block_b": 4})
+                 for impl in ("xla", "pallas")] for n in names}
+
+    @jax.jit
+    def fn(r):
+        return {n: [e(r, e.init_state(), gram_kk=gram) for e in pair] for n, pair in pairs.items()}
+
+    for name, (xla, pallas) in fn(jnp.asarray(rewards)).items():
+        np.testing.assert_allclose(pallas[0], xla[0], atol=1e-5, err_msg=name)
+        for key, value in xla[2].items():
+            np.testing.assert_allclose(pallas[2][key], value, atol=1e-5, err_msg=key)
+
+
+def test_kernel_lowers_for_tpu():
+    rewards = jax.ShapeDtypeStruct((20, 16, 2), jnp.float32)
+    for mode in MIX_MODES:
+        f = functools.partial(mixed_advantage, spec=MixSpec(mode, 0, 1), impl="pallas",
+                              block_b=8, interpret=False)
+        exported = export.export(jax.jit(f), platforms=["tpu"])(rewards)
+        assert "tpu_custom_call" in exported.mlir_module()
+        assert exported.platforms == ("tpu",)
+
+
+def test_benchmark_returns_both_timings():
+    timings = benchmark_advantages(8, 4, 2, 4, repeats=2)
+    assert timings["pallas_s"] > 0.0 and timings["xla_s"] > 0.0
+    assert timings["block_b"] == 4

@@ -1,0 +1,80 @@
+"""The sids -> sft -> rl pipeline (quickstart_rl) on a tiny synthetic world: results, resume, the
+start-policy row (num_steps 0) and starting from another run's SFT work directory."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from experiments.configs import quickstart_rl
+from sgrec_jax.stages.pipeline import run_pipeline
+
+RL_RESULTS = ("rl/recall@5", "rl/ndcg@5", "rl/recall@10", "rl/ndcg@10", "rl/valid_rate",
+              "rl/ecpm@10", "rl/semantic@10", "rl/true_business@10", "rl/true_relevance@10")
+
+
+def tiny_config(**rl):
+    config = quickstart_rl.get_config()
+    config.data.options.update(num_items=150, num_users=60)
+    config.sid.codebook_size = 8
+    config.sid.embeddings.dim = 16
+    config.model.options.update(num_layers=1, d_model=32, num_heads=2, d_ff=64)
+    config.sft.update(batch_size=16, num_steps=8, warmup_steps=2, eval_every=8, log_every=4,
+                      patience=0)
+    config.eval.update(beam_size=10, batch_size=32, valid_users=20)
+    for ctr in ("ecpm", "ecpm_eval"):
+        config.rl.channel_options[ctr].update(ctr_steps=20, eval_every=10, batch_size=32,
+                                              warmup_steps=2, valid_examples=50, d_model=16)
+    config.rl.update(**{**dict(group_size=4, batch_size=8, num_steps=4, warmup_steps=1,
+                                log_every=1, eval_every=2), **rl})
+    return config
+
+
+def train_records(workdir):
+    lines = (workdir / "rl" / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if "train/loss" in r]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("quickstart_rl")
+    return workdir, run_pipeline(tiny_config(), str(workdir))
+
+
+def test_rl_writes_its_results_and_logs(run):
+    workdir, results = run
+    for name in RL_RESULTS:
+        assert math.isfinite(results[name]), name
+    assert results["rl/valid_rate"] == 1.0 and results["rl/last_step"] == 4
+    assert results["rl/ecpm@10"] > 0 and 0 <= results["rl/true_relevance@10"] <= 1
+    assert -1 <= results["rl/sign_agreement"] <= 1 and results["rl/nonfinite_steps"] == 0
+    rankings = np.load(workdir / "rl" / "test_rankings.npz")
+    assert rankings["items_uk"].shape == (60, 10)
+    records = train_records(workdir)
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    for key in ("kl", "clip_frac", "entropy", "ratio_mean", "sign_agreement", "a2po/lambda_mean",
+                "reward/ecpm/mean", "reward/emb_cosine/std", "zero_std_frac/ecpm"):
+        assert f"train/{key}" in records[0], key
+    assert records[0]["train/ratio_mean"] == 1.0 and records[0]["train/clip_frac"] == 0.0
+    assert records[0]["train/kl"] < 1e-6 < records[-1]["train/kl"]
+
+
+def test_a_rerun_resumes_from_the_last_checkpoint_without_new_steps(run):
+    workdir, results = run
+    again = run_pipeline(tiny_config(), str(workdir))
+    assert len(train_records(workdir)) == 4
+    for name in (*RL_RESULTS, "rl/sign_agreement"):
+        assert again[name] == results[name], name
+
+
+def test_zero_steps_evaluates_the_start_policy_from_an_sft_workdir(run, tmp_path):
+    workdir, results = run
+    config = tiny_config(num_steps=0, init_workdir=str(workdir))
+    config.stages = ("rl",)
+    start = run_pipeline(config, str(tmp_path))
+    # The SFT row: the same policy, the same beam search as the SFT stage's test evaluation.
+    for name in ("recall@10", "ndcg@10", "recall@5"):
+        assert start[f"rl/{name}"] == results[name], name
+    assert start["rl/last_step"] == 0 and math.isnan(start["rl/sign_agreement"])
+    assert not (tmp_path / "rl" / "checkpoints").exists()
