@@ -4,37 +4,7 @@ r"""Ablation of RL advantage schemes from one SFT checkpoint: table, trade-off p
         --schemes=sft,single,weighted_sum,adv_sum,a2po,popo_light,popo \
         --sweep=0,0.25,0.5,0.75,1 --seeds=0,1,2 [--config.rl.num_steps=...]
 
-Every (scheme, seed) is a cell: the "rl" stage alone, in DIR/cells/<scheme>/seed_<s>, started
-from the same SFT workdir, with config.rl.estimator = scheme and config.seed = s. "sft" is the
-start policy itself (config.rl.num_steps = 0). --sweep adds fixed-weight cells
-DIR/cells/weighted_sum_w<w>/seed_<s>: the weighted_sum estimator with weights (w, 1 - w) on the
-(business, semantic) reward channels. When config.stages holds "sids"/"sft", they run once in
-DIR/sft_base and every cell starts from it; otherwise from config.rl.init_workdir.
-The reward models (pCTR of "ecpm" and "ecpm_eval", ...) are trained once, in that SFT
-workdir's rewards/ (or config.rl.rewards_workdir), seeded by config.rl.reward_seed: every
-cell is graded by the same ones.
-
-Resumable: a cell (or sft_base) whose results.json exists is skipped after checking it ran with
-the same config (up to run-control fields, see sgrec_jax/stages/runs.py; sft_base ignores the rl
-section), so rerunning the command finishes a long sweep over several sessions. A cell stopped
-midway resumes from its checkpoints. --summarize_only (no --config needed) tabulates the cells
-that have finished so far.
-
-Outputs in DIR:
-- ablation.md / ablation.csv: mean ± std over seeds (ddof 1) of recall/ndcg@5,10, eCPM@10,
-  semantic@10, valid rate, sign agreement (+ true_business@10, true_relevance@10 on the synthetic
-  world); ablation.json holds these plus the trade-off and ground-truth summaries below.
-- tradeoff.png / .svg: semantic@10 against eCPM@10 (means, std bars), the sweep joined and its
-  Pareto front shaded, one marker per scheme.
-- Hypervolume (both objectives maximised): reference point = componentwise minimum over all rows
-  of the table (benchmarks protocol), so values compare within one table only. Per row: the
-  area its point dominates (hv; hv_norm divided by the table's bounding box), and hv_gain =
-  HV(sweep + point) - HV(sweep), > 0 when the point pushes past the fixed-weight front.
-- Ground-truth utility (synthetic world): true_business@10 and true_relevance@10 are min-max
-  normalised over the table's rows to [0, 1]; utility = their mean, true_hv = their product
-  (the hypervolume of the point against the table's minimum, in normalised units).
-- bootstrap.md / .json: paired bootstrap over test users of each row - sft on recall@10 and
-  ndcg@10, per seed and on per-user means over seeds, from each cell's rl/test_rankings.npz.
+What each run writes and how it resumes: see sgrec_jax/stages/ablation.py, which holds the logic.
 """
 
 from __future__ import annotations

@@ -4,22 +4,7 @@ r"""Runs an experiment over several seeds, tabulates mean ± std, and bootstraps
         --seeds=0,1,2 [--config.FIELD=VALUE ...]
     python -m experiments.multi_seed --compare=DIR_A,DIR_B --workdir=OUT [--system=sft]
 
-Seed s runs the pipeline in DIR/seed_<s> with config.seed = s, which seeds the model's
-initialisation, dropout, batch order, the validation subset and, for learned SIDs, the
-quantizer. The data stay fixed (data.bid_seed is not varied; the split is deterministic), so
-every seed is scored on the same test users and systems can be paired user by user. A seed
-whose results.json exists is skipped, so rerunning the command resumes cell by cell (a seed
-stopped midway resumes from its checkpoints); a finished seed must have the same config, up to
-run-control fields such as sft.max_steps_per_run.
-
-DIR receives table.md/.csv (mean ± std over seeds per system: "sft", the generator, and
-"sasrec" when that stage ran) and, when both systems ran, bootstrap.md/.json: a paired
-bootstrap over test users of sft - sasrec on recall@10 and ndcg@10 for each seed, and for the
-per-user values averaged over seeds ("seed_mean": user sampling only, the seed noise averaged
-out). Per-user values are recomputed from each system's saved test_rankings.npz.
-
---compare pairs one system (--system) of two multi-seed directories by seed (those both have
-finished) and user, and writes OUT/compare.md/.json (table of both plus the bootstrap A - B).
+What each run writes and how it resumes: see sgrec_jax/stages/multi_seed.py, which holds the logic.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ from sgrec_jax.judge.aspects import NUM_ASPECTS
 from sgrec_jax.judge.fitting import FitOptions, fit
 from sgrec_jax.judge.holistic import (
     NUM_LEVELS,
-    comparable,
+    comparable_pairs,
     expected_weights,
     level_weights,
     pair_margin,
@@ -114,12 +114,7 @@ def train_aggregator(
     Pairs with no jointly present aspect carry no reward and are dropped first. mesh: where to
     train (judge.fitting.fit; None = one device).
     """
-    keep = comparable(ev_i_na, ev_j_na)
-    if not keep.any():
-        raise ValueError("no pair has an aspect present for both items")
-    arrays = {"x": np.asarray(x_nf, np.float32)[keep],
-              "ev_i": np.asarray(ev_i_na, np.float32)[keep],
-              "ev_j": np.asarray(ev_j_na, np.float32)[keep]}
+    arrays = comparable_pairs(x_nf, ev_i_na, ev_j_na)
     model = AspectPolicy(arrays["x"].shape[1], num_aspects=arrays["ev_i"].shape[1],
                          hidden=options.hidden, rngs=nnx.Rngs(seed))
 

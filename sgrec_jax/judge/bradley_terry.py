@@ -19,7 +19,7 @@ from jax.sharding import Mesh
 
 from sgrec_jax.judge.aspects import NUM_ASPECTS
 from sgrec_jax.judge.fitting import FitOptions, fit
-from sgrec_jax.judge.holistic import comparable, pair_margin
+from sgrec_jax.judge.holistic import comparable_pairs, pair_margin
 
 INITIAL_BETA = 10.0
 
@@ -63,12 +63,7 @@ def train_bradley_terry(
     """Fits the head on pairs (x, s(a_i), s(a_j)), a_i preferred; comparable pairs only.
 
     mesh: where to train (judge.fitting.fit; None = one device)."""
-    keep = comparable(ev_i_na, ev_j_na)
-    if not keep.any():
-        raise ValueError("no pair has an aspect present for both items")
-    arrays = {"x": np.asarray(x_nf, np.float32)[keep],
-              "ev_i": np.asarray(ev_i_na, np.float32)[keep],
-              "ev_j": np.asarray(ev_j_na, np.float32)[keep]}
+    arrays = comparable_pairs(x_nf, ev_i_na, ev_j_na)
     model = BradleyTerryHead(arrays["x"].shape[1], num_aspects=arrays["ev_i"].shape[1],
                              hidden=options.hidden, rngs=nnx.Rngs(seed))
     return fit(model, lambda m, batch, rng: bt_loss(m, batch), arrays, options.fit, seed,

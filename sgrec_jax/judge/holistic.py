@@ -75,3 +75,16 @@ def pair_auc(weights_na: np.ndarray, ev_i_na: np.ndarray, ev_j_na: np.ndarray) -
     if margin_n.size == 0:
         return float("nan")
     return float(np.mean((margin_n > 0) + 0.5 * (margin_n == 0)))
+
+
+def comparable_pairs(
+    x_nf: np.ndarray, ev_i_na: np.ndarray, ev_j_na: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Training arrays {"x", "ev_i", "ev_j"} (float32) of the pairs with an aspect present for
+    both items: the others carry no preference signal. Raises if none is left."""
+    keep = comparable(ev_i_na, ev_j_na)
+    if not keep.any():
+        raise ValueError("no pair has an aspect present for both items")
+    return {"x": np.asarray(x_nf, np.float32)[keep],
+            "ev_i": np.asarray(ev_i_na, np.float32)[keep],
+            "ev_j": np.asarray(ev_j_na, np.float32)[keep]}
