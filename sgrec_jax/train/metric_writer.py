@@ -77,7 +77,9 @@ class MetricWriter:
             return
         scalars = _scalars(metrics)
         for name, value in scalars.items():
-            self._summary.add_scalar(name, value, global_step=step)
+            # TensorBoard tags allow [A-Za-z0-9_./-]; "recall@10" becomes "recall_at_10" there
+            # (tensorboardX would rename it to "recall_10" with a warning on every write).
+            self._summary.add_scalar(name.replace("@", "_at_"), value, global_step=step)
         # NaN and inf are written as JSON's NaN/Infinity tokens, which json.loads reads back.
         self._jsonl.write(json.dumps({"step": int(step), **scalars}) + "\n")
         self._jsonl.flush()

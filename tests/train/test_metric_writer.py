@@ -100,3 +100,11 @@ def test_progress_logs_through_absl(caplog):
     assert messages[0].startswith("step 1/4000 (0%) | nan steps/s | ETA ? | loss 1")
     assert messages[1].startswith("step 2/4000 (0%) |") and messages[1].endswith("loss 0.5")
     assert {r.name for r in caplog.records} == {"absl"}
+
+
+def test_at_signs_become_legal_tensorboard_tags_and_stay_in_jsonl(tmp_path, caplog):
+    with caplog.at_level(logging.INFO), MetricWriter(tmp_path) as writer:
+        writer.write_scalars(3, {"valid/recall@10": 0.125})
+    assert scalars(read_events(tmp_path)) == [(3, "valid/recall_at_10", 0.125)]
+    assert read_jsonl(tmp_path) == [{"step": 3, "valid/recall@10": 0.125}]
+    assert "illegal" not in caplog.text
