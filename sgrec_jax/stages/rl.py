@@ -208,13 +208,13 @@ def _evaluate(model: nnx.Module, catalog: Any, examples: Examples, channels, con
 
 # -- the stage ----------------------------------------------------------------------------------
 
-def _train(context: RunContext, model: nnx.Module, catalog: Any, setup: RewardSetup,
-           eval_channels: list[RewardChannel], train: Examples, valid: Examples,
-           run_dir: str) -> tuple[nnx.Module, dict[str, Any]]:
-    """Runs (or resumes) the RL steps; returns the final policy and the training summary."""
-    config = context.config
+def train_rl(config: ConfigDict, num_items: int, model: nnx.Module, catalog: Any,
+             channels: list[RewardChannel], eval_channels: list[RewardChannel], train: Examples,
+             valid: Examples, run_dir: str) -> tuple[nnx.Module, dict[str, Any]]:
+    """Runs (or resumes) the RL steps of `config.rl` from the start policy `model`, rewarded by
+    `channels`; returns the final policy and the training summary. Needs no pipeline, so the
+    reliability tests run this very loop on a tiny generator."""
     rl = config.rl
-    channels = build_channels(setup, list(rl.channels), rl.channel_options)
     estimator = ESTIMATORS.get(rl.estimator)(
         [ChannelSpec.of(c) for c in channels], dict(rl.estimator_options.get(rl.estimator, {}))
     )
@@ -250,7 +250,7 @@ def _train(context: RunContext, model: nnx.Module, catalog: Any, setup: RewardSe
         state, metadata = checkpointer.restore_or_init(state, data)
         step = start_step = int(state.step)
         if metadata is not None:
-            logging.info("resumed RL at step %d", step)
+            logging.info("resumed at step %d", step)
 
         def stop(why: str) -> None:
             checkpointer.save(step, state, data, force=True)
@@ -271,15 +271,16 @@ def _train(context: RunContext, model: nnx.Module, catalog: Any, setup: RewardSe
                     metrics = jax.device_get(metrics)
                     writer.write_scalars(step, {f"train/{k}": v for k, v in metrics.items()})
                     logger.log(step, metrics)
-                if checkpointer.should_stop(step):
-                    stop("preempted")
                 if step % rl.eval_every == 0 or step == rl.num_steps:
                     _, report = _evaluate(policy(state), catalog, valid, eval_channels, config,
-                                          context.dataset.num_items)
+                                          num_items)
                     writer.write_scalars(step, {f"valid/{k}": v for k, v in report.items()})
                     logging.info("step %d valid: %s", step,
                                  " ".join(f"{k} {v:.4f}" for k, v in report.items()))
                     checkpointer.save(step, state, data, force=True)
+                # After validation: a run resumed from this step never redoes that step's.
+                if checkpointer.should_stop(step):
+                    stop("preempted")
                 if rl.max_steps_per_run and step - start_step >= rl.max_steps_per_run \
                         and step < rl.num_steps:
                     stop("paused")
@@ -329,8 +330,9 @@ def _run(context: RunContext) -> None:
                                "rl/sign_agreement": math.nan}
     if rl.num_steps > 0:
         valid = subsample(splits.valid, config.eval.valid_users, config.seed)
-        model, summary = _train(context, model, catalog, setup, eval_channels, splits.train,
-                                valid, run_dir)
+        channels = build_channels(setup, list(rl.channels), rl.channel_options)
+        model, summary = train_rl(config, dataset.num_items, model, catalog, channels,
+                                  eval_channels, splits.train, valid, run_dir)
     rankings, report = _evaluate(model, catalog, splits.test, eval_channels, config,
                                  dataset.num_items)
     if is_primary_process():

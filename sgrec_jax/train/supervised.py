@@ -135,8 +135,6 @@ def train_supervised(
                     metrics = jax.device_get(metrics)
                     writer.write_scalars(step, {f"train/{k}": v for k, v in metrics.items()})
                     logger.log(step, metrics)
-                if checkpointer.should_stop(step):
-                    stop(step, state, "preempted")
                 if step % config.eval_every == 0 or step == config.num_steps:
                     eval_metrics = _scalars(evaluate(current_model(state), valid))
                     value = eval_metrics[config.best_metric]
@@ -153,6 +151,9 @@ def train_supervised(
                         step, state, data, metadata={"progress": dict(progress)},
                         metrics={metric_name: value}, force=True,
                     )
+                # After validation: a run resumed from this step never redoes that step's.
+                if checkpointer.should_stop(step):
+                    stop(step, state, "preempted")
                 paused = config.max_steps_per_run and step - start_step >= config.max_steps_per_run
                 if paused and step < config.num_steps and not stopped_early:
                     stop(step, state, "paused")

@@ -4,9 +4,13 @@
         [--coordinator=127.0.0.1:PORT --num_processes=2 --process_id=I] [--max_file_bytes=B]
 
 `train_sft` trains a small SID generator with the SFT loss through `train_supervised` (Grain
-pipeline with per-process shards, `host_to_global`, Orbax checkpoints, metrics.jsonl); the
-command line runs it the way `experiments.train` does (`initialize_distributed`, then
-`run_or_exit`, so SIGTERM exits 143 after a save). The reliability tests are written against
+pipeline with per-process shards, `host_to_global`, Orbax checkpoints, metrics.jsonl);
+`train_rl_run` aligns the same generator through the RL stage's loop (`stages.rl.train_rl`: sampled
+rollouts, the jitted GRPO step, popo_light whose EMA state is checkpointed with the train state
+and the data position, beam-search validation), rewarded by channels that need no trained
+model. The command line runs a trainer the way `experiments.train` does
+(`initialize_distributed`, then `run_or_exit`, so SIGTERM exits 143 after a save). The
+reliability tests are written against
 TRAINERS: a trainer takes (run_dir, mesh_config, **config overrides), leaves metrics.jsonl and
 checkpoints of a TrainState in run_dir, and `fresh_state(name)` builds the state to restore them
 into, so another stage (RL) is tested by adding its entry.
@@ -32,12 +36,18 @@ from absl import logging
 from flax import nnx
 from ml_collections import ConfigDict
 
-from experiments.configs.common import supervised_training
+from experiments.configs.common import base_config, supervised_training
 from sgrec_jax.core.distributed import initialize_distributed
 from sgrec_jax.core.sharding import make_mesh
 from sgrec_jax.data.split import PAD_ITEM, Examples
 from sgrec_jax.models.registry import build_model
+from sgrec_jax.rewards import REWARD_CHANNELS, RewardChannel, RewardRequests
+from sgrec_jax.rewards.channel import nan_where_padding, safe_items
+from sgrec_jax.rl.estimators import ESTIMATORS, ChannelSpec
+from sgrec_jax.rl.grpo import init_extra
+from sgrec_jax.sid.catalog import build_catalog
 from sgrec_jax.stages.cli import run_or_exit
+from sgrec_jax.stages.rl import EVAL_BUSINESS, train_rl
 from sgrec_jax.stages.sft import sft_loss
 from sgrec_jax.train.checkpointing import Checkpointer
 from sgrec_jax.train.supervised import TrainOutcome, train_supervised
@@ -105,8 +115,65 @@ def fresh_sft_state(mesh_config: ConfigDict, extra: Mapping | None = None) -> Tr
     return create_train_state(generator(), optimizer, jax.random.key(0), mesh, extra=extra)[1]
 
 
-TRAINERS: Mapping[str, Callable[..., object]] = {"sft": train_sft}
-FRESH_STATES: Mapping[str, Callable[..., TrainState]] = {"sft": fresh_sft_state}
+def _value_score(tables, requests: RewardRequests, items_bg: jax.Array,
+                 logprob_bg: jax.Array) -> jax.Array:
+    del requests, logprob_bg
+    return nan_where_padding(tables["value_n"][safe_items(items_bg)], items_bg)
+
+
+def value_channel(name: str) -> RewardChannel:
+    """A fixed per-item value in [0, 1]: a business reward that needs no trained model."""
+    value_n = np.random.default_rng(3).uniform(size=NUM_ITEMS).astype(np.float32)
+    return RewardChannel(name, 0.0, 1.0, "business", {"value_n": jax.device_put(value_n)},
+                         _value_score)
+
+
+def rl_config(mesh_config: ConfigDict | None = None, **overrides) -> ConfigDict:
+    """The "rl" stage's fields for the tiny run: sampled rollouts (so the resumed PRNG key
+    matters), two updates per batch, popo_light with an EMA (so its state must be restored)."""
+    config = base_config()
+    config.rl.update(channels=("hit", "value"), semantic_eval_channel="hit", estimator="popo_light",
+                     group_size=4, rollout="sample", batch_size=8, updates_per_batch=2,
+                     num_steps=NUM_STEPS, learning_rate=3e-3, warmup_steps=2, eval_every=EVAL_EVERY,
+                     log_every=1, keep_checkpoints=2)
+    config.rl.estimator_options.popo_light.ema = 0.5
+    config.rl.update(overrides)
+    config.eval.update(beam_size=10, batch_size=32)
+    if mesh_config is not None:
+        config.mesh = mesh_config
+    return config
+
+
+def rl_channels() -> list[RewardChannel]:
+    return [REWARD_CHANNELS.get("hit")(None, {}), value_channel("value")]
+
+
+def train_rl_run(run_dir: str, mesh_config: ConfigDict, **overrides) -> dict[str, object]:
+    config = rl_config(mesh_config, **overrides)
+    catalog = jax.device_put(build_catalog(CODES, SIZES))
+    eval_channels = [value_channel(EVAL_BUSINESS), REWARD_CHANNELS.get("hit")(None, {})]
+    _, summary = train_rl(config, NUM_ITEMS, generator(), catalog,
+                          rl_channels(), eval_channels, examples(160, 0), examples(32, 1),
+                          run_dir)
+    return summary
+
+
+def fresh_rl_state(mesh_config: ConfigDict, extra: Mapping | None = None) -> TrainState:
+    """The initial state `train_rl_run` starts from (its estimator's state in `extra`)."""
+    rl = rl_config().rl
+    estimator = ESTIMATORS.get(rl.estimator)([ChannelSpec.of(c) for c in rl_channels()],
+                                             dict(rl.estimator_options[rl.estimator]))
+    optimizer = make_optimizer(rl.learning_rate, rl.warmup_steps * rl.updates_per_batch,
+                               rl.num_steps * rl.updates_per_batch,
+                               weight_decay=rl.weight_decay, clip_norm=rl.clip_norm)
+    mesh = make_mesh(mesh_config.data, mesh_config.fsdp)
+    return create_train_state(generator(), optimizer, jax.random.key(0), mesh,
+                              extra={**init_extra(estimator), **(extra or {})})[1]
+
+
+TRAINERS: Mapping[str, Callable[..., object]] = {"sft": train_sft, "rl": train_rl_run}
+FRESH_STATES: Mapping[str, Callable[..., TrainState]] = {"sft": fresh_sft_state,
+                                                         "rl": fresh_rl_state}
 
 
 def mesh_config(data: int = -1, fsdp: int = 1) -> ConfigDict:
@@ -208,11 +275,11 @@ def main(argv: list[str] | None = None) -> None:
         "num_processes": args.num_processes, "process_id": args.process_id,
         "initialization_timeout": 60,
     })))
-    outcome = run_or_exit(lambda: TRAINERS[args.trainer](
+    run_or_exit(lambda: TRAINERS[args.trainer](
         args.run_dir, mesh_config(args.data, args.fsdp), num_steps=args.num_steps,
         max_steps_per_run=args.max_steps_per_run,
     ))
-    print("done", outcome.last_step)
+    print("done")
     if jax.process_count() > 1:
         jax.distributed.shutdown()
 

@@ -42,7 +42,8 @@ def test_two_processes_train_like_one(tmp_path, trainer):
     two_losses, one_losses = runs.train_losses(two), runs.train_losses(one)
     assert sorted(two_losses) == list(range(1, STEPS + 1))
     np.testing.assert_allclose([two_losses[s] for s in sorted(two_losses)],
-                               [one_losses[s] for s in sorted(one_losses)], rtol=1e-5)
+                               [one_losses[s] for s in sorted(one_losses)], rtol=1e-5,
+                               atol=1e-7)  # the RL loss at ratio 1 is ~0: float noise there
     two_step, two_state = runs.checkpointed_state(trainer, two)
     one_step, one_state = runs.checkpointed_state(trainer, one)
     assert two_step == one_step == STEPS
