@@ -61,8 +61,10 @@ class Memory:
 class SidGenerator(nnx.Module):
     """The parts both variants share and the public interface (see the module docstring).
 
-    Subclasses provide `_encode_tokens` (history tokens -> Memory) and `_decode` (decoder input
-    embeddings [B, K, T, D] -> hidden states, reading the memory).
+    Subclasses provide `_encode_tokens` (history tokens -> Memory), `_decoder_blocks` (the
+    decoder's Blocks) and `memory_role`: how each decoder Block reads its layer of the Memory,
+    "memory" (cross-attention, encoder-decoder) or "context" (a shared self-attention prefix,
+    decoder-only).
     """
 
     def __init__(
@@ -206,11 +208,6 @@ class SidGenerator(nnx.Module):
         h_bk1d, cache = self._decode_step(memory, x_bk1d, cache, level)
         return self.head.level(self.final_norm(h_bk1d[:, :, 0]), level), cache
 
-    def _decode_step(
-        self, memory: Memory, x_bk1d: jax.Array, cache: tuple[KeysValues, ...],
-        position: jax.Array | int,
-    ) -> tuple[jax.Array, tuple[KeysValues, ...]]:
-        raise NotImplementedError(f"{type(self).__name__} must implement _decode_step")
 
     def _hidden(self, memory: Memory, codes_bkt: jax.Array, deterministic: bool) -> jax.Array:
         """Decoder states [B, K, t+1, D] over BOS + codes [B, K, t] (t < L)."""
@@ -226,8 +223,26 @@ class SidGenerator(nnx.Module):
     ) -> Memory:
         raise NotImplementedError(f"{type(self).__name__} must implement _encode_tokens")
 
+    def _decoder_blocks(self) -> nnx.List:
+        raise NotImplementedError(f"{type(self).__name__} must implement _decoder_blocks")
+
     def _decode(self, memory: Memory, x_bktd: jax.Array, deterministic: bool) -> jax.Array:
-        raise NotImplementedError(f"{type(self).__name__} must implement _decode")
+        causal = causal_mask(x_bktd.shape[2])
+        for i, block in enumerate(self._decoder_blocks()):
+            x_bktd, _ = block(x_bktd, causal, deterministic=deterministic,
+                              **{self.memory_role: memory.layer(i)})
+        return x_bktd
+
+    def _decode_step(
+        self, memory: Memory, x_bk1d: jax.Array, cache: tuple[KeysValues, ...],
+        position: jax.Array | int,
+    ) -> tuple[jax.Array, tuple[KeysValues, ...]]:
+        new_cache = []
+        for i, block in enumerate(self._decoder_blocks()):
+            x_bk1d, kv = block.decode_step(x_bk1d, cache[i], position,
+                                           **{self.memory_role: memory.layer(i)})
+            new_cache.append(kv)
+        return x_bk1d, tuple(new_cache)
 
 
 def _stack(options: ModelOptions, *, cross_attention: bool, rngs: nnx.Rngs) -> nnx.List:
@@ -259,6 +274,11 @@ class EncoderDecoder(SidGenerator):
         self.encoder_norm = options.precision.norm(options.d_model, rngs)
         self.decoder = _stack(options, cross_attention=True, rngs=rngs)
 
+    memory_role = "memory"
+
+    def _decoder_blocks(self) -> nnx.List:
+        return self.decoder
+
     def _encode_tokens(
         self, x_bsd: jax.Array, mask_bs: jax.Array, *, deterministic: bool
     ) -> Memory:
@@ -268,19 +288,6 @@ class EncoderDecoder(SidGenerator):
         out_bsd = self.encoder_norm(x_b1sd[:, 0])
         kvs = [block.memory_keys_values(out_bsd, mask_bs) for block in self.decoder]
         return Memory(tuple(kv.k for kv in kvs), tuple(kv.v for kv in kvs), mask_bs)
-
-    def _decode(self, memory: Memory, x_bktd: jax.Array, deterministic: bool) -> jax.Array:
-        causal = causal_mask(x_bktd.shape[2])
-        for i, block in enumerate(self.decoder):
-            x_bktd, _ = block(x_bktd, causal, memory=memory.layer(i), deterministic=deterministic)
-        return x_bktd
-
-    def _decode_step(self, memory, x_bk1d, cache, position):
-        new_cache = []
-        for i, block in enumerate(self.decoder):
-            x_bk1d, kv = block.decode_step(x_bk1d, cache[i], position, memory=memory.layer(i))
-            new_cache.append(kv)
-        return x_bk1d, tuple(new_cache)
 
 
 @MODELS.register("decoder_only")
@@ -297,6 +304,11 @@ class DecoderOnly(SidGenerator):
         super().__init__(options=options, rngs=rngs, **kwargs)
         self.blocks = _stack(options, cross_attention=False, rngs=rngs)
 
+    memory_role = "context"
+
+    def _decoder_blocks(self) -> nnx.List:
+        return self.blocks
+
     def _encode_tokens(
         self, x_bsd: jax.Array, mask_bs: jax.Array, *, deterministic: bool
     ) -> Memory:
@@ -311,16 +323,3 @@ class DecoderOnly(SidGenerator):
             keys.append(kv.k[:, 0])
             values.append(kv.v[:, 0])
         return Memory(tuple(keys), tuple(values), mask_bs)
-
-    def _decode(self, memory: Memory, x_bktd: jax.Array, deterministic: bool) -> jax.Array:
-        causal = causal_mask(x_bktd.shape[2])
-        for i, block in enumerate(self.blocks):
-            x_bktd, _ = block(x_bktd, causal, context=memory.layer(i), deterministic=deterministic)
-        return x_bktd
-
-    def _decode_step(self, memory, x_bk1d, cache, position):
-        new_cache = []
-        for i, block in enumerate(self.blocks):
-            x_bk1d, kv = block.decode_step(x_bk1d, cache[i], position, context=memory.layer(i))
-            new_cache.append(kv)
-        return x_bk1d, tuple(new_cache)
