@@ -11,8 +11,10 @@ Sections (`--sections`, run in the order given; default all):
            ("item": one token per history item, "code": one per code);
   rl       one jitted RL step (`rl.grpo.make_rl_step`: rollout of G candidates per request,
            pi_old and pi_ref scoring, rewards, A2PO advantages, one clipped policy update) in
-           completions/s (requests x G per second) and as a fraction of the matmul throughput;
-           channels "rank" (business) and the cosine of random unit item embeddings (semantic);
+           completions/s (requests x G per second), requests/s, and as a fraction of the matmul
+           throughput; channels "rank" (business) and the cosine of random unit item embeddings
+           (semantic); split into rollout, reward (+ advantages) and update time, the first two
+           jitted and timed alone, the update the rest of the step;
   beam     constrained beam-search throughput (users/s, top-k of the whole catalog) of the jitted
            decode that `serving.Recommender` runs, per encoding and beam width;
   catalog  the same beam search (first encoding, widest beam) over synthetic catalogs of
@@ -56,11 +58,11 @@ from sgrec_jax.data.split import PAD_ITEM
 from sgrec_jax.models.generator import SidGenerator
 from sgrec_jax.models.registry import build_model
 from sgrec_jax.rewards import REWARD_CHANNELS, RewardChannel, RewardRequests
-from sgrec_jax.rewards.channel import nan_where_padding, safe_items
+from sgrec_jax.rewards.channel import nan_where_padding, reward_tensor, safe_items
 from sgrec_jax.rl.estimators import ESTIMATORS, ChannelSpec
 from sgrec_jax.rl.grpo import RLSettings, init_extra, make_rl_step
 from sgrec_jax.rl.pallas_advantage import benchmark_advantages
-from sgrec_jax.rl.rollout import ROLLOUT_MODES
+from sgrec_jax.rl.rollout import ROLLOUT_MODES, generate
 from sgrec_jax.serving.recommender import decode_fn, pack_histories
 from sgrec_jax.sid.catalog import Catalog, build_catalog
 from sgrec_jax.sid.dedup import append_dedup_level
@@ -376,6 +378,12 @@ def rl_section(sizes: Sizes) -> tuple[list[dict[str, Any]], list[Row]]:
              f"{result['flops_per_completion'] / 1e6:.1f}", "MFLOP"),
             (f"  fraction of matmul throughput ({result['matmul_gflops']:.1f} GFLOP/s just "
              "before)", f"{result['fraction_of_matmul']:.2f}", ""),
+            ("  requests/s", f"{result['requests_per_s']:.1f}", "requests/s"),
+        ] + [
+            (f"  {phase} time per step ({share:.0%})", f"{1000 * seconds:.1f}", "ms")
+            for phase in ("rollout", "reward", "update")
+            for seconds in [result[f"{phase}_seconds"]]
+            for share in [seconds / result["seconds_per_step"]]
         ]
     return results, rows
 
@@ -435,13 +443,67 @@ def rl_figures(sizes: Sizes, model: SidGenerator, catalog: Catalog) -> dict[str,
     seconds = time.perf_counter() - start
     completions = sizes.rl_steps * sizes.rl_batch * sizes.rl_group
     gflops = sizes.rl_steps * step_flops / seconds / 1e9
+    phases = rl_phase_seconds(sizes, graphdef, state, estimator, channels, catalog, batch, settings)
+    step_seconds = seconds / sizes.rl_steps
     return {
         "completions_per_s": completions / seconds,
-        "seconds_per_step": seconds / sizes.rl_steps,
+        "requests_per_s": sizes.rl_batch / step_seconds,
+        "seconds_per_step": step_seconds,
+        "rollout_seconds": phases["rollout"],
+        "reward_seconds": phases["reward"],
+        # The rest of the fused step: pi_old and pi_ref scoring, the clipped update, optimizer.
+        "update_seconds": max(step_seconds - phases["rollout"] - phases["reward"], 0.0),
         "flops_per_completion": step_flops / (sizes.rl_batch * sizes.rl_group),
         "gflops": gflops,
         "matmul_gflops": matmul,
         "fraction_of_matmul": gflops / matmul,
+    }
+
+
+def rl_phase_seconds(sizes: Sizes, graphdef: nnx.GraphDef, state: Any, estimator: Any,
+                     channels: Sequence[RewardChannel], catalog: Catalog, batch: dict,
+                     settings: RLSettings) -> dict[str, float]:
+    """Seconds per step of the RL step's phases, each jitted and timed on its own: "rollout"
+    (generate G candidates per request) and "reward" (R[B, G, K] and the advantages).
+
+    The RL step fuses everything into one program, so its update time is the step's time minus
+    these two; XLA may overlap phases inside the fused step, so the split is approximate.
+    """
+
+    @jax.jit
+    def rollout(params, model_state, rng):
+        policy = nnx.merge(graphdef, params, model_state)
+        return generate(policy, catalog, batch["history"], batch["history_mask"], rng,
+                        mode=settings.rollout, group_size=settings.group_size,
+                        temperature=settings.temperature)
+
+    @jax.jit
+    def reward(reward_channels, items_bg, logprob_bg, estimator_state):
+        requests = RewardRequests(
+            history_bh=batch["history"], history_mask_bh=batch["history_mask"],
+            target_b=batch["target"], user_b=batch["user"],
+            judged_b=jnp.ones(batch["target"].shape, bool),
+        )
+        rewards_bgk = reward_tensor(reward_channels, requests, items_bg, logprob_bg)
+        return estimator(rewards_bgk, estimator_state)[0]
+
+    def best_seconds(fn: Callable[[], Any]) -> float:
+        jax.block_until_ready(fn())  # compile and warm up
+        times = []
+        for _ in range(max(sizes.rl_steps, 2)):
+            start = time.perf_counter()
+            jax.block_until_ready(fn())
+            times.append(time.perf_counter() - start)
+        return float(np.median(times))
+
+    key = jax.random.key(sizes.seed)
+    group = rollout(state.params, state.model_state, key)
+    logprob_bg = jnp.zeros(group.items_bg.shape, jnp.float32)
+    estimator_state = state.extra["estimator"]
+    return {
+        "rollout": best_seconds(lambda: rollout(state.params, state.model_state, key)),
+        "reward": best_seconds(lambda: reward(channels, group.items_bg, logprob_bg,
+                                              estimator_state)),
     }
 
 

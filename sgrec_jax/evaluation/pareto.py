@@ -66,3 +66,17 @@ def minmax_normalise(values_n2: np.ndarray, points_n2: np.ndarray) -> np.ndarray
     low, high = reference_point(p), p.max(0)
     span = np.where(high > low, high - low, 1.0)
     return np.where(high > low, (values_n2 - low) / span, 0.0)
+
+
+def front_distance(points_n2: np.ndarray, front_m2: np.ndarray) -> np.ndarray:
+    """float64 [n]: each point's IGD+ distance to a front (both objectives maximised).
+
+    d(p) = min_f ||max(f - p, 0)||_2 over the front's points f: how far p must move up to reach
+    the region some front point dominates or equals. 0 when no front point dominates p (on or
+    beyond the front). Measure both in the same (e.g. min-max normalised) units.
+    """
+    p, f = _points(points_n2), _points(front_m2)
+    if len(f) == 0:
+        raise ValueError("the front has no points")
+    shortfall_nm2 = np.maximum(f[None, :, :] - p[:, None, :], 0.0)
+    return np.sqrt((shortfall_nm2 ** 2).sum(-1)).min(1)

@@ -10,6 +10,11 @@ at that moment:
 
 Needs config.data.format == "synthetic" (the world is regenerated from config.data).
 
+`oracle_front` traces the true Pareto front of top-k lists under two of these channels: for each
+scalarisation weight w, every user's k items with the highest w r_a + (1 - w) r_b (each mapped to
+[0, 1] by its declared range) over the whole catalog. The per-user means are linear in the list,
+so these lists are exactly the supported points of the front any recommender could reach.
+
 Jittable lookup of x_t: the host function searches the user's sequence for the target, so the
 tables hold the same information as arrays: every user's sequence padded with PAD_ITEM
 (sequences_ul [U, Lmax]), the interests of all interactions concatenated (interests_sd [S, D])
@@ -27,7 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sgrec_jax.data.split import PAD_ITEM
+from sgrec_jax.data.pipeline import eval_batches
+from sgrec_jax.data.split import PAD_ITEM, Examples
 from sgrec_jax.data.synthetic import SyntheticWorld
 from sgrec_jax.rewards.channel import (
     RewardChannel,
@@ -35,6 +41,7 @@ from sgrec_jax.rewards.channel import (
     RewardSetup,
     nan_where_padding,
     register_channel,
+    reward_tensor,
     safe_items,
 )
 
@@ -132,3 +139,43 @@ def build_true_relevance(setup: RewardSetup, options: Mapping[str, Any]) -> Rewa
     del options
     tables = world_tables(_world_of(setup, "true_relevance"))
     return RewardChannel("true_relevance", 0.0, 1.0, "truth", tables, _true_relevance_score)
+
+
+@jax.jit(static_argnames=("num_items", "k"))
+def _oracle_batch(channels: tuple[RewardChannel, RewardChannel], requests: RewardRequests,
+                  weights_w: jax.Array, num_items: int, k: int) -> jax.Array:
+    """float32 [W, B, 2]: per weight and request, the mean raw rewards of the oracle top-k."""
+    batch = requests.target_b.shape[0]
+    items_bn = jnp.broadcast_to(jnp.arange(num_items, dtype=jnp.int32), (batch, num_items))
+    rewards_bn2 = reward_tensor(channels, requests, items_bn, jnp.zeros(items_bn.shape))
+    low_2 = jnp.array([c.low for c in channels])
+    span_2 = jnp.array([c.high - c.low for c in channels])
+    mapped_bn2 = (rewards_bn2 - low_2) / span_2
+    score_wbn = (weights_w[:, None, None] * mapped_bn2[None, ..., 0]
+                 + (1.0 - weights_w)[:, None, None] * mapped_bn2[None, ..., 1])
+    _, top_wbk = jax.lax.top_k(jnp.nan_to_num(score_wbn, nan=-jnp.inf), k)
+    picked_wbk2 = jnp.take_along_axis(rewards_bn2[None, :, :, None, :],
+                                      top_wbk[..., None, None], axis=2)[:, :, :, 0, :]
+    return picked_wbk2.mean(axis=2)
+
+
+def oracle_front(channels: tuple[RewardChannel, RewardChannel], examples: Examples,
+                 num_items: int, *, weights: np.ndarray, k: int = 10,
+                 batch_size: int = 256) -> np.ndarray:
+    """float64 [W, 2]: per weight w, the users' mean of the mean raw (channel a, channel b)
+    rewards of their oracle top-k lists (module docstring); users a channel cannot score (NaN)
+    are left out, as in the rl stage's reward@k."""
+    if k > num_items:
+        raise ValueError(f"oracle_front: k {k} exceeds the catalog's {num_items} items")
+    weights_w = jnp.asarray(weights, jnp.float32)
+    means = []
+    for batch in eval_batches(examples, batch_size=batch_size):
+        requests = RewardRequests(
+            history_bh=batch["history"], history_mask_bh=batch["history_mask"],
+            target_b=batch["target"], user_b=batch["user"], judged_b=np.ones(batch_size, bool),
+        )
+        means_wb2 = np.asarray(_oracle_batch(tuple(channels), requests, weights_w,
+                                             num_items=num_items, k=k))
+        means.append(means_wb2[:, batch["valid"]])
+    with np.errstate(invalid="ignore"):
+        return np.nanmean(np.concatenate(means, axis=1), axis=1).astype(np.float64)

@@ -31,8 +31,10 @@ Outputs in DIR:
   area its point dominates (hv; hv_norm divided by the table's bounding box), and hv_gain =
   HV(sweep + point) - HV(sweep), > 0 when the point pushes past the fixed-weight front.
 - Ground-truth utility (synthetic world): true_business@10 and true_relevance@10 are min-max
-  normalised over the table's rows to [0, 1]; utility = their mean, true_hv = their product
-  (the hypervolume of the point against the table's minimum, in normalised units).
+  normalised to [0, 1] over the table's rows and the oracle front (the best top-10 lists any
+  recommender could give, traced by the rl stage into rl/true_front.json); utility = their mean,
+  true_hv = their product, front_gap = the row's IGD+ distance to the oracle front (0 = on it).
+  truth_tradeoff.png plots the rows against that front.
 - bootstrap.md / .json: paired bootstrap over test users of each row - sft on recall@10 and
   ndcg@10, per seed and on per-user means over seeds, from each cell's rl/test_rankings.npz.
 
@@ -61,6 +63,7 @@ from sgrec_jax.evaluation.paired import (
     user_metrics,
 )
 from sgrec_jax.evaluation.pareto import (
+    front_distance,
     hypervolume_2d,
     minmax_normalise,
     pareto_mask,
@@ -69,6 +72,7 @@ from sgrec_jax.evaluation.pareto import (
 from sgrec_jax.evaluation.plots import PlotPoint, tradeoff_plot
 from sgrec_jax.evaluation.tables import ResultsTable, results_table, to_csv, to_markdown
 from sgrec_jax.stages.pipeline import RESULTS_FILE, check_config, run_pipeline
+from sgrec_jax.stages.rl import TRUE_FRONT_FILE
 from sgrec_jax.stages.runs import read_json, run_or_load
 
 SFT = "sft"  # The start policy: config.rl.num_steps = 0.
@@ -297,17 +301,39 @@ def tradeoff_summary(table: ResultsTable, sweep_rows: Sequence[str]) -> dict[str
     }
 
 
-def truth_summary(table: ResultsTable) -> dict[str, dict[str, float]] | None:
-    """Per row: normalised true business and relevance, utility (mean) and true_hv (product)."""
+def load_true_front(workdir: str, results: Results) -> np.ndarray | None:
+    """float64 [W, 2] (true_business@10, true_relevance@10) of the oracle front the rl stage
+    wrote on the synthetic world (any finished cell; they share the test split), else None."""
+    for name, by_seed in results.items():
+        for seed in by_seed:
+            path = os.path.join(workdir, CELLS_DIR, name, f"seed_{seed}", "rl", TRUE_FRONT_FILE)
+            if os.path.exists(path):
+                front = read_json(path)
+                return np.stack([front[TRUE_BUSINESS], front[TRUE_RELEVANCE]], 1)
+    return None
+
+
+def truth_summary(table: ResultsTable,
+                  front_m2: np.ndarray | None = None) -> dict[str, dict[str, float]] | None:
+    """Per row: normalised true business and relevance, utility (mean) and true_hv (product);
+    with the oracle front (load_true_front), front_gap: the row's IGD+ distance to it.
+
+    Rows (and the front) are min-max normalised over the rows and the front's points together
+    when there is a front, else over the rows.
+    """
     if TRUE_BUSINESS not in table.metrics:
         return None
     truth_n2 = np.stack([_column(table, TRUE_BUSINESS), _column(table, TRUE_RELEVANCE)], 1)
-    norm_n2 = minmax_normalise(truth_n2, truth_n2)
+    span_n2 = truth_n2 if front_m2 is None else np.concatenate([truth_n2, front_m2])
+    norm_n2 = minmax_normalise(truth_n2, span_n2)
+    gaps_n = (np.full(len(truth_n2), np.nan) if front_m2 is None
+              else front_distance(norm_n2, minmax_normalise(front_m2, span_n2)))
     return {
         name: {
             TRUE_BUSINESS: float(truth_n2[i, 0]), TRUE_RELEVANCE: float(truth_n2[i, 1]),
             "business_norm": float(norm_n2[i, 0]), "relevance_norm": float(norm_n2[i, 1]),
             "utility": float(norm_n2[i].mean()), "true_hv": float(norm_n2[i].prod()),
+            "front_gap": float(gaps_n[i]),
         }
         for i, name in enumerate(table.systems)
     }
@@ -365,20 +391,26 @@ def _tradeoff_markdown(tradeoff: Mapping[str, Any]) -> str:
 
 
 def _truth_markdown(truth: Mapping[str, Mapping[str, float]]) -> str:
+    gaps = {name: r["front_gap"] for name, r in truth.items() if not math.isnan(r["front_gap"])}
     lines = [
-        "Ground truth of the synthetic world, min-max normalised over the rows; utility = mean "
-        "of the two normalised values, true HV = their product.",
+        "Ground truth of the synthetic world, min-max normalised over the rows and the oracle "
+        "front (the top-10 lists of w true_business + (1 - w) true_relevance over the catalog, "
+        "rewards/truth.py); utility = mean of the two normalised values, true HV = their "
+        "product, front gap = IGD+ distance to the oracle front (0 = on it).",
         "",
         "| system | true_business@10 | true_relevance@10 | business (norm) | relevance (norm) | "
-        "utility | true HV |",
-        "|---|---|---|---|---|---|---|",
+        "utility | true HV | front gap |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, r in truth.items():
         lines.append(
             f"| {name} | {r[TRUE_BUSINESS]:.4f} | {r[TRUE_RELEVANCE]:.4f} | "
             f"{r['business_norm']:.4f} | {r['relevance_norm']:.4f} | {r['utility']:.4f} | "
-            f"{r['true_hv']:.4f} |"
+            f"{r['true_hv']:.4f} | {_fmt(r['front_gap'])} |"
         )
+    if gaps:
+        closest = min(gaps, key=gaps.get)
+        lines += ["", f"Closest to the oracle front: {closest} (gap {gaps[closest]:.4f})."]
     return "\n".join(lines) + "\n"
 
 
@@ -405,7 +437,7 @@ def summarize(
     """Writes ablation.md/.csv/.json, tradeoff.png/.svg and bootstrap.md/.json; returns the md."""
     table = ablation_table(results)
     tradeoff = tradeoff_summary(table, sweep_rows)
-    truth = truth_summary(table)
+    truth = truth_summary(table, load_true_front(workdir, results))
     boot = bootstrap_vs_sft(
         workdir, results, num_resamples=num_resamples, bootstrap_seed=bootstrap_seed
     )
@@ -425,6 +457,21 @@ def summarize(
         f"{','.join(map(str, seeds))}; sweep HV {tradeoff['sweep_hv_norm']:.3f} (normalised)",
     )
 
+    front_m2 = load_true_front(workdir, results)
+    if truth is not None and front_m2 is not None:
+        weights = np.linspace(0.0, 1.0, len(front_m2))
+        oracle = [PlotPoint(f"w={w:g}" if w in (0.0, 0.5, 1.0) else "", *xy)
+                  for w, xy in zip(weights, front_m2, strict=True)]
+        tradeoff_plot(
+            os.path.join(workdir, "truth_tradeoff"), oracle,
+            [PlotPoint(name, *(float(_column(table, m, stat)[index[name]])
+                               for stat in ("mean", "std") for m in (TRUE_BUSINESS,
+                                                                     TRUE_RELEVANCE)))
+             for name in table.systems],
+            xlabel="true_business@10", ylabel="true_relevance@10",
+            title="Ground truth: rows against the oracle front", reference_label="oracle front",
+        )
+
     text = (
         f"# Ablation: {len(table.systems)} rows, seeds {', '.join(map(str, seeds))}\n\n"
         "Test metrics of the rl stage, mean ± std over seeds (ddof 1):\n\n"
@@ -433,6 +480,8 @@ def summarize(
     )
     if truth is not None:
         text += f"\n## Ground-truth utility\n\n{_truth_markdown(truth)}"
+        if front_m2 is not None:
+            text += "\n![ground truth](truth_tradeoff.png)\n"
     if boot:
         text += (
             "\n## Paired bootstrap against sft (details in bootstrap.md)\n\n"

@@ -35,6 +35,7 @@ from ml_collections import ConfigDict
 
 import sgrec_jax.judge.psj_channel  # noqa: F401  (registers the "psj" reward channel)
 from sgrec_jax.core.distributed import is_primary_process
+from sgrec_jax.core.files import write_json
 from sgrec_jax.core.sharding import host_to_global, make_mesh
 from sgrec_jax.data.pipeline import eval_batches, train_iterator
 from sgrec_jax.data.split import Examples, leave_one_out
@@ -46,6 +47,7 @@ from sgrec_jax.rewards.channel import (
     resolve_options,
     reward_tensor,
 )
+from sgrec_jax.rewards.truth import oracle_front
 from sgrec_jax.rl.estimators import ESTIMATORS, ChannelSpec, estimator_options
 from sgrec_jax.rl.grpo import RLSettings, init_extra, make_rl_step, select_params
 from sgrec_jax.rl.rollout import ROLLOUT_MODES
@@ -66,6 +68,8 @@ from sgrec_jax.train.train_state import create_train_state, make_optimizer
 EVAL_BUSINESS = "ecpm_eval"
 TRUTH_AT_10 = {"true_business": "true_business@10", "true_relevance": "true_relevance@10"}
 TOP_K = 10
+TRUE_FRONT_FILE = "true_front.json"  # In DIR/rl/ on the synthetic world (rewards/truth.py).
+TRUE_FRONT_WEIGHTS = np.linspace(0.0, 1.0, 41)  # Business weights of the oracle scalarisations.
 
 
 # -- config ------------------------------------------------------------------------------------
@@ -335,9 +339,21 @@ def _run(context: RunContext) -> None:
                                   eval_channels, splits.train, valid, run_dir)
     rankings, report = _evaluate(model, catalog, splits.test, eval_channels, config,
                                  dataset.num_items)
+    front = None
+    if setup.world() is not None:
+        truth = {c.name: c for c in eval_channels}
+        front = oracle_front((truth["true_business"], truth["true_relevance"]), splits.test,
+                             dataset.num_items, weights=TRUE_FRONT_WEIGHTS, k=TOP_K,
+                             batch_size=config.eval.batch_size)
     if is_primary_process():
         os.makedirs(run_dir, exist_ok=True)
         rankings.save(os.path.join(run_dir, "test_rankings.npz"))
+        if front is not None:
+            write_json(os.path.join(run_dir, TRUE_FRONT_FILE), {
+                "business_weight": TRUE_FRONT_WEIGHTS.tolist(),
+                "true_business@10": front[:, 0].tolist(),
+                "true_relevance@10": front[:, 1].tolist(),
+            })
     logging.info("rl test (beam %d, %d users): %s", config.eval.beam_size, report["num_users"],
                  " ".join(f"{k} {v:.4f}" for k, v in report.items()))
     context.artifacts["rl_generator"] = model

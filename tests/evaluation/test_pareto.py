@@ -75,3 +75,19 @@ def test_minmax_normalise_maps_the_range_to_unit_interval():
 def test_rejects_malformed_points(bad):
     with pytest.raises(ValueError):
         hypervolume_2d(bad, np.zeros(2))
+
+
+def test_front_distance_is_igd_plus():
+    from sgrec_jax.evaluation.pareto import front_distance
+
+    front = np.array([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]])
+    points = np.array([
+        [0.5, 0.5],   # on the front
+        [0.9, 0.9],   # beyond it: no front point dominates it
+        [0.2, 0.2],   # nearest shortfall (0.3, 0.3) to (0.5, 0.5)
+        [0.8, -0.5],  # below (1, 0): only the shortfall counts, (0.2, 0.5)
+    ])
+    np.testing.assert_allclose(front_distance(points, front),
+                               [0.0, 0.0, np.hypot(0.3, 0.3), np.hypot(0.2, 0.5)])
+    with pytest.raises(ValueError, match="front has no points"):
+        front_distance(points, np.zeros((0, 2)))

@@ -159,6 +159,22 @@ def test_ground_truth_utility_is_normalised_over_the_rows(summary):
     assert "## Ground-truth utility" in text
 
 
+def test_front_gap_is_the_distance_to_the_oracle_front_in_shared_units():
+    results = {name: {0: cell_results(name, 0)} for name in TRUTH}
+    table = ablation.ablation_table(results)
+    front = np.array([[0.9, 0.4], [0.3, 1.0]])  # widens the span: business 0.2-0.9, rel. 0.4-1
+    truth = ablation.truth_summary(table, front)
+    popo = truth["popo"]  # normalised (4/7, 1/2); the front at (1, 0) and (1/7, 1)
+    assert popo["business_norm"] == pytest.approx(4 / 7)
+    assert popo["front_gap"] == pytest.approx(min(1 - 4 / 7, 1 - 1 / 2))
+    # weighted_sum_w0 (1/7, 5/6) falls short of (1/7, 1) by 1/6; w1 (6/7, 0) of (1, 0) by 1/7.
+    assert truth["weighted_sum_w0"]["front_gap"] == pytest.approx(1 / 6)
+    assert truth["weighted_sum_w1"]["front_gap"] == pytest.approx(1 / 7)
+    assert all(0 < r["front_gap"] for r in truth.values())
+    assert "Closest to the oracle front: weighted_sum_w1" in ablation._truth_markdown(truth)
+    assert np.isnan(ablation.truth_summary(table)["popo"]["front_gap"])
+
+
 def test_bootstrap_pairs_each_row_with_sft_user_by_user(summary):
     workdir, text = summary
     boot = json.loads((workdir / "bootstrap.json").read_text())
@@ -301,6 +317,16 @@ def test_real_summary_has_every_row_ground_truth_and_bootstrap(real):
         assert all(row[name] for row in rows.values()), name
     assert all(f"| {name} | 1 |" in text for name in rows)
     assert "## Ground-truth utility" in text
+    # The rl stage traced the oracle front; no row can beat its ends on their own objective.
+    front = json.loads((workdir / "cells" / "sft" / "seed_0" / "rl" / "true_front.json")
+                       .read_text())
+    truth = json.loads((workdir / "ablation.json").read_text())["truth"]
+    for name, row in truth.items():
+        assert row["true_business@10"] <= max(front["true_business@10"]) + 1e-6, name
+        assert row["true_relevance@10"] <= max(front["true_relevance@10"]) + 1e-6, name
+        assert 0.0 <= row["front_gap"] <= np.sqrt(2), name
+    assert "Closest to the oracle front" in text
+    assert (workdir / "truth_tradeoff.png").stat().st_size > 1000
     boot = json.loads((workdir / "bootstrap.json").read_text())
     assert set(boot) == {"a2po", "weighted_sum_w1"}
     assert boot["a2po"]["results"]["seed_0"]["recall@10"]["num_users"] == 60

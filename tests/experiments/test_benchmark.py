@@ -39,6 +39,9 @@ def test_quick_run_prints_and_writes_every_section(tmp_path):
     assert rl["completions_per_s"] > 0 and rl["flops_per_completion"] > 0
     assert rl["fraction_of_matmul"] == rl["gflops"] / rl["matmul_gflops"]
     assert rl["completions_per_s"] == 8 * 4 / rl["seconds_per_step"]  # requests x G per step
+    assert rl["requests_per_s"] == 8 / rl["seconds_per_step"]
+    assert rl["rollout_seconds"] > 0 and rl["reward_seconds"] > 0 and rl["update_seconds"] >= 0
+    assert "rollout time per step" in result.stdout
 
     (beam,) = figures["beam"][0]["beams"]
     assert beam["beam_size"] == 10 and beam["users_per_s"] > 0 and beam["flops_per_user"] > 0

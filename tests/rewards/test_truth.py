@@ -53,3 +53,30 @@ def test_world_must_match_the_dataset(tiny_setup):
     setup = RewardSetup(config, tiny_setup.dataset, tiny_setup.workdir, seed=0)
     with pytest.raises(ValueError, match="does not match"):
         setup.world()
+
+
+def test_oracle_front_is_the_brute_force_best_lists(tiny_setup):
+    """Per weight, every user's top-k by the scalarised mapped rewards, from the world's numpy."""
+    from sgrec_jax.data.split import leave_one_out
+    from sgrec_jax.rewards.truth import oracle_front
+
+    world, dataset = tiny_setup.world(), tiny_setup.dataset
+    business, relevance = build_channels(tiny_setup, ["true_business", "true_relevance"], {})
+    test = leave_one_out(dataset, tiny_setup.config.data.max_history).test
+    weights, k = np.array([0.0, 0.3, 1.0]), 3
+    got = oracle_front((business, relevance), test, dataset.num_items, weights=weights, k=k,
+                       batch_size=5)  # Batches of 5: the last one is padded.
+
+    x_ud = world.interests_for_targets(test.user, test.target)
+    items_un = np.broadcast_to(np.arange(dataset.num_items), (len(test), dataset.num_items))
+    b_un = world.business_value(x_ud, items_un)
+    r_un = world.semantic_relevance(x_ud, items_un)
+    for w, (got_b, got_r) in zip(weights, got, strict=True):
+        score = w * b_un / business.high + (1 - w) * r_un
+        top = np.argsort(-score, axis=1)[:, :k]
+        want_b = np.take_along_axis(b_un, top, 1).mean()
+        want_r = np.take_along_axis(r_un, top, 1).mean()
+        np.testing.assert_allclose([got_b, got_r], [want_b, want_r], rtol=1e-4)
+    # The ends are the single-objective optima: nothing beats them on their own objective.
+    assert got[-1, 0] >= got[:, 0].max() - 1e-6 and got[0, 1] >= got[:, 1].max() - 1e-6
+    assert got[-1, 0] > got[0, 0] and got[0, 1] > got[-1, 1]
