@@ -25,7 +25,10 @@ DOCUMENTED_ARGS = {
     # RL configs: the arg names the advantage estimator.
     "quickstart_rl": ("", "a2po", "popo", "adv_sum"),
     "scientific_rl": ("", "a2po", "popo"),
+    # The synthetic conflict study: the arg is the world's conflict level.
+    "synthetic_conflict": ("", "0", "0.5", "1"),
 }
+SYNTHETIC = ("quickstart", "quickstart_rl", "synthetic_conflict")
 CASES = [(name, arg) for name, args in DOCUMENTED_ARGS.items() for arg in args]
 
 
@@ -48,10 +51,22 @@ def test_config_loads_and_passes_the_checks(name, arg):
         assert config.eval.beam_size >= 10
     if name.endswith("_rl"):
         assert config.rl.estimator == (arg or "a2po")
+    elif name == "synthetic_conflict":
+        assert config.data.options.conflict == float(arg or "0.5")
     elif arg.endswith("_index"):
         assert config.sid.source == "index" and config.sid.index_path
     elif arg:
         assert config.sid.source == "quantizer" and config.sid.quantizer == arg
+
+
+def test_conflict_study_rewards_the_ground_truth_at_its_conflict_level():
+    config = load("synthetic_conflict", "1")
+    assert config.data.options.conflict == 1.0
+    assert load("synthetic_conflict", "").data.options.conflict == 0.5
+    assert tuple(config.rl.channels) == ("true_business", "true_relevance")
+    assert config.rl.estimator_options.a2po.business == "true_business"
+    with pytest.raises(ValueError, match="conflict must be in"):
+        load("synthetic_conflict", "1.5")
 
 
 def test_sid_configs_default_to_their_documented_sids():
@@ -61,7 +76,7 @@ def test_sid_configs_default_to_their_documented_sids():
 
 
 @pytest.mark.real_data
-@pytest.mark.parametrize("name, arg", [c for c in CASES if not c[0].startswith("quickstart")])
+@pytest.mark.parametrize("name, arg", [c for c in CASES if c[0] not in SYNTHETIC])
 def test_real_data_paths_exist(name, arg, beauty_dir, scientific_dir):
     config = load(name, arg)
     assert os.path.isdir(config.data.dir), config.data.dir
