@@ -15,7 +15,13 @@ from collections.abc import Sequence
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from sgrec_jax.stages.ablation import load_finished, plan_cells, run_cells, summarize
+from sgrec_jax.stages.ablation import (
+    backfill_rewards,
+    load_finished,
+    plan_cells,
+    run_cells,
+    summarize,
+)
 from sgrec_jax.stages.cli import quiet_library_logs, run_or_exit
 from sgrec_jax.stages.runs import parse_seeds, parse_sweep
 
@@ -63,6 +69,7 @@ def main(argv: Sequence[str]) -> None:
                 raise ValueError("--config is required (unless --summarize_only)")
             results = run_cells(_CONFIG.value, workdir, cells, seeds,
                                 channels=_SWEEP_CHANNELS.value)
+        backfill_rewards(workdir, results)
         logging.info("summarising %d cells", len(results))
         sweep_rows = [c.name for c in cells if c.weight is not None and c.name in results]
         return summarize(workdir, results, sweep_rows, num_resamples=_NUM_RESAMPLES.value,

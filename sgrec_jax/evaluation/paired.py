@@ -54,6 +54,22 @@ def user_metrics(path: str, metrics: Sequence[str] = BOOTSTRAP_METRICS) -> UserM
     return UserMetrics(users_u, targets_u, {m: per_user[m] for m in metrics})
 
 
+def with_rewards(metrics: UserMetrics, path: str, names: Sequence[str]) -> UserMetrics:
+    """`metrics` plus per-user reward values (e.g. "ecpm@10") from an .npz holding users_u and
+    one [U] array per name (the rl stage's test_rewards.npz); names the file lacks are skipped.
+    """
+    if not os.path.exists(path):
+        raise ValueError(f"{path} does not exist")
+    with np.load(path) as rewards:
+        users_u = rewards["users_u"]
+        found = {name: rewards[name] for name in names if name in rewards}
+    order = np.argsort(users_u, kind="stable")
+    if not np.array_equal(users_u[order], metrics.users_u):
+        raise ValueError(f"{path}: its users are not those of the rankings")
+    values = {**metrics.values, **{name: v[order] for name, v in found.items()}}
+    return dataclasses.replace(metrics, values=values)
+
+
 def _same_users(a: UserMetrics, b: UserMetrics, what: str) -> None:
     if not (np.array_equal(a.users_u, b.users_u) and np.array_equal(a.targets_u, b.targets_u)):
         raise ValueError(f"{what}: the rankings are not of the same test users and targets")

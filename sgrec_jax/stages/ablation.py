@@ -51,16 +51,19 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from absl import logging
 from ml_collections import ConfigDict
 
 from sgrec_jax.core.files import atomic_write, write_json
 from sgrec_jax.evaluation.bootstrap import BootstrapResult
 from sgrec_jax.evaluation.paired import (
     SEED_MEAN,
+    UserMetrics,
     bootstrap_json,
     bootstrap_markdown,
     paired_bootstrap_by_seed,
     user_metrics,
+    with_rewards,
 )
 from sgrec_jax.evaluation.pareto import (
     front_distance,
@@ -72,7 +75,7 @@ from sgrec_jax.evaluation.pareto import (
 from sgrec_jax.evaluation.plots import PlotPoint, tradeoff_plot
 from sgrec_jax.evaluation.tables import ResultsTable, results_table, to_csv, to_markdown
 from sgrec_jax.stages.pipeline import RESULTS_FILE, check_config, run_pipeline
-from sgrec_jax.stages.rl import TRUE_FRONT_FILE
+from sgrec_jax.stages.rl import TEST_REWARDS_FILE, TRUE_FRONT_FILE, backfill_test_rewards
 from sgrec_jax.stages.runs import read_json, run_or_load
 
 SFT = "sft"  # The start policy: config.rl.num_steps = 0.
@@ -81,12 +84,14 @@ BASE_STAGES = ("sids", "sft")
 BASE_DIR = "sft_base"
 CELLS_DIR = "cells"
 RANKINGS = os.path.join("rl", "test_rankings.npz")
+REWARDS = os.path.join("rl", TEST_REWARDS_FILE)
 PREFIX = "rl/"  # The rl stage's keys in results.json.
 BUSINESS, SEMANTIC = "ecpm@10", "semantic@10"
 TRUE_BUSINESS, TRUE_RELEVANCE = "true_business@10", "true_relevance@10"
 TABLE_METRICS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10", BUSINESS, SEMANTIC,
                  "valid_rate", "sign_agreement")
 BOOTSTRAP_METRICS = ("recall@10", "ndcg@10")
+REWARD_METRICS = (BUSINESS, SEMANTIC, TRUE_BUSINESS, TRUE_RELEVANCE)
 
 
 Results = dict[str, dict[int, dict[str, Any]]]  # cell name -> seed -> results.json
@@ -301,6 +306,26 @@ def tradeoff_summary(table: ResultsTable, sweep_rows: Sequence[str]) -> dict[str
     }
 
 
+def backfill_rewards(workdir: str, results: Results) -> int:
+    """Scores the test rankings of finished cells that predate rl/test_rewards.npz (so the
+    bootstrap can pair eCPM@10 and semantic@10 too); returns how many it wrote. A cell it
+    cannot score (no stored config, rankings or reward models) is logged and skipped."""
+    written = 0
+    for name, by_seed in results.items():
+        for seed in by_seed:
+            directory = os.path.join(workdir, CELLS_DIR, name, f"seed_{seed}")
+            try:
+                wrote = backfill_test_rewards(directory)
+            except (ValueError, OSError) as e:  # The bootstrap then leaves the rewards out.
+                logging.warning("cell %s/seed_%d: no per-user rewards: %s", name, seed, e)
+                continue
+            if wrote:
+                logging.info("cell %s/seed_%d: wrote %s from its saved rankings", name, seed,
+                             REWARDS)
+                written += 1
+    return written
+
+
 def load_true_front(workdir: str, results: Results) -> np.ndarray | None:
     """float64 [W, 2] (true_business@10, true_relevance@10) of the oracle front the rl stage
     wrote on the synthetic world (any finished cell; they share the test split), else None."""
@@ -342,23 +367,32 @@ def truth_summary(table: ResultsTable,
 def bootstrap_vs_sft(
     workdir: str, results: Results, *, num_resamples: int, bootstrap_seed: int
 ) -> dict[str, dict[str, dict[str, BootstrapResult]]]:
-    """row -> paired_bootstrap_by_seed(row, sft) over the seeds both finished."""
+    """row -> paired_bootstrap_by_seed(row, sft) over the seeds both finished: recall@10 and
+    ndcg@10 from the saved rankings, and eCPM@10 and semantic@10 (+ the ground truth) from
+    rl/test_rewards.npz where every compared cell has it with finite values."""
     if SFT not in results:
         return {}
     sft_cell = Cell(SFT)
+
+    def cell_values(directory: str) -> UserMetrics:
+        values = user_metrics(os.path.join(directory, RANKINGS), BOOTSTRAP_METRICS)
+        rewards = os.path.join(directory, REWARDS)
+        return with_rewards(values, rewards, REWARD_METRICS) if os.path.exists(rewards) else values
+
     out = {}
     for name, by_seed in results.items():
         seeds = [s for s in by_seed if s in results[SFT]]
         if name == SFT or not seeds:
             continue
         directory = os.path.join(workdir, CELLS_DIR, name)
-        pairs = {
-            seed: (user_metrics(os.path.join(directory, f"seed_{seed}", RANKINGS),
-                                BOOTSTRAP_METRICS),
-                   user_metrics(os.path.join(cell_dir(workdir, sft_cell, seed), RANKINGS),
-                                BOOTSTRAP_METRICS))
-            for seed in seeds
-        }
+        pairs = {seed: (cell_values(os.path.join(directory, f"seed_{seed}")),
+                        cell_values(cell_dir(workdir, sft_cell, seed)))
+                 for seed in seeds}
+        shared = [m for m in (*BOOTSTRAP_METRICS, *REWARD_METRICS)
+                  if all(m in v.values and np.all(np.isfinite(v.values[m]))
+                         for pair in pairs.values() for v in pair)]
+        pairs = {seed: tuple(dataclasses.replace(v, values={m: v.values[m] for m in shared})
+                             for v in pair) for seed, pair in pairs.items()}
         out[name] = paired_bootstrap_by_seed(
             pairs, num_resamples=num_resamples, bootstrap_seed=bootstrap_seed
         )

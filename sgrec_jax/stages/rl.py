@@ -35,7 +35,7 @@ from ml_collections import ConfigDict
 
 import sgrec_jax.judge.psj_channel  # noqa: F401  (registers the "psj" reward channel)
 from sgrec_jax.core.distributed import is_primary_process
-from sgrec_jax.core.files import write_json
+from sgrec_jax.core.files import write_json, write_npz
 from sgrec_jax.core.sharding import host_to_global, make_mesh
 from sgrec_jax.data.pipeline import eval_batches, train_iterator
 from sgrec_jax.data.split import Examples, leave_one_out
@@ -52,7 +52,14 @@ from sgrec_jax.rl.estimators import ESTIMATORS, ChannelSpec, estimator_options
 from sgrec_jax.rl.grpo import RLSettings, init_extra, make_rl_step, select_params
 from sgrec_jax.rl.rollout import ROLLOUT_MODES
 from sgrec_jax.sid.build import SemanticIds, load_semantic_ids
-from sgrec_jax.stages.pipeline import STAGES, RunContext, Stage
+from sgrec_jax.stages.pipeline import (
+    CONFIG_FILE,
+    STAGES,
+    RunContext,
+    Stage,
+    load_configured_dataset,
+)
+from sgrec_jax.stages.runs import read_json
 from sgrec_jax.train.checkpointing import Checkpointer
 from sgrec_jax.train.evaluate import (
     Rankings,
@@ -68,6 +75,7 @@ from sgrec_jax.train.train_state import create_train_state, make_optimizer
 EVAL_BUSINESS = "ecpm_eval"
 TRUTH_AT_10 = {"true_business": "true_business@10", "true_relevance": "true_relevance@10"}
 TOP_K = 10
+TEST_REWARDS_FILE = "test_rewards.npz"  # In DIR/rl/: per-user rewards of the test rankings.
 TRUE_FRONT_FILE = "true_front.json"  # In DIR/rl/ on the synthetic world (rewards/truth.py).
 TRUE_FRONT_WEIGHTS = np.linspace(0.0, 1.0, 41)  # Business weights of the oracle scalarisations.
 
@@ -171,13 +179,11 @@ def _user_means(channels: Sequence[RewardChannel], requests: RewardRequests, ite
     return jnp.nanmean(rewards_bkc, axis=1)
 
 
-def reward_at_k(channels: Sequence[RewardChannel], examples: Examples, rankings: Rankings, *,
-                k: int, batch_size: int) -> dict[str, float]:
-    """Per channel: the mean over users of the mean reward of their top-k ranked items.
-
-    Every request is judged (semantic channels score all of them); users whose k rewards are
-    all NaN are left out of the mean.
-    """
+def reward_per_user(channels: Sequence[RewardChannel], examples: Examples, rankings: Rankings,
+                    *, k: int, batch_size: int) -> np.ndarray:
+    """float64 [U, C]: per user (the order of `examples` and `rankings`) and channel, the mean
+    reward of their top-k ranked items; NaN where all k are NaN. Every request is judged
+    (semantic channels score all of them)."""
     means = []
     for start, batch in zip(range(0, len(examples), batch_size),
                             eval_batches(examples, batch_size=batch_size), strict=True):
@@ -189,25 +195,43 @@ def reward_at_k(channels: Sequence[RewardChannel], examples: Examples, rankings:
         )
         user_means = _user_means(channels, requests, rankings.items_uk[rows, :k],
                                  rankings.scores_uk[rows, :k])
-        means.append(np.asarray(user_means)[batch["valid"]])
-    per_user = np.concatenate(means)
-    with np.errstate(invalid="ignore"):
-        return {c.name: float(np.nanmean(per_user[:, i])) for i, c in enumerate(channels)}
+        means.append(np.asarray(user_means, np.float64)[batch["valid"]])
+    return np.concatenate(means)
+
+
+def reward_names(config: ConfigDict) -> dict[str, str]:
+    """Result name -> the eval channel that scores it: ecpm@10, semantic@10 (+ the truth)."""
+    return {"ecpm@10": EVAL_BUSINESS, "semantic@10": config.rl.semantic_eval_channel,
+            **{name: channel for channel, name in TRUTH_AT_10.items()}}
+
+
+def test_rewards(config: ConfigDict, channels: Sequence[RewardChannel], examples: Examples,
+                 rankings: Rankings) -> dict[str, np.ndarray]:
+    """Result name (reward_names, of the channels given) -> the users' top-10 mean reward [U]."""
+    per_user = reward_per_user(channels, examples, rankings, k=TOP_K,
+                               batch_size=config.eval.batch_size)
+    index = {c.name: i for i, c in enumerate(channels)}
+    return {name: per_user[:, index[channel]]
+            for name, channel in reward_names(config).items() if channel in index}
+
+
+def save_test_rewards(path: str, users_u: np.ndarray, values: dict[str, np.ndarray]) -> None:
+    """DIR/rl/test_rewards.npz: users_u and the per-user rewards by result name, so eCPM@10 and
+    semantic@10 can be compared user by user (evaluation/paired.py)."""
+    write_npz(path, users_u=users_u, **values)
 
 
 def _evaluate(model: nnx.Module, catalog: Any, examples: Examples, channels, config: ConfigDict,
-              num_items: int) -> tuple[Rankings, dict[str, float]]:
-    """Beam-search rankings of `examples` and their metrics by result name (no "rl/" prefix)."""
+              num_items: int) -> tuple[Rankings, dict[str, float], dict[str, np.ndarray]]:
+    """Beam-search rankings of `examples`, their metrics by result name (no "rl/" prefix) and
+    the per-user rewards behind the reward metrics (test_rewards)."""
     rankings = rank_with_generator(model, catalog, examples, beam_size=config.eval.beam_size,
                                    k=TOP_K, batch_size=config.eval.batch_size)
     report = scalar_metrics(ranking_report(rankings, num_items))
-    rewards = reward_at_k(channels, examples, rankings, k=TOP_K,
-                          batch_size=config.eval.batch_size)
-    report["ecpm@10"] = rewards[EVAL_BUSINESS]
-    report["semantic@10"] = rewards[config.rl.semantic_eval_channel]
-    report.update({name: rewards[channel] for channel, name in TRUTH_AT_10.items()
-                   if channel in rewards})
-    return rankings, report
+    per_user = test_rewards(config, channels, examples, rankings)
+    with np.errstate(invalid="ignore"):
+        report.update({name: float(np.nanmean(values)) for name, values in per_user.items()})
+    return rankings, report, per_user
 
 
 # -- the stage ----------------------------------------------------------------------------------
@@ -276,8 +300,8 @@ def train_rl(config: ConfigDict, num_items: int, model: nnx.Module, catalog: Any
                     writer.write_scalars(step, {f"train/{k}": v for k, v in metrics.items()})
                     logger.log(step, metrics)
                 if step % rl.eval_every == 0 or step == rl.num_steps:
-                    _, report = _evaluate(policy(state), catalog, valid, eval_channels, config,
-                                          num_items)
+                    _, report, _ = _evaluate(policy(state), catalog, valid, eval_channels, config,
+                                             num_items)
                     writer.write_scalars(step, {f"valid/{k}": v for k, v in report.items()})
                     logging.info("step %d valid: %s", step,
                                  " ".join(f"{k} {v:.4f}" for k, v in report.items()))
@@ -298,6 +322,43 @@ def train_rl(config: ConfigDict, num_items: int, model: nnx.Module, catalog: Any
                               if agreement_steps else math.nan),
     }
     return policy(state), summary
+
+
+def _eval_channel_names(config: ConfigDict, synthetic: bool) -> list[str]:
+    names = [EVAL_BUSINESS, config.rl.semantic_eval_channel]
+    if synthetic:
+        names += [name for name in TRUTH_AT_10 if name not in names]
+    return names
+
+
+def backfill_test_rewards(workdir: str) -> bool:
+    """Writes rl/test_rewards.npz of a finished rl run from its saved test rankings (for runs
+    made before the rl stage wrote it); False when it exists already.
+
+    Rebuilds the run's data, test split and evaluation channels from its stored config; the
+    reward models load from their cache, so the scores are the ones the run reported.
+    """
+    path = os.path.join(workdir, "rl", TEST_REWARDS_FILE)
+    if os.path.exists(path):
+        return False
+    stored = read_json(os.path.join(workdir, CONFIG_FILE))
+    if stored is None:
+        raise ValueError(f"{workdir}: no {CONFIG_FILE} to rebuild the evaluation from")
+    config = ConfigDict(stored)
+    rankings = Rankings.load(os.path.join(workdir, "rl", "test_rankings.npz"))
+    dataset = load_configured_dataset(config)
+    test = leave_one_out(dataset, config.data.max_history).test
+    if not np.array_equal(rankings.users_u, test.user):
+        raise ValueError(f"{workdir}: the saved test rankings are not of this config's test users")
+    rl = config.rl
+    rewards_dir = (rl.rewards_workdir or (rl.init_workdir if "sft" not in config.stages else "")
+                   or workdir)
+    setup = RewardSetup(config=config, dataset=dataset, workdir=os.path.abspath(rewards_dir),
+                        seed=rl.reward_seed)
+    channels = build_channels(setup, _eval_channel_names(config, setup.world() is not None),
+                              rl.channel_options)
+    save_test_rewards(path, rankings.users_u, test_rewards(config, channels, test, rankings))
+    return True
 
 
 def _rewards_workdir(context: RunContext) -> str:
@@ -324,10 +385,8 @@ def _run(context: RunContext) -> None:
     splits = leave_one_out(dataset, config.data.max_history)
     setup = RewardSetup(config=config, dataset=dataset, workdir=_rewards_workdir(context),
                         seed=rl.reward_seed, artifacts=context.artifacts)
-    eval_names = [EVAL_BUSINESS, rl.semantic_eval_channel]
-    if setup.world() is not None:
-        eval_names += [name for name in TRUTH_AT_10 if name not in eval_names]
-    eval_channels = build_channels(setup, eval_names, rl.channel_options)
+    eval_channels = build_channels(setup, _eval_channel_names(config, setup.world() is not None),
+                                   rl.channel_options)
     run_dir = os.path.join(context.workdir, "rl")
 
     summary: dict[str, Any] = {"rl/last_step": 0, "rl/nonfinite_steps": 0,
@@ -337,8 +396,8 @@ def _run(context: RunContext) -> None:
         channels = build_channels(setup, list(rl.channels), rl.channel_options)
         model, summary = train_rl(config, dataset.num_items, model, catalog, channels,
                                   eval_channels, splits.train, valid, run_dir)
-    rankings, report = _evaluate(model, catalog, splits.test, eval_channels, config,
-                                 dataset.num_items)
+    rankings, report, per_user = _evaluate(model, catalog, splits.test, eval_channels, config,
+                                           dataset.num_items)
     front = None
     if setup.world() is not None:
         truth = {c.name: c for c in eval_channels}
@@ -348,6 +407,7 @@ def _run(context: RunContext) -> None:
     if is_primary_process():
         os.makedirs(run_dir, exist_ok=True)
         rankings.save(os.path.join(run_dir, "test_rankings.npz"))
+        save_test_rewards(os.path.join(run_dir, TEST_REWARDS_FILE), rankings.users_u, per_user)
         if front is not None:
             write_json(os.path.join(run_dir, TRUE_FRONT_FILE), {
                 "business_weight": TRUE_FRONT_WEIGHTS.tolist(),

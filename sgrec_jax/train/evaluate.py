@@ -44,6 +44,13 @@ class Rankings:
         arrays = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
         write_npz(path, **arrays)
 
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Rankings:
+        """The rankings `save` wrote."""
+        with np.load(path) as arrays:
+            return cls(**{f.name: arrays[f.name] for f in dataclasses.fields(cls)
+                          if f.name in arrays})
+
 
 def subsample(examples: Examples, max_examples: int, seed: int) -> Examples:
     """A fixed, seeded subset (for frequent validation during training); all if <= max."""

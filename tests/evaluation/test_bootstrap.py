@@ -75,3 +75,18 @@ def test_bad_arguments():
         paired_bootstrap(a, a, confidence=1.0)
     with pytest.raises(ValueError, match="'ndcg@5' is missing"):
         paired_bootstrap_metrics({"ndcg@5": a}, {"recall@5": a})
+
+
+def test_with_rewards_aligns_rewards_to_the_rankings_users(tmp_path):
+    from sgrec_jax.evaluation.paired import UserMetrics, with_rewards
+
+    metrics = UserMetrics(np.array([1, 2, 3]), np.array([7, 8, 9]),
+                          {"recall@10": np.array([1.0, 0.0, 1.0])})
+    path = tmp_path / "rewards.npz"
+    np.savez(path, users_u=np.array([3, 1, 2]), **{"ecpm@10": np.array([30.0, 10.0, 20.0])})
+    got = with_rewards(metrics, str(path), ["ecpm@10", "semantic@10"])
+    np.testing.assert_array_equal(got.values["ecpm@10"], [10.0, 20.0, 30.0])
+    assert set(got.values) == {"recall@10", "ecpm@10"}  # names the file lacks are skipped
+    np.savez(path, users_u=np.array([3, 1, 4]), **{"ecpm@10": np.zeros(3)})
+    with pytest.raises(ValueError, match="not those of the rankings"):
+        with_rewards(metrics, str(path), ["ecpm@10"])

@@ -5,6 +5,7 @@ import csv
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -306,7 +307,7 @@ def test_reward_models_are_trained_once_in_the_sft_base(real):
 
 
 def test_real_summary_has_every_row_ground_truth_and_bootstrap(real):
-    workdir, _, text, _, _ = real
+    workdir, results, text, _, _ = real
     for name in ("ablation.md", "ablation.csv", "ablation.json", "tradeoff.png",
                  "bootstrap.md", "bootstrap.json"):
         assert (workdir / name).stat().st_size > 0, name
@@ -330,6 +331,30 @@ def test_real_summary_has_every_row_ground_truth_and_bootstrap(real):
     boot = json.loads((workdir / "bootstrap.json").read_text())
     assert set(boot) == {"a2po", "weighted_sum_w1"}
     assert boot["a2po"]["results"]["seed_0"]["recall@10"]["num_users"] == 60
+    # eCPM@10, semantic@10 and the truth are paired user by user too, from rl/test_rewards.npz.
+    paired = boot["a2po"]["results"]["seed_0"]
+    assert set(paired) == {"recall@10", "ndcg@10", "ecpm@10", "semantic@10",
+                           "true_business@10", "true_relevance@10"}
+    assert paired["ecpm@10"]["mean_a"] == pytest.approx(results["a2po"][0]["rl/ecpm@10"])
+    assert paired["semantic@10"]["mean_b"] == pytest.approx(results["sft"][0]["rl/semantic@10"])
+
+
+def test_rewards_of_older_cells_are_backfilled_from_their_rankings(real, tmp_path):
+    from sgrec_jax.stages.rl import backfill_test_rewards
+
+    workdir, results, _, _, _ = real
+    cell = tmp_path / "a2po"
+    shutil.copytree(workdir / "cells" / "a2po" / "seed_0", cell)
+    saved = dict(np.load(cell / "rl" / "test_rewards.npz"))
+    (cell / "rl" / "test_rewards.npz").unlink()
+    assert backfill_test_rewards(str(cell))
+    again = dict(np.load(cell / "rl" / "test_rewards.npz"))
+    assert set(again) == set(saved) == {"users_u", "ecpm@10", "semantic@10",
+                                        "true_business@10", "true_relevance@10"}
+    for name, values in saved.items():
+        np.testing.assert_allclose(again[name], values, rtol=1e-6, err_msg=name)
+    assert np.nanmean(again["ecpm@10"]) == pytest.approx(results["a2po"][0]["rl/ecpm@10"])
+    assert not backfill_test_rewards(str(cell))  # already there
 
 
 def test_a_rerun_skips_every_finished_cell(real):
