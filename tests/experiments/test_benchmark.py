@@ -14,7 +14,7 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 def run(*flags):
     return subprocess.run(
         [sys.executable, "-m", "experiments.benchmark", *flags],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        cwd=REPO, capture_output=True, text=True, timeout=600,
     )
 
 

@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -55,18 +56,40 @@ def test_quickstart_writes_results_and_resumes(tmp_path):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("--config.sid.levelz=4", "levelz"),
-        ("--config.sid.quantizer=rq_vq", "valid names: rq_kmeans, rq_vae"),
-        ("--config.sid.embeddings.source=txt", "valid names: collaborative, npy"),
-        ("--config.stages=('sids','sfd')", "unknown pipeline stage 'sfd'"),
-        ("--config.data.format=p6", "unknown dataset format 'p6'"),
-        ("--config.sft.warmup_steps=900", "sft: warmup_steps 900 must be in [0, num_steps 600)"),
+        ("--config.sid.levelz=4", "levelz"),  # the flag parser's own error
+        ("--config.data.format=p6", "unknown dataset format 'p6'"),  # the pipeline's checks
     ],
 )
 def test_config_mistakes_fail_before_any_work(tmp_path, override, message):
     run = train(tmp_path / "w", override)
     assert run.returncode != 0
     assert message in run.stderr
+    assert not (tmp_path / "w" / "sids.npz").exists()
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("sid.quantizer", "rq_vq", "valid names: rq_kmeans, rq_vae"),
+        ("sid.embeddings.source", "txt", "valid names: collaborative, npy"),
+        ("stages", ("sids", "sfd"), "unknown pipeline stage 'sfd'"),
+        ("sft.warmup_steps", 900, "sft: warmup_steps 900 must be in [0, num_steps 600)"),
+    ],
+)
+def test_pipeline_checks_the_config_before_any_work(tmp_path, field, value, message):
+    """The checks the command line runs (the CLI path itself is covered above), in-process."""
+    from experiments.configs import quickstart
+    from sgrec_jax.core.registry import UnknownNameError
+    from sgrec_jax.stages.pipeline import run_pipeline
+
+    config = quickstart.get_config()
+    *parents, name = field.split(".")
+    section = config
+    for parent in parents:
+        section = section[parent]
+    section[name] = value
+    with pytest.raises((ValueError, UnknownNameError), match=re.escape(message)):
+        run_pipeline(config, str(tmp_path / "w"))
     assert not (tmp_path / "w" / "sids.npz").exists()
 
 

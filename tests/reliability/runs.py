@@ -241,7 +241,7 @@ def start(run_dir, *args: str, devices: int = 1, env: Mapping[str, str] | None =
     )
 
 
-def finish(process: subprocess.Popen, timeout: float = 120) -> tuple[int, str]:
+def finish(process: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
     """Waits for `process`; returns (exit code, stderr)."""
     try:
         _, err = process.communicate(timeout=timeout)

@@ -17,7 +17,7 @@ import pytest
 from tests.reliability import runs
 
 
-def wait_for_step(process, run_dir, step: int, checkpoint: int, timeout: float = 120) -> int:
+def wait_for_step(process, run_dir, step: int, checkpoint: int, timeout: float = 300) -> int:
     """Blocks until the running `process` has logged a train step >= `step` and committed
     checkpoint `checkpoint` (Orbax renames its temporary directory last); returns the step."""
     deadline = time.monotonic() + timeout

@@ -35,7 +35,7 @@ def test_two_processes_train_like_one(tmp_path, trainer):
     one = tmp_path / "one"
     runs.TRAINERS[trainer](str(one), runs.mesh_config(1, 1), num_steps=STEPS)
     for i, process in enumerate(processes):
-        code, err = runs.finish(process, timeout=180)
+        code, err = runs.finish(process, timeout=420)
         assert code == 0, f"process {i}: {err[-3000:]}"
         assert f"process {i} of 2: 2 local of 4 devices" in err
 
