@@ -479,11 +479,7 @@ def rl_phase_seconds(sizes: Sizes, graphdef: nnx.GraphDef, state: Any, estimator
 
     @jax.jit
     def reward(reward_channels, items_bg, logprob_bg, estimator_state):
-        requests = RewardRequests(
-            history_bh=batch["history"], history_mask_bh=batch["history_mask"],
-            target_b=batch["target"], user_b=batch["user"],
-            judged_b=jnp.ones(batch["target"].shape, bool),
-        )
+        requests = RewardRequests.from_batch(batch)
         rewards_bgk = reward_tensor(reward_channels, requests, items_bg, logprob_bg)
         return estimator(rewards_bgk, estimator_state)[0]
 

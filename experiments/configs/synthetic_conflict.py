@@ -22,7 +22,11 @@ BUSINESS, SEMANTIC = "true_business", "true_relevance"
 
 
 def get_config(arg: str = "0.5"):
-    conflict = float(arg or "0.5")
+    try:
+        conflict = float(arg or "0.5")
+    except ValueError:
+        raise ValueError(f"synthetic_conflict: the arg is the conflict level, a number in "
+                         f"[0, 1]; got {arg!r}") from None
     if not 0.0 <= conflict <= 1.0:
         raise ValueError(f"synthetic_conflict: conflict must be in [0, 1], got {arg!r}")
     config = quickstart_rl.get_config("a2po")

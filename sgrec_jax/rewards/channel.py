@@ -78,6 +78,14 @@ class RewardRequests:
             judged_b=jnp.asarray(judged),
         )
 
+    @classmethod
+    def from_batch(cls, batch: Mapping[str, Any], judged_b: Any = None) -> RewardRequests:
+        """The requests of a data.pipeline batch (history, history_mask, target, user), every
+        one judged unless `judged_b` is given; jittable (no conversion of the arrays)."""
+        judged = jnp.ones(batch["target"].shape, bool) if judged_b is None else judged_b
+        return cls(history_bh=batch["history"], history_mask_bh=batch["history_mask"],
+                   target_b=batch["target"], user_b=batch["user"], judged_b=judged)
+
 
 # score_fn(tables, requests, items_bg int32 [B, G], logprob_bg float32 [B, G]) -> float32 [B, G]
 ScoreFn = Callable[[Any, RewardRequests, jax.Array, jax.Array], jax.Array]

@@ -170,10 +170,7 @@ def oracle_front(channels: tuple[RewardChannel, RewardChannel], examples: Exampl
     weights_w = jnp.asarray(weights, jnp.float32)
     means = []
     for batch in eval_batches(examples, batch_size=batch_size):
-        requests = RewardRequests(
-            history_bh=batch["history"], history_mask_bh=batch["history_mask"],
-            target_b=batch["target"], user_b=batch["user"], judged_b=np.ones(batch_size, bool),
-        )
+        requests = RewardRequests.from_batch(batch)
         means_wb2 = np.asarray(_oracle_batch(tuple(channels), requests, weights_w,
                                              num_items=num_items, k=k))
         means.append(means_wb2[:, batch["valid"]])

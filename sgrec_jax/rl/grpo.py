@@ -272,9 +272,7 @@ def make_rl_step(
         # Rewards and advantages.
         judged_b = judged_mask(judge_key, batch["user"], batch["target"],
                                settings.semantic_sample_ratio)
-        requests = RewardRequests(history_bh=history_bh, history_mask_bh=mask_bh,
-                                  target_b=batch["target"], user_b=batch["user"],
-                                  judged_b=judged_b)
+        requests = RewardRequests.from_batch(batch, judged_b)
         rewards_bgk = reward_tensor(reward_channels, requests, group.items_bg, old.logprob_bg)
         fault = reward_fault(rewards_bgk, kinds)
         data = {"history": history_bh, "history_mask": mask_bh, "codes_bgl": group.codes_bgl,

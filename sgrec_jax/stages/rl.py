@@ -188,11 +188,7 @@ def reward_per_user(channels: Sequence[RewardChannel], examples: Examples, ranki
     for start, batch in zip(range(0, len(examples), batch_size),
                             eval_batches(examples, batch_size=batch_size), strict=True):
         rows = np.minimum(np.arange(start, start + batch_size), len(examples) - 1)
-        requests = RewardRequests(
-            history_bh=batch["history"], history_mask_bh=batch["history_mask"],
-            target_b=batch["target"], user_b=batch["user"],
-            judged_b=np.ones(batch_size, bool),
-        )
+        requests = RewardRequests.from_batch(batch)
         user_means = _user_means(channels, requests, rankings.items_uk[rows, :k],
                                  rankings.scores_uk[rows, :k])
         means.append(np.asarray(user_means, np.float64)[batch["valid"]])

@@ -67,6 +67,8 @@ def test_conflict_study_rewards_the_ground_truth_at_its_conflict_level():
     assert config.rl.estimator_options.a2po.business == "true_business"
     with pytest.raises(ValueError, match="conflict must be in"):
         load("synthetic_conflict", "1.5")
+    with pytest.raises(ValueError, match="a number in"):
+        load("synthetic_conflict", "high")
 
 
 def test_sid_configs_default_to_their_documented_sids():
