@@ -2,7 +2,7 @@ r"""Runs an experiment over several seeds, tabulates mean ± std, and bootstraps
 
     python -m experiments.multi_seed --config=experiments/configs/NAME.py[:ARG] --workdir=DIR \
         --seeds=0,1,2 [--config.FIELD=VALUE ...]
-    python -m experiments.multi_seed --compare=DIR_A,DIR_B --workdir=OUT [--system=sft]
+    python -m experiments.multi_seed --compare=DIR_A,DIR_B --workdir=OUT [--system=sft[,sasrec]]
 
 What each run writes and how it resumes: see sgrec_jax/stages/multi_seed.py, which holds the logic.
 """
@@ -27,7 +27,10 @@ _WORKDIR = flags.DEFINE_string(
 )
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds to run and tabulate.")
 _COMPARE = flags.DEFINE_list("compare", None, "DIR_A,DIR_B: compare two multi-seed directories.")
-_SYSTEM = flags.DEFINE_enum("system", "sft", list(SYSTEMS), "The system --compare compares.")
+_SYSTEM = flags.DEFINE_list(
+    "system", ["sft"], f"With --compare: the system ({', '.join(SYSTEMS)}) of both directories, "
+    "or of DIR_A and DIR_B in turn (sft,sasrec compares A's generator with B's SASRec)."
+)
 _NUM_RESAMPLES = flags.DEFINE_integer("num_resamples", 10_000, "Bootstrap resamples.")
 _BOOTSTRAP_SEED = flags.DEFINE_integer("bootstrap_seed", 0, "Seeds the bootstrap resampling.")
 flags.mark_flag_as_required("workdir")

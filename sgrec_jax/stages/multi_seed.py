@@ -2,7 +2,7 @@
 
     python -m experiments.multi_seed --config=experiments/configs/NAME.py[:ARG] --workdir=DIR \
         --seeds=0,1,2 [--config.FIELD=VALUE ...]
-    python -m experiments.multi_seed --compare=DIR_A,DIR_B --workdir=OUT [--system=sft]
+    python -m experiments.multi_seed --compare=DIR_A,DIR_B --workdir=OUT [--system=sft[,sasrec]]
 
 Seed s runs the pipeline in DIR/seed_<s> with config.seed = s, which seeds the model's
 initialisation, dropout, batch order, the validation subset and, for learned SIDs, the
@@ -18,8 +18,10 @@ bootstrap over test users of sft - sasrec on recall@10 and ndcg@10 for each seed
 per-user values averaged over seeds ("seed_mean": user sampling only, the seed noise averaged
 out). Per-user values are recomputed from each system's saved test_rankings.npz.
 
---compare pairs one system (--system) of two multi-seed directories by seed (those both have
-finished) and user, and writes OUT/compare.md/.json (table of both plus the bootstrap A - B).
+--compare pairs a system of one multi-seed directory with a system of another by seed (those both
+have finished) and user, and writes OUT/compare.md/.json (table of both plus the bootstrap A - B).
+--system names the system of both directories, or of A and B in turn: --system=sft,sasrec
+compares the generator of DIR_A with the SASRec baseline of DIR_B (each config's own run).
 
 experiments/multi_seed.py is the command line; the logic lives here so tests and other runners
 can import it (absl flags may be defined once per process).
@@ -135,32 +137,40 @@ def summarize(
 
 
 def compare_dirs(
-    dir_a: str, dir_b: str, out_dir: str, *, system: str = "sft", num_resamples: int = 10_000,
-    bootstrap_seed: int = 0,
+    dir_a: str, dir_b: str, out_dir: str, *, system: str | Sequence[str] = "sft",
+    num_resamples: int = 10_000, bootstrap_seed: int = 0,
 ) -> str:
-    """`system` of dir_a vs dir_b over their common finished seeds: table and paired bootstrap.
+    """A system of dir_a vs one of dir_b over their common finished seeds: table and bootstrap.
 
-    Writes out_dir/compare.md/.json; returns the markdown.
+    `system` is one SYSTEMS name for both directories or a pair (A's, B's). Writes
+    out_dir/compare.md/.json; returns the markdown.
     """
+    systems = (system,) if isinstance(system, str) else tuple(system)
+    systems *= 2 if len(systems) == 1 else 1
+    if len(systems) != 2 or any(s not in SYSTEMS for s in systems):
+        raise ValueError(
+            f"system must be one of {', '.join(SYSTEMS)} or a pair of them, got {system!r}"
+        )
     seeds = sorted(set(finished_seeds(dir_a)) & set(finished_seeds(dir_b)))
     if not seeds:
         raise ValueError(f"{dir_a} and {dir_b} have no finished seed in common")
-    dirs = {"A": dir_a, "B": dir_b}
+    dirs = {"A": (dir_a, systems[0]), "B": (dir_b, systems[1])}
     table = results_table(
-        {name: [system_metrics(r, system) for r in load_results(d, seeds).values()]
-         for name, d in dirs.items()},
+        {name: [system_metrics(r, s) for r in load_results(d, seeds).values()]
+         for name, (d, s) in dirs.items()},
         TABLE_METRICS,
     )
     pairs = {
-        seed: tuple(user_metrics(os.path.join(seed_dir(d, seed), system, RANKINGS_FILE),
+        seed: tuple(user_metrics(os.path.join(seed_dir(d, seed), s, RANKINGS_FILE),
                                  BOOTSTRAP_METRICS)
-                    for d in dirs.values())
+                    for d, s in dirs.values())
         for seed in seeds
     }
     boot = paired_bootstrap_by_seed(
         pairs, num_resamples=num_resamples, bootstrap_seed=bootstrap_seed
     )
-    label_a, label_b = f"{dir_a} ({system})", f"{dir_b} ({system})"
-    preface = (f"{system}, A = {dir_a}, B = {dir_b}, seeds {', '.join(map(str, seeds))}:\n\n"
+    label_a, label_b = (f"{d} ({s})" for d, s in dirs.values())
+    named = systems[0] if systems[0] == systems[1] else f"{systems[0]} vs {systems[1]}"
+    preface = (f"{named}, A = {dir_a}, B = {dir_b}, seeds {', '.join(map(str, seeds))}:\n\n"
                f"{to_markdown(table)}\n")
     return write_bootstrap(os.path.join(out_dir, "compare"), boot, label_a, label_b, preface)

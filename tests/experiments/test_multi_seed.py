@@ -145,3 +145,16 @@ def test_compare_pairs_two_directories_by_seed_and_user(workdir, tmp_path):
     assert better["mean_diff"] > 0 and better["ci_low"] > 0 and better["p_value_one_sided"] < 0.01
     assert text == (tmp_path / "out" / "compare.md").read_text()
     assert "| A | 2 |" in text and "| B | 2 |" in text
+
+
+def test_compare_pairs_a_system_of_one_directory_with_another_of_the_other(workdir, tmp_path):
+    """sft of A vs sasrec of B (here the same directory): the table and bootstrap name both."""
+    out = tmp_path / "cross"
+    text = multi_seed.compare_dirs(str(workdir), str(workdir), str(out),
+                                   system=("sft", "sasrec"), num_resamples=500)
+    assert text.startswith("sft vs sasrec, ")
+    boot = json.loads((out / "compare.json").read_text())["results"]["seed_0"]["recall@10"]
+    assert boot["mean_a"] == pytest.approx(results(workdir, 0)["recall@10"])
+    assert boot["mean_b"] == pytest.approx(results(workdir, 0)["sasrec/recall@10"])
+    with pytest.raises(ValueError, match="system must be one of sft, sasrec or a pair"):
+        multi_seed.compare_dirs(str(workdir), str(workdir), str(out), system=("sft", "gru4rec"))
