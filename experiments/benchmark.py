@@ -22,6 +22,11 @@ Sections (`--sections`, run in the order given; default all):
            and SID-table bytes per item, and their growth from the smallest to the largest;
   pallas   the Pallas advantage kernel versus the same math in plain XLA
            (`rl.pallas_advantage.benchmark_advantages`); on CPU Pallas runs in interpret mode;
+  buckets  SFT examples/s of the real loop's input (`data.pipeline.train_iterator`) with and
+           without `--length_buckets`, over histories whose lengths are geometric with mean
+           `--mean_history` (Beauty's training histories: mean 6.7 items, median 4, of 20 slots)
+           capped at `--history`: padded full-width batches vs batches cut to their bucket's
+           width (every width compiled before timing);
   scaling  SFT examples/s on 1, 2, 4, 8 devices: this script's sft section in a subprocess per
            count with XLA_FLAGS=--xla_force_host_platform_device_count=N (on a CPU host these are
            fake devices sharing its cores, so this measures the cost of the data-parallel
@@ -54,7 +59,8 @@ from flax import nnx
 from sgrec_jax.core.files import write_json
 from sgrec_jax.core.registry import Registry
 from sgrec_jax.core.sharding import host_to_global, make_mesh
-from sgrec_jax.data.split import PAD_ITEM
+from sgrec_jax.data.pipeline import bucket_widths, train_iterator
+from sgrec_jax.data.split import PAD_ITEM, Examples
 from sgrec_jax.models.generator import SidGenerator
 from sgrec_jax.models.registry import build_model
 from sgrec_jax.rewards import REWARD_CHANNELS, RewardChannel, RewardRequests
@@ -69,7 +75,7 @@ from sgrec_jax.sid.dedup import append_dedup_level
 from sgrec_jax.stages.sft import sft_loss
 from sgrec_jax.train.train_state import create_train_state, make_optimizer, make_train_step
 
-ALL_SECTIONS = ("matmul", "sft", "rl", "beam", "catalog", "pallas", "scaling")
+ALL_SECTIONS = ("matmul", "sft", "buckets", "rl", "beam", "catalog", "pallas", "scaling")
 
 _SECTIONS = flags.DEFINE_list("sections", list(ALL_SECTIONS), "Sections to run, in this order.")
 _QUICK = flags.DEFINE_bool("quick", False, "Tiny default sizes (seconds; used by the test).")
@@ -88,6 +94,8 @@ _HISTORY = flags.DEFINE_integer("history", 20, "Items per history (max_history).
 _ENCODINGS = flags.DEFINE_list("history_encodings", ["item", "code"], "Encodings to measure.")
 _TRAIN_BATCH = flags.DEFINE_integer("train_batch", 256, "SFT batch size.")
 _TRAIN_STEPS = flags.DEFINE_integer("train_steps", 10, "Timed train steps (after a warm-up).")
+_LENGTH_BUCKETS = flags.DEFINE_list("length_buckets", ["5", "10"], "Bucket widths (buckets).")
+_MEAN_HISTORY = flags.DEFINE_float("mean_history", 6.7, "Mean history length (buckets).")
 _DECODE_BATCH = flags.DEFINE_integer("decode_batch", 128, "Requests per beam-search call.")
 _BEAM_SIZES = flags.DEFINE_list("beam_sizes", ["20", "50"], "Beam widths to measure.")
 _K = flags.DEFINE_integer("k", 10, "Items returned per request (<= every beam width).")
@@ -112,6 +120,7 @@ QUICK = {
     "matmul_size": 256, "matmul_repeats": 3, "num_items": 300, "codebook_size": 8,
     "num_layers": 1, "d_model": 32, "num_heads": 2, "d_ff": 64, "history": 5,
     "history_encodings": ["item"], "train_batch": 16, "train_steps": 2, "decode_batch": 8,
+    "length_buckets": ["2"], "mean_history": 2.0,
     "beam_sizes": ["10"], "decode_repeats": 1, "rl_batch": 8, "rl_group": 4, "rl_steps": 1,
     "catalog_sizes": ["300", "3000"],
     "pallas_batch": 16, "pallas_group": 4, "pallas_repeats": 2, "scaling_devices": ["1", "2"],
@@ -137,6 +146,8 @@ class Sizes:
     history_encodings: tuple[str, ...]
     train_batch: int
     train_steps: int
+    length_buckets: tuple[int, ...]
+    mean_history: float
     decode_batch: int
     beam_sizes: tuple[int, ...]
     k: int
@@ -158,7 +169,7 @@ class Sizes:
         return matmul_gflops(self.matmul_size, self.matmul_repeats, self.seed)
 
 
-_INT_LISTS = ("beam_sizes", "catalog_sizes", "scaling_devices")
+_INT_LISTS = ("beam_sizes", "catalog_sizes", "scaling_devices", "length_buckets")
 
 
 def resolve_sizes() -> Sizes:
@@ -357,6 +368,53 @@ def sft_figures(sizes: Sizes, model: SidGenerator) -> dict[str, Any]:
         "fraction_of_matmul": gflops / matmul,
         "compile_seconds": compile_seconds,
     }
+
+
+@SECTIONS.register("buckets")
+def buckets_section(sizes: Sizes) -> tuple[dict[str, Any], list[Row]]:
+    codes_nl, level_sizes = synthetic_codes(
+        sizes.num_items, sizes.levels, sizes.codebook_size, sizes.seed
+    )
+    model = generator(sizes, codes_nl, level_sizes, sizes.history_encodings[0])
+    rng = np.random.default_rng(sizes.seed)
+    rows = 8 * sizes.train_batch * max(len(sizes.length_buckets) + 1, sizes.train_steps)
+    lengths = np.minimum(rng.geometric(1.0 / sizes.mean_history, rows), sizes.history)
+    history = rng.integers(0, sizes.num_items, (rows, sizes.history)).astype(np.int32)
+    history[np.arange(sizes.history)[None] < (sizes.history - lengths)[:, None]] = PAD_ITEM
+    examples = Examples(history, rng.integers(0, sizes.num_items, rows).astype(np.int32),
+                        np.arange(rows, dtype=np.int32))
+    mesh = make_mesh()
+    optimizer = make_optimizer(1e-3, warmup_steps=10, total_steps=1000, weight_decay=0.01)
+    graphdef, state, state_sharding = create_train_state(
+        model, optimizer, jax.random.key(sizes.seed), mesh
+    )
+    train_step = make_train_step(graphdef, sft_loss, optimizer, mesh, state_sharding)
+    figures = {"mean_history": float(lengths.mean()), "padding_share": float(
+        1 - lengths.mean() / sizes.history), "length_buckets": list(sizes.length_buckets)}
+    out_rows = []
+    for name, buckets in (("padded", ()), ("bucketed", sizes.length_buckets)):
+        data = train_iterator(examples, batch_size=sizes.train_batch, seed=sizes.seed,
+                              length_buckets=buckets, shard_index=0, shard_count=1)
+        widths = {sizes.history} if not buckets else set(
+            bucket_widths(buckets, sizes.history))
+        seen: set[int] = set()
+        while seen != widths:  # compile every width before timing
+            batch = next(data)
+            seen.add(batch["history"].shape[1])
+            state, metrics = train_step(state, host_to_global(batch, mesh))
+        jax.block_until_ready(metrics)
+        start = time.perf_counter()
+        for _ in range(sizes.train_steps):
+            state, metrics = train_step(state, host_to_global(next(data), mesh))
+        jax.block_until_ready(metrics)
+        figures[f"{name}_examples_per_s"] = (
+            sizes.train_steps * sizes.train_batch / (time.perf_counter() - start))
+        out_rows.append((f"SFT loop, {name} batches (widths {sorted(widths)}), mean history "
+                         f"{figures['mean_history']:.1f} of {sizes.history}",
+                         f"{figures[f'{name}_examples_per_s']:.1f}", "examples/s"))
+    figures["speedup"] = figures["bucketed_examples_per_s"] / figures["padded_examples_per_s"]
+    out_rows.append(("  bucketed / padded, same run", f"{figures['speedup']:.2f}", "x"))
+    return figures, out_rows
 
 
 @SECTIONS.register("rl")

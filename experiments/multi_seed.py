@@ -1,8 +1,16 @@
 r"""Runs an experiment over several seeds, tabulates mean ± std, and bootstraps system differences.
 
     python -m experiments.multi_seed --config=experiments/configs/NAME.py[:ARG] --workdir=DIR \
-        --seeds=0,1,2 [--config.FIELD=VALUE ...]
+        --seeds=0,1,2 [--export=RESULTS.json] [--config.FIELD=VALUE ...]
+    python -m experiments.multi_seed --merge=DIR_1,DIR_2 --workdir=OUT [--export=RESULTS.json]
     python -m experiments.multi_seed --compare=DIR_A,DIR_B --workdir=OUT [--system=sft[,sasrec]]
+
+E.g. the committed Beauty table (docs/results/beauty.json) from the SFT config's directory (the
+generator and the counting floors) and the SASRec config's:
+
+    python -m experiments.multi_seed --workdir=workdirs/beauty_table \
+        --merge=workdirs/beauty_sft_seeds,workdirs/beauty_sasrec_seeds \
+        --export=docs/results/beauty.json
 
 What each run writes and how it resumes: see sgrec_jax/stages/multi_seed.py, which holds the logic.
 """
@@ -15,18 +23,26 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from sgrec_jax.stages.cli import quiet_library_logs, run_or_exit
-from sgrec_jax.stages.multi_seed import SYSTEMS, compare_dirs, run_seeds, summarize
+from sgrec_jax.stages.multi_seed import SYSTEMS, compare_dirs, merge_dirs, run_seeds, summarize
 from sgrec_jax.stages.runs import parse_seeds
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (experiments/configs/*.py[:arg]).", lock_config=True
 )
 _WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Multi-seed directory (one seed_<s> folder per seed); with --compare, "
-    "where compare.md/.json go."
+    "workdir", None, "Multi-seed directory (one seed_<s> folder per seed); with --compare or "
+    "--merge, where their tables go."
 )
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds to run and tabulate.")
 _COMPARE = flags.DEFINE_list("compare", None, "DIR_A,DIR_B: compare two multi-seed directories.")
+_MERGE = flags.DEFINE_list(
+    "merge", None, "DIR_1,DIR_2,...: one table of the systems of several multi-seed directories "
+    "(each system from the first directory that ran it)."
+)
+_EXPORT = flags.DEFINE_string(
+    "export", None, "With --config or --merge: also write the table as a results file in "
+    "benchmarks.md's format (e.g. docs/results/beauty.json)."
+)
 _SYSTEM = flags.DEFINE_list(
     "system", ["sft"], f"With --compare: the system ({', '.join(SYSTEMS)}) of both directories, "
     "or of DIR_A and DIR_B in turn (sft,sasrec compares A's generator with B's SASRec)."
@@ -43,15 +59,23 @@ def main(argv: Sequence[str]) -> None:
     workdir = _WORKDIR.value
     options = {"num_resamples": _NUM_RESAMPLES.value, "bootstrap_seed": _BOOTSTRAP_SEED.value}
     def run() -> str:
+        given = {"--config": _CONFIG.value, "--compare": _COMPARE.value, "--merge": _MERGE.value}
+        modes = [name for name, value in given.items() if value is not None]
+        if len(modes) != 1:
+            raise ValueError("pass exactly one of --config, --compare=DIR_A,DIR_B and "
+                             f"--merge=DIR_1,...; got {', '.join(modes) or 'none'}")
         if _COMPARE.value is not None:
-            if _CONFIG.value is not None or len(_COMPARE.value) != 2:
-                raise ValueError("--compare takes exactly DIR_A,DIR_B and no --config")
+            if _EXPORT.value:
+                raise ValueError("--export needs --config or --merge (the results file holds "
+                                 "rows sft, sasrec, ..., not A and B)")
+            if len(_COMPARE.value) != 2:
+                raise ValueError("--compare takes exactly DIR_A,DIR_B")
             dir_a, dir_b = _COMPARE.value
             return compare_dirs(dir_a, dir_b, workdir, system=_SYSTEM.value, **options)
-        if _CONFIG.value is None:
-            raise ValueError("--config is required (or --compare=DIR_A,DIR_B)")
+        if _MERGE.value is not None:
+            return merge_dirs(_MERGE.value, workdir, export=_EXPORT.value, **options)
         results = run_seeds(_CONFIG.value, workdir, parse_seeds(_SEEDS.value))
-        return summarize(workdir, results, **options)
+        return summarize(workdir, results, export=_EXPORT.value, **options)
 
     text = run_or_exit(run)
     print(text)

@@ -11,6 +11,7 @@ from ml_collections import ConfigDict
 from sgrec_jax.embeddings import default_options
 from sgrec_jax.models.registry import default_options as model_options
 from sgrec_jax.sid.quantizers import default_options as quantizer_options
+from sgrec_jax.stages.baselines import baseline_options
 from sgrec_jax.stages.rl import all_channel_options, all_estimator_options
 from sgrec_jax.stages.sasrec import sasrec_options
 
@@ -73,6 +74,9 @@ def base_config() -> ConfigDict:
     config.sasrec.model = ConfigDict(sasrec_options())
     config.sasrec.train = supervised_training()
 
+    # The counting floors (the "popularity" and "item_transition" stages), options by stage.
+    config.baselines = ConfigDict(baseline_options())
+
     # RL alignment of the generator (the "rl" stage).
     config.rl = rl_options()
 
@@ -80,6 +84,9 @@ def base_config() -> ConfigDict:
     config.eval.beam_size = 20  # Full ranking by constrained beam search; >= 10.
     config.eval.batch_size = 256
     config.eval.valid_users = 2000  # Validation subset used for early stopping; 0 = all.
+    # How beam search scores a level: "renormalized" over the allowed codes, or "full_softmax"
+    # over the whole codebook with disallowed codes masked (HF prefix-constrained decoding).
+    config.eval.level_scoring = "renormalized"
     return config
 
 
@@ -98,6 +105,9 @@ def supervised_training() -> ConfigDict:
         "log_every": 50,
         "keep_checkpoints": 2,
         "max_steps_per_run": 0,  # > 0: save and stop after this many steps; rerun to resume.
+        # History widths that group examples of similar length into one batch, e.g. (5, 10):
+        # padding slots stop costing encoder time (sgrec_jax/data/pipeline.py); () = off.
+        "length_buckets": (),
     })
 
 
@@ -162,8 +172,9 @@ def real_data_sids(config: ConfigDict, arg: str, index_arg: str, index_file: str
 def tiger_sft(config: ConfigDict, *, num_steps: int, warmup_steps: int, eval_every: int,
               patience: int) -> None:
     """The real-data SFT recipe: a TIGER-sized encoder-decoder (4+4 layers, d 128) with one
-    history token per item, batch 256, peak lr 2e-3, validated by beam 20 on 2,000 users."""
-    config.stages = ("sids", "sft")
+    history token per item, batch 256, peak lr 2e-3, validated by beam 20 on 2,000 users; the
+    popularity and item-transition floors run beside it."""
+    config.stages = ("sids", "popularity", "item_transition", "sft")
     config.model.name = "encoder_decoder"
     config.model.options.update(
         num_layers=4, d_model=128, num_heads=4, d_ff=512, dropout=0.1, history_encoding="item"

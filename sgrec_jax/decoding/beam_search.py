@@ -15,6 +15,13 @@ surplus beams are dead (log-prob -inf) and every live continuation outranks them
 prefixes are kept: the search is exact whenever beam_size >= the catalog size. Beams end at
 distinct leaves, i.e. distinct items; dead beams end as padding (-1).
 
+`level_scoring` chooses how a level's logits score the allowed tokens: "renormalized" (the
+default, above: a softmax over the allowed codes only, so a node with one child costs nothing)
+or "full_softmax" (a softmax over the level's whole codebook, then the disallowed codes masked
+out, as HF `generate` with `prefix_allowed_tokens_fn` decodes TIGER): probability the model puts
+on codes that lead to no item is lost, so an item whose prefix the model doubts pays for it at
+every level. Both rank the same way at a single level; they differ in how levels combine.
+
 The same call also decodes the unconstrained greedy SID (argmax per level, no masks) and reports
 whether it falls outside the catalog: the constrained valid rate is 1 by construction and says
 nothing; this rate says how much the constraint does.
@@ -39,7 +46,8 @@ class BeamResult(NamedTuple):
       items_bk: int32 [B, R] item indices; -1 where the catalog has fewer than R items.
       codes_bkl: int32 [B, R, L] their SIDs; -1 at padded entries.
       logprob_bk: float32 [B, R] log-prob under the constrained policy (equal to
-        `constrained_logprob` of the codes up to float rounding); -inf at padded entries.
+        `constrained_logprob` of the codes up to float rounding; with "full_softmax" level
+        scoring, the sum of the unrenormalised level log-probs); -inf at padded entries.
       argmax_invalid_b: bool [B] True if the unconstrained greedy SID is not a catalog item.
     """
 
@@ -55,6 +63,18 @@ def _check_logits(logits_bkv: jax.Array, catalog: Catalog, level: int) -> None:
             f"the model's level-{level} logits have width {logits_bkv.shape[-1]}, "
             f"the catalog's vocabulary is {catalog.vocab_size}"
         )
+
+
+LEVEL_SCORINGS = ("renormalized", "full_softmax")
+
+
+def level_log_probs(logits_xv: jax.Array, mask_xv: jax.Array, scoring: str) -> jax.Array:
+    """float32 [..., V] log-probs of the allowed tokens (-inf elsewhere) under `scoring`."""
+    if scoring == "renormalized":
+        return masked_log_softmax(logits_xv, mask_xv)
+    if scoring == "full_softmax":
+        return jnp.where(mask_xv, jax.nn.log_softmax(logits_xv.astype(jnp.float32)), -jnp.inf)
+    raise ValueError(f"level_scoring must be one of {', '.join(LEVEL_SCORINGS)}, got {scoring!r}")
 
 
 def unconstrained_argmax_invalid(
@@ -78,6 +98,7 @@ def constrained_beam_search(
     *,
     beam_size: int,
     num_return: int | None = None,
+    level_scoring: str = "renormalized",
 ) -> BeamResult:
     """Beam search of the constrained policy; traceable (see `constrained_beam_search_jit`).
 
@@ -87,7 +108,12 @@ def constrained_beam_search(
       history_bh, history_mask_bh: int32 item histories [B, H] and their bool mask.
       beam_size: beams kept per level (static).
       num_return: items returned per request, <= beam_size; defaults to beam_size.
+      level_scoring: "renormalized" or "full_softmax" (static; see the module docstring).
     """
+    if level_scoring not in LEVEL_SCORINGS:
+        raise ValueError(
+            f"level_scoring must be one of {', '.join(LEVEL_SCORINGS)}, got {level_scoring!r}"
+        )
     num_return = beam_size if num_return is None else num_return
     if beam_size < 1 or not 1 <= num_return <= beam_size:
         raise ValueError(f"need 1 <= num_return <= beam_size, got {num_return}, {beam_size}")
@@ -103,7 +129,9 @@ def constrained_beam_search(
     _check_logits(logits_b1v, catalog, 0)
     mask_bv = allowed_mask(catalog, 0, jnp.zeros(b, jnp.int32))
     first = min(width, catalog.num_nodes[1])
-    score_bk, token_bk = jax.lax.top_k(masked_log_softmax(logits_b1v[:, 0], mask_bv), first)
+    score_bk, token_bk = jax.lax.top_k(
+        level_log_probs(logits_b1v[:, 0], mask_bv, level_scoring), first
+    )
     score_bk = jnp.pad(score_bk, ((0, 0), (0, width - first)), constant_values=-jnp.inf)
     token_bk = jnp.pad(token_bk.astype(jnp.int32), ((0, 0), (0, width - first)))
     node_bk = next_node(catalog, 0, jnp.zeros(b * width, jnp.int32), token_bk.reshape(-1))
@@ -115,7 +143,7 @@ def constrained_beam_search(
         score_bk, node_bk, codes_bkl, cache = carry
         logits_bkv, cache = model.decode_step(memory, cache, codes_bkl, level)
         mask_bkv = allowed_mask(catalog, level, node_bk.reshape(-1)).reshape(b, width, v)
-        cand_bkv = score_bk[:, :, None] + masked_log_softmax(logits_bkv, mask_bkv)
+        cand_bkv = score_bk[:, :, None] + level_log_probs(logits_bkv, mask_bkv, level_scoring)
         score_bk, flat_bk = jax.lax.top_k(cand_bkv.reshape(b, width * v), width)
         parent_bk, token_bk = flat_bk // v, (flat_bk % v).astype(jnp.int32)
         codes_bkl = jnp.take_along_axis(codes_bkl, parent_bk[:, :, None], axis=1)
@@ -155,5 +183,5 @@ def constrained_beam_search(
 # Compiled once per (model structure, catalog sizes, input shapes, beam_size, num_return); NNX
 # modules and plain pytree models both pass as arguments.
 constrained_beam_search_jit = nnx.jit(
-    constrained_beam_search, static_argnames=("beam_size", "num_return")
+    constrained_beam_search, static_argnames=("beam_size", "num_return", "level_scoring")
 )

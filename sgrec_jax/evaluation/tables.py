@@ -87,9 +87,13 @@ def results_table(
 
 
 def to_markdown(table: ResultsTable, digits: int = 4) -> str:
-    """A GitHub markdown table: system | seeds | one "mean ± std" column per metric."""
+    """A GitHub markdown table: system | seeds | one "mean ± std" column per metric.
+
+    A "|" inside a name (e.g. "diag/recall@10|follows") is escaped so it stays in its cell.
+    """
+    metrics = [name.replace("|", "\\|") for name in table.metrics]
     lines = [
-        "| " + " | ".join(("system", "seeds", *table.metrics)) + " |",
+        "| " + " | ".join(("system", "seeds", *metrics)) + " |",
         "|" + "---|" * (2 + len(table.metrics)),
     ]
     for s, system in enumerate(table.systems):
@@ -97,7 +101,8 @@ def to_markdown(table: ResultsTable, digits: int = 4) -> str:
         for mean, std in zip(table.mean_sm[s], table.std_sm[s]):
             cell = f"{mean:.{digits}f}"
             cells.append(cell if math.isnan(std) else f"{cell} ± {std:.{digits}f}")
-        lines.append("| " + " | ".join((system, str(table.num_seeds_s[s]), *cells)) + " |")
+        row = (system.replace("|", "\\|"), str(table.num_seeds_s[s]), *cells)
+        lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
 

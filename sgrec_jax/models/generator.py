@@ -182,7 +182,7 @@ class SidGenerator(nnx.Module):
         reorder (or widen) the cache along axis 1 like its beams.
         """
         b, heads = memory.mask_bs.shape[0], self.options.num_heads
-        shape = (b, num_candidates, self.num_levels, heads, self.options.d_model // heads)
+        shape = (b, num_candidates, self.num_levels, heads, self.options.attention_head_dim)
         zeros = jnp.zeros(shape, memory.keys[0].dtype)
         return tuple(KeysValues(zeros, zeros, None) for _ in memory.keys)
 
@@ -255,6 +255,7 @@ def _stack(options: ModelOptions, *, cross_attention: bool, rngs: nnx.Rngs) -> n
                 options.dropout,
                 options.precision,
                 cross_attention=cross_attention,
+                head_dim=options.attention_head_dim,
                 rngs=rngs,
             )
             for _ in range(options.num_layers)

@@ -96,15 +96,27 @@ class Precision:
 
 
 class MultiHeadAttention(nnx.Module):
-    """Query, fused key-value and output projections around `attend`."""
+    """Query, fused key-value and output projections around `attend`.
 
-    def __init__(self, d_model: int, num_heads: int, precision: Precision, *, rngs: nnx.Rngs):
-        if d_model % num_heads:
-            raise ValueError(f"d_model={d_model} is not divisible by num_heads={num_heads}")
+    head_dim is T5's d_kv: each of the num_heads heads has its own width, independent of
+    d_model (T5 and the public TIGER recipes use 6 heads x 64 at d_model 128). None means
+    d_model // num_heads, the usual transformer split.
+    """
+
+    def __init__(self, d_model: int, num_heads: int, precision: Precision, *,
+                 head_dim: int | None = None, rngs: nnx.Rngs):
+        if head_dim is None:
+            if d_model % num_heads:
+                raise ValueError(f"d_model={d_model} is not divisible by num_heads={num_heads}")
+            head_dim = d_model // num_heads
+        if head_dim < 1:
+            raise ValueError(f"head_dim must be >= 1, got {head_dim}")
         self.num_heads = num_heads
-        self.query = precision.linear(d_model, d_model, rngs)
-        self.key_value = precision.linear(d_model, 2 * d_model, rngs)
-        self.out = precision.linear(d_model, d_model, rngs)
+        self.head_dim = head_dim
+        inner = num_heads * head_dim
+        self.query = precision.linear(d_model, inner, rngs)
+        self.key_value = precision.linear(d_model, 2 * inner, rngs)
+        self.out = precision.linear(inner, d_model, rngs)
 
     def queries(self, x_xd: jax.Array) -> jax.Array:
         """[..., heads, head_dim] queries of x [..., D]."""
@@ -138,13 +150,15 @@ class Block(nnx.Module):
         precision: Precision,
         *,
         cross_attention: bool,
+        head_dim: int | None = None,
         rngs: nnx.Rngs,
     ):
+        attention = dict(head_dim=head_dim, rngs=rngs)
         self.self_norm = precision.norm(d_model, rngs)
-        self.self_attention = MultiHeadAttention(d_model, num_heads, precision, rngs=rngs)
+        self.self_attention = MultiHeadAttention(d_model, num_heads, precision, **attention)
         if cross_attention:
             self.cross_norm = precision.norm(d_model, rngs)
-            self.cross_attention = MultiHeadAttention(d_model, num_heads, precision, rngs=rngs)
+            self.cross_attention = MultiHeadAttention(d_model, num_heads, precision, **attention)
         else:
             self.cross_norm = self.cross_attention = None
         self.mlp_norm = precision.norm(d_model, rngs)

@@ -33,7 +33,9 @@ class ModelOptions:
 
     Attributes:
       num_layers: blocks per stack (the encoder-decoder has this many in each of its two).
-      d_model, num_heads, d_ff: width, attention heads (d_model % num_heads == 0), MLP width.
+      d_model, num_heads, d_ff: width, attention heads, MLP width.
+      head_dim: width of each attention head (T5's d_kv); 0 = d_model // num_heads, which then
+        must divide evenly. TIGER's public recipes use 6 heads x 64 at d_model 128.
       dropout: rate on embeddings and on every residual branch when not deterministic.
       history_encoding: a name in HISTORY_ENCODINGS ("item": H tokens, "code": H * L tokens).
       item_id_embedding: add a learned per-item embedding to each history slot (off by default:
@@ -45,6 +47,7 @@ class ModelOptions:
     num_layers: int = 4
     d_model: int = 128
     num_heads: int = 4
+    head_dim: int = 0
     d_ff: int = 512
     dropout: float = 0.1
     history_encoding: str = "item"
@@ -56,9 +59,13 @@ class ModelOptions:
         for name in ("num_layers", "d_model", "num_heads", "d_ff"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.d_model % self.num_heads:
+        if self.head_dim < 0:
+            raise ValueError(f"head_dim must be >= 0 (0 = d_model // num_heads), got "
+                             f"{self.head_dim}")
+        if not self.head_dim and self.d_model % self.num_heads:
             raise ValueError(
-                f"d_model={self.d_model} must be divisible by num_heads={self.num_heads}"
+                f"d_model={self.d_model} must be divisible by num_heads={self.num_heads} "
+                "(or set head_dim)"
             )
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
@@ -68,6 +75,11 @@ class ModelOptions:
             if not jnp.issubdtype(dtype, jnp.floating):
                 raise ValueError(f"{name} must be a floating dtype, got {dtype}")
             object.__setattr__(self, name, dtype)
+
+    @property
+    def attention_head_dim(self) -> int:
+        """The width of each attention head: head_dim, or d_model // num_heads when 0."""
+        return self.head_dim or self.d_model // self.num_heads
 
     @property
     def precision(self) -> Precision:

@@ -1,7 +1,8 @@
 """Runs an experiment over several seeds, tabulates mean ± std, and bootstraps system differences.
 
     python -m experiments.multi_seed --config=experiments/configs/NAME.py[:ARG] --workdir=DIR \
-        --seeds=0,1,2 [--config.FIELD=VALUE ...]
+        --seeds=0,1,2 [--export=RESULTS.json] [--config.FIELD=VALUE ...]
+    python -m experiments.multi_seed --merge=DIR_1,DIR_2,... --workdir=OUT [--export=RESULTS.json]
     python -m experiments.multi_seed --compare=DIR_A,DIR_B --workdir=OUT [--system=sft[,sasrec]]
 
 Seed s runs the pipeline in DIR/seed_<s> with config.seed = s, which seeds the model's
@@ -12,11 +13,28 @@ whose results.json exists is skipped, so rerunning the command resumes cell by c
 stopped midway resumes from its checkpoints); a finished seed must have the same config, up to
 run-control fields such as sft.max_steps_per_run.
 
-DIR receives table.md/.csv (mean ± std over seeds per system: "sft", the generator, and
-"sasrec" when that stage ran) and, when both systems ran, bootstrap.md/.json: a paired
-bootstrap over test users of sft - sasrec on recall@10 and ndcg@10 for each seed, and for the
-per-user values averaged over seeds ("seed_mean": user sampling only, the seed noise averaged
-out). Per-user values are recomputed from each system's saved test_rankings.npz.
+Systems (SYSTEMS): "sft" (the generator), "sasrec", and the counting floors "item_transition"
+and "popularity" (deterministic: every seed gives the same numbers), each present when its
+stage ran. DIR receives
+- table.md/.csv: mean ± std over seeds per system of TABLE_METRICS;
+- diagnostics.md/.csv: the same for DIAGNOSTIC_METRICS (sgrec_jax/evaluation/diagnostics.py),
+  the columns every system reports;
+- bootstrap.md/.json (when "sft" and a baseline ran): a paired bootstrap over test users of
+  sft - baseline on recall@10 and ndcg@10 for each baseline present (BASELINES), per seed and
+  for the per-user values averaged over seeds ("seed_mean": user sampling only, the seed noise
+  averaged out). Per-user values are recomputed from each system's saved test_rankings.npz.
+  bootstrap.json maps each baseline to its {"a": "sft", "b": baseline, "results"} record.
+--export=PATH also writes the table in the committed results-file format of benchmarks.md
+("Results files", sgrec_jax/evaluation/results_file.py): rows sft, sasrec, item_transition,
+popularity; mean/std/per-seed values of TABLE_METRICS and every diagnostic; the bootstrap entries
+of sft vs each baseline; provenance from the seeds' results.json.
+
+--merge tabulates systems of several multi-seed directories as one table (e.g. the generator and
+floors of an SFT config's directory with the SASRec config's directory), writing the files
+above into OUT. Each system comes from the first directory listed that ran it; a later
+directory that also ran it must report the same test metrics for every seed both finished
+(else an error names the system, seed and metric), and its runs of that system are not used.
+sft is bootstrapped against each baseline over the seeds both finished.
 
 --compare pairs a system of one multi-seed directory with a system of another by seed (those both
 have finished) and user, and writes OUT/compare.md/.json (table of both plus the bootstrap A - B).
@@ -29,27 +47,46 @@ can import it (absl flags may be defined once per process).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from absl import logging
 from ml_collections import ConfigDict
 
+from sgrec_jax.core.files import atomic_write, write_json
+from sgrec_jax.evaluation.bootstrap import BootstrapResult
 from sgrec_jax.evaluation.paired import (
     BOOTSTRAP_METRICS,
+    UserMetrics,
+    bootstrap_json,
+    bootstrap_markdown,
     paired_bootstrap_by_seed,
     user_metrics,
     write_bootstrap,
 )
+from sgrec_jax.evaluation.results_file import merged_provenance, results_file
 from sgrec_jax.evaluation.tables import results_table, to_markdown, write_table
 from sgrec_jax.stages.pipeline import RESULTS_FILE
 from sgrec_jax.stages.runs import read_json, run_or_load
 
 # System name -> prefix of its metrics in results.json (the sasrec stage reports "sasrec/...").
-SYSTEMS = {"sft": "", "sasrec": "sasrec/"}
+SYSTEMS = {
+    "sft": "",
+    "sasrec": "sasrec/",
+    "item_transition": "item_transition/",
+    "popularity": "popularity/",
+}
+BASELINES = ("sasrec", "item_transition", "popularity")  # sft is bootstrapped against each.
 TABLE_METRICS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10", "coverage@10", "valid_rate")
+DIAGNOSTIC_PREFIX = "diag/"
+DIAGNOSTIC_METRICS = (
+    "diag/follows_share", "diag/recall@10|follows", "diag/recall@10|not_follows",
+    *(f"diag/recall@10|pop_q{q}" for q in range(1, 6)),
+    "diag/history_share@10", "diag/popular_share@10", "diag/first_codes@10",
+)
 RANKINGS_FILE = "test_rankings.npz"
-
 
 
 def seed_dir(workdir: str, seed: int) -> str:
@@ -100,40 +137,215 @@ def systems_in(results: Mapping[int, Mapping[str, Any]]) -> list[str]:
     ]
 
 
-def system_metrics(result: Mapping[str, Any], system: str) -> dict[str, Any]:
-    """A seed's TABLE_METRICS for one system, without its prefix."""
+def system_metrics(
+    result: Mapping[str, Any], system: str, metrics: Sequence[str] = TABLE_METRICS
+) -> dict[str, Any]:
+    """A seed's `metrics` for one system (those it reports), without the system's prefix."""
     prefix = SYSTEMS[system]
-    return {m: result[prefix + m] for m in TABLE_METRICS if prefix + m in result}
+    return {m: result[prefix + m] for m in metrics if prefix + m in result}
+
+
+def reported_metrics(result: Mapping[str, Any], system: str) -> dict[str, Any]:
+    """TABLE_METRICS and every diagnostic a seed reports for one system, without the prefix."""
+    prefix = SYSTEMS[system]
+    diagnostics = [key.removeprefix(prefix) for key in result
+                   if key.startswith(prefix + DIAGNOSTIC_PREFIX)]
+    return system_metrics(result, system, (*TABLE_METRICS, *diagnostics))
+
+
+@dataclasses.dataclass(frozen=True)
+class SystemRuns:
+    """One system's finished seeds, as run in one multi-seed directory.
+
+    Attributes:
+      system: a SYSTEMS name.
+      workdir: the multi-seed directory.
+      results: seed -> that seed's results.json.
+    """
+
+    system: str
+    workdir: str
+    results: Mapping[int, Mapping[str, Any]]
+
+    def user_metrics(self, seed: int) -> UserMetrics:
+        """Per-user BOOTSTRAP_METRICS of one seed, from its saved test rankings."""
+        return user_metrics(
+            os.path.join(seed_dir(self.workdir, seed), self.system, RANKINGS_FILE),
+            BOOTSTRAP_METRICS,
+        )
+
+
+def _seeds_text(runs: Mapping[str, SystemRuns]) -> str:
+    seed_sets = {system: ", ".join(map(str, r.results)) for system, r in runs.items()}
+    if len(set(seed_sets.values())) == 1:
+        return f"Seeds {next(iter(seed_sets.values()))}"
+    return "Seeds: " + "; ".join(f"{system} {seeds}" for system, seeds in seed_sets.items())
+
+
+def _bootstrap_against_baselines(
+    runs: Mapping[str, SystemRuns], *, num_resamples: int, bootstrap_seed: int
+) -> dict[tuple[str, str], dict[str, dict[str, BootstrapResult]]]:
+    """{("sft", baseline): sft - baseline by seed} for each baseline present with common seeds."""
+    comparisons = {}
+    if "sft" not in runs:
+        return comparisons
+    sft = runs["sft"]
+    for baseline in BASELINES:
+        if baseline not in runs:
+            continue
+        seeds = sorted(set(sft.results) & set(runs[baseline].results))
+        if not seeds:
+            logging.warning("sft and %s have no finished seed in common: not compared", baseline)
+            continue
+        pairs = {seed: (sft.user_metrics(seed), runs[baseline].user_metrics(seed))
+                 for seed in seeds}
+        comparisons[("sft", baseline)] = paired_bootstrap_by_seed(
+            pairs, num_resamples=num_resamples, bootstrap_seed=bootstrap_seed
+        )
+    return comparisons
+
+
+def _write_comparisons(
+    path_stem: str, comparisons: Mapping[tuple[str, str], Mapping[str, Any]]
+) -> str:
+    """<path_stem>.md (a section per pair) and .json ({b: bootstrap_json}), as the ablation's."""
+    text = "".join(f"## {a} vs {b}\n\n{bootstrap_markdown(results, a, b)}\n"
+                   for (a, b), results in comparisons.items())
+    atomic_write(path_stem + ".md", lambda f: f.write(text.encode()))
+    write_json(path_stem + ".json",
+               {b: bootstrap_json(results, a, b) for (a, b), results in comparisons.items()})
+    return text
+
+
+def _one_value(values: Mapping[str, Any], what: str) -> Any:
+    if len({repr(v) for v in values.values()}) != 1:
+        raise ValueError(f"the runs disagree on {what}: {dict(values)}")
+    return next(iter(values.values()))
+
+
+def export_results(
+    path: str,
+    runs: Mapping[str, SystemRuns],
+    comparisons: Mapping[tuple[str, str], Mapping[str, Mapping[str, BootstrapResult]]],
+) -> None:
+    """Writes the benchmarks.md results file (sgrec_jax/evaluation/results_file.py) to path."""
+    seeds = {f"{system}/seed_{seed}": (system, result)
+             for system, r in runs.items() for seed, result in r.results.items()}
+    for run, (_, result) in seeds.items():
+        if "provenance" not in result or "dataset" not in result:
+            raise ValueError(f"{run}: its results.json has no provenance or dataset record")
+    dataset = _one_value({run: r["dataset"]["name"] for run, (_, r) in seeds.items()}, "dataset")
+    items = _one_value({run: r["dataset"]["items"] for run, (_, r) in seeds.items()}, "items")
+    users = _one_value({run: r[SYSTEMS[system] + "num_users"]
+                        for run, (system, r) in seeds.items()}, "the number of test users")
+    configs = {}
+    for r in runs.values():
+        first_seed = min(r.results)
+        if r.workdir not in configs or first_seed < configs[r.workdir][0]:
+            configs[r.workdir] = (first_seed, r.results[first_seed]["provenance"].get("config"))
+    provenance = merged_provenance(
+        {run: result["provenance"] for run, (_, result) in seeds.items()},
+        sources={system: r.workdir for system, r in runs.items()},
+        configs={workdir: config for workdir, (_, config) in configs.items()},
+    )
+    write_json(path, results_file(
+        dataset=dataset, users=users, items=items,
+        systems={system: {seed: reported_metrics(result, system)
+                          for seed, result in r.results.items()}
+                 for system, r in runs.items()},
+        bootstrap=comparisons, provenance=provenance,
+    ))
+
+
+def tabulate(
+    runs: Mapping[str, SystemRuns], out_dir: str, *, num_resamples: int = 10_000,
+    bootstrap_seed: int = 0, export: str | None = None,
+) -> str:
+    """Writes table, diagnostics and bootstrap files (module docstring) into out_dir, and the
+    results file to `export` when given. Returns the markdown, for printing."""
+    def per_seed(metrics: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        return {system: [system_metrics(result, system, metrics) for result in r.results.values()]
+                for system, r in runs.items()}
+
+    table = results_table(per_seed(TABLE_METRICS), TABLE_METRICS)
+    write_table(table, os.path.join(out_dir, "table"))
+    text = f"{_seeds_text(runs)}:\n\n{to_markdown(table)}"
+    reported = per_seed(DIAGNOSTIC_METRICS)
+    diagnostics = [m for m in DIAGNOSTIC_METRICS
+                   if all(m in seed for seeds in reported.values() for seed in seeds)]
+    if diagnostics:
+        table = results_table(reported, diagnostics)
+        write_table(table, os.path.join(out_dir, "diagnostics"))
+        text += f"\nRanking diagnostics:\n\n{to_markdown(table)}"
+    comparisons = _bootstrap_against_baselines(
+        runs, num_resamples=num_resamples, bootstrap_seed=bootstrap_seed
+    )
+    if comparisons:
+        text += "\n" + _write_comparisons(os.path.join(out_dir, "bootstrap"), comparisons)
+    if export:
+        export_results(export, runs, comparisons)
+        text += f"\nResults file: {export}\n"
+    return text
 
 
 def summarize(
     workdir: str, results: Mapping[int, Mapping[str, Any]], *, num_resamples: int = 10_000,
-    bootstrap_seed: int = 0,
+    bootstrap_seed: int = 0, export: str | None = None,
 ) -> str:
-    """Writes DIR/table.md/.csv and (both systems present) DIR/bootstrap.md/.json.
+    """Tabulates the systems of one multi-seed directory (`tabulate`, written into workdir).
 
-    Returns the markdown of both, for printing.
+    Returns the markdown of the tables and bootstrap, for printing.
     """
     systems = systems_in(results)
     if not systems:
         raise ValueError(f"{workdir}: no seed reports {', '.join(SYSTEMS)} test metrics")
-    table = results_table(
-        {s: [system_metrics(r, s) for r in results.values()] for s in systems}, TABLE_METRICS
-    )
-    write_table(table, os.path.join(workdir, "table"))
-    text = f"Seeds {', '.join(map(str, results))}:\n\n{to_markdown(table)}"
-    if systems == list(SYSTEMS):
-        pairs = {
-            seed: tuple(user_metrics(os.path.join(seed_dir(workdir, seed), s, RANKINGS_FILE),
-                                 BOOTSTRAP_METRICS)
-                        for s in systems)
-            for seed in results
-        }
-        boot = paired_bootstrap_by_seed(
-            pairs, num_resamples=num_resamples, bootstrap_seed=bootstrap_seed
-        )
-        text += "\n" + write_bootstrap(os.path.join(workdir, "bootstrap"), boot, *systems)
-    return text
+    runs = {system: SystemRuns(system, workdir, results) for system in systems}
+    return tabulate(runs, workdir, num_resamples=num_resamples, bootstrap_seed=bootstrap_seed,
+                    export=export)
+
+
+def _check_same_numbers(kept: SystemRuns, other: SystemRuns) -> None:
+    for seed in sorted(set(kept.results) & set(other.results)):
+        ours = system_metrics(kept.results[seed], kept.system)
+        theirs = system_metrics(other.results[seed], other.system)
+        for metric in TABLE_METRICS:
+            if ours.get(metric) != theirs.get(metric):
+                raise ValueError(
+                    f"{kept.system} ran in both {kept.workdir} and {other.workdir} with "
+                    f"different results (seed {seed}, {metric}: {ours.get(metric)} vs "
+                    f"{theirs.get(metric)}); merge only the directory whose {kept.system} "
+                    "belongs in the table"
+                )
+
+
+def merge_dirs(
+    dirs: Sequence[str], out_dir: str, *, num_resamples: int = 10_000, bootstrap_seed: int = 0,
+    export: str | None = None,
+) -> str:
+    """Tabulates the systems of several multi-seed directories as one table, into out_dir.
+
+    Each system comes from the first directory that ran it; a later one that also ran it must
+    agree on TABLE_METRICS at every seed both finished. Returns the markdown.
+    """
+    if not dirs:
+        raise ValueError("--merge needs at least one multi-seed directory")
+    found: dict[str, SystemRuns] = {}
+    for directory in dirs:
+        seeds = finished_seeds(directory)
+        if not seeds:
+            raise ValueError(f"{directory} has no finished seed")
+        results = load_results(directory, seeds)
+        for system in systems_in(results):
+            runs = SystemRuns(system, directory, results)
+            if system in found:
+                _check_same_numbers(found[system], runs)
+            else:
+                found[system] = runs
+    if not found:
+        raise ValueError(f"no seed of {', '.join(dirs)} reports {', '.join(SYSTEMS)} metrics")
+    runs = {system: found[system] for system in SYSTEMS if system in found}
+    return tabulate(runs, out_dir, num_resamples=num_resamples, bootstrap_seed=bootstrap_seed,
+                    export=export)
 
 
 def compare_dirs(

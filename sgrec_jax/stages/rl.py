@@ -222,7 +222,8 @@ def _evaluate(model: nnx.Module, catalog: Any, examples: Examples, channels, con
     """Beam-search rankings of `examples`, their metrics by result name (no "rl/" prefix) and
     the per-user rewards behind the reward metrics (test_rewards)."""
     rankings = rank_with_generator(model, catalog, examples, beam_size=config.eval.beam_size,
-                                   k=TOP_K, batch_size=config.eval.batch_size)
+                                   k=TOP_K, batch_size=config.eval.batch_size,
+                                   level_scoring=config.eval.level_scoring)
     report = scalar_metrics(ranking_report(rankings, num_items))
     per_user = test_rewards(config, channels, examples, rankings)
     with np.errstate(invalid="ignore"):

@@ -19,6 +19,7 @@ from sgrec_jax.core.distributed import is_primary_process
 from sgrec_jax.data.split import leave_one_out
 from sgrec_jax.models.sasrec import SASRec, ce_loss
 from sgrec_jax.stages.pipeline import STAGES, RunContext, Stage
+from sgrec_jax.stages.reports import report_test_split
 from sgrec_jax.train.evaluate import rank_with_scores, ranking_report, scalar_metrics, subsample
 from sgrec_jax.train.supervised import check_training_config, train_supervised
 
@@ -35,6 +36,9 @@ def _loss(model: SASRec, batch: dict, rng) -> tuple:
 
 def _check(config: ConfigDict) -> None:
     check_training_config(config.sasrec.train, "sasrec.train")
+    if config.sasrec.train.get("length_buckets", ()):
+        raise ValueError("sasrec.train.length_buckets must be (): SASRec reads full-width "
+                         "histories (its positions count from the left)")
     unknown = set(config.sasrec.model) - set(sasrec_options())
     if unknown:
         raise ValueError(f"unknown sasrec.model option(s) {sorted(unknown)}; valid options: "
@@ -61,7 +65,7 @@ def _run(context: RunContext) -> None:
                                 batch_size=config.eval.batch_size)
     if is_primary_process():
         rankings.save(os.path.join(run_dir, "test_rankings.npz"))
-    report = scalar_metrics(ranking_report(rankings, dataset.num_items))
+    report = report_test_split(context, rankings, splits.test.history)
     logging.info("SASRec test (%d users): %s", report["num_users"],
                  " ".join(f"{k} {v:.4f}" for k, v in report.items()))
     context.artifacts["sasrec"] = outcome.model

@@ -20,8 +20,10 @@ from ml_collections import ConfigDict
 
 from sgrec_jax.core.distributed import is_primary_process
 from sgrec_jax.data.split import leave_one_out
+from sgrec_jax.decoding.beam_search import LEVEL_SCORINGS
 from sgrec_jax.models.registry import MODELS, build_model, parse_options
 from sgrec_jax.stages.pipeline import STAGES, RunContext, Stage
+from sgrec_jax.stages.reports import report_test_split
 from sgrec_jax.train.evaluate import rank_with_generator, ranking_report, scalar_metrics, subsample
 from sgrec_jax.train.supervised import check_training_config, train_supervised
 
@@ -44,6 +46,9 @@ def _check(config: ConfigDict) -> None:
     parse_options(dict(config.model.options))
     if config.eval.beam_size < 10:
         raise ValueError(f"eval.beam_size {config.eval.beam_size} must be >= 10 (K of ndcg@10)")
+    if config.eval.level_scoring not in LEVEL_SCORINGS:
+        raise ValueError(f"eval.level_scoring must be one of {', '.join(LEVEL_SCORINGS)}, got "
+                         f"{config.eval.level_scoring!r}")
 
 
 def _run(context: RunContext) -> None:
@@ -62,7 +67,7 @@ def _run(context: RunContext) -> None:
     def evaluate(model, examples):
         rankings = rank_with_generator(
             model, catalog, examples, beam_size=config.eval.beam_size, k=10,
-            batch_size=config.eval.batch_size,
+            batch_size=config.eval.batch_size, level_scoring=config.eval.level_scoring,
         )
         return scalar_metrics(ranking_report(rankings, dataset.num_items))
 
@@ -74,11 +79,11 @@ def _run(context: RunContext) -> None:
     )
     rankings = rank_with_generator(
         outcome.model, catalog, splits.test, beam_size=config.eval.beam_size, k=10,
-        batch_size=config.eval.batch_size,
+        batch_size=config.eval.batch_size, level_scoring=config.eval.level_scoring,
     )
     if is_primary_process():
         rankings.save(os.path.join(run_dir, "test_rankings.npz"))
-    report = scalar_metrics(ranking_report(rankings, dataset.num_items))
+    report = report_test_split(context, rankings, splits.test.history)
     logging.info("test (beam %d, %d users): %s", config.eval.beam_size, report["num_users"],
                  " ".join(f"{k} {v:.4f}" for k, v in report.items()))
     context.artifacts["generator"] = outcome.model
@@ -87,6 +92,7 @@ def _run(context: RunContext) -> None:
         "sft/best_step": outcome.best_step, "sft/best_valid_metric": outcome.best_metric,
         "sft/last_step": outcome.last_step, "sft/stopped_early": outcome.stopped_early,
         "eval/beam_size": config.eval.beam_size,
+        "eval/level_scoring": config.eval.level_scoring,
     })
 
 

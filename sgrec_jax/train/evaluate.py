@@ -2,8 +2,8 @@
 
 Full ranking over the whole catalog, one target per user: the generator ranks by constrained
 beam search (beam >= K), SASRec by its scores over every item. Both return the same record:
-Recall/NDCG@5,10, catalog coverage, valid-output rate, and the per-user ranked lists (saved for
-later analysis and paired bootstrap).
+Recall/NDCG@5,10, catalog coverage, valid-output rate, optionally the ranking diagnostics, and the
+per-user ranked lists (saved for later analysis and paired bootstrap).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from sgrec_jax.core.files import write_npz
 from sgrec_jax.data.pipeline import eval_batches
 from sgrec_jax.data.split import Examples
 from sgrec_jax.decoding.beam_search import constrained_beam_search_jit
+from sgrec_jax.evaluation.diagnostics import TrainingStatistics, ranking_diagnostics
 from sgrec_jax.evaluation.metrics import (
     PER_USER,
     catalog_coverage,
@@ -62,16 +63,17 @@ def subsample(examples: Examples, max_examples: int, seed: int) -> Examples:
 
 def rank_with_generator(
     model: nnx.Module, catalog: Catalog, examples: Examples, *, beam_size: int, k: int,
-    batch_size: int,
+    batch_size: int, level_scoring: str = "renormalized",
 ) -> Rankings:
-    """Top-k items per example by constrained beam search (beam_size >= k)."""
+    """Top-k items per example by constrained beam search (beam_size >= k; level_scoring as in
+    `constrained_beam_search`)."""
     if beam_size < k:
         raise ValueError(f"beam_size {beam_size} must be >= k {k} for full ranking")
     items, scores, invalid = [], [], []
     for batch in eval_batches(examples, batch_size=batch_size):
         result = constrained_beam_search_jit(
             model, catalog, batch["history"], batch["history_mask"], beam_size=beam_size,
-            num_return=k,
+            num_return=k, level_scoring=level_scoring,
         )
         result = jax.device_get(result)
         keep = batch["valid"]
@@ -99,14 +101,34 @@ def rank_with_scores(model: nnx.Module, examples: Examples, *, k: int, batch_siz
                     np.concatenate(scores))
 
 
-def ranking_report(rankings: Rankings, num_items: int) -> dict[str, Any]:
-    """Metrics by name (recall@5, ndcg@5, recall@10, ndcg@10, coverage@10, valid_rate, ...)."""
+def ranking_report(
+    rankings: Rankings,
+    num_items: int,
+    *,
+    history_uh: np.ndarray | None = None,
+    stats: TrainingStatistics | None = None,
+    codes_nl: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Metrics by name (recall@5, ndcg@5, recall@10, ndcg@10, coverage@10, valid_rate, ...).
+
+    With the rankings' histories (history_uh [U, H], rows as in `rankings`) and the training
+    statistics, also the ranking diagnostics ("diag/...", sgrec_jax/evaluation/diagnostics.py;
+    first_codes@10 needs the SID table codes_nl [N, L]).
+    """
+    if (history_uh is None) != (stats is None):
+        raise ValueError("ranking diagnostics need both history_uh and stats (or neither)")
     report: dict[str, Any] = ranking_metrics(rankings.items_uk, rankings.targets_u, ks=(5, 10))
     report["coverage@10"] = catalog_coverage(rankings.items_uk, num_items, 10)
     report["valid_rate"] = valid_rate(rankings.items_uk, num_items)
     if rankings.argmax_invalid_u is not None:
         report["argmax_invalid_rate"] = float(np.mean(rankings.argmax_invalid_u))
     report["num_users"] = int(len(rankings.targets_u))
+    if stats is not None:
+        if stats.num_items != num_items:
+            raise ValueError(f"stats are of {stats.num_items} items, the catalog has {num_items}")
+        report.update(ranking_diagnostics(
+            rankings.items_uk, rankings.targets_u, history_uh, stats, codes_nl=codes_nl
+        ))
     return report
 
 

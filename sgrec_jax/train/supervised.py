@@ -59,6 +59,9 @@ def check_training_config(config: ConfigDict, section: str) -> None:
         problems.append(f"learning_rate {config.learning_rate} must be > 0")
     if config.patience < 0 or config.max_steps_per_run < 0:
         problems.append("patience and max_steps_per_run must be >= 0")
+    buckets = list(config.get("length_buckets", ()))
+    if buckets and (min(buckets) < 1 or any(b <= a for a, b in zip(buckets, buckets[1:]))):
+        problems.append(f"length_buckets {buckets} must be ascending history widths >= 1")
     if problems:
         raise ValueError(f"{section}: " + "; ".join(problems))
 
@@ -85,7 +88,9 @@ def train_supervised(
     eval_every, patience (evaluations without improvement before stopping; 0 = never),
     best_metric (a key `evaluate` returns, larger is better), log_every, keep_checkpoints,
     max_steps_per_run (0 = no limit: otherwise save and raise Preempted after that many steps
-    in this invocation, so a long run can be spread over time-limited sessions).
+    in this invocation, so a long run can be spread over time-limited sessions), and optionally
+    length_buckets (history widths that batch examples of similar history length together;
+    see sgrec_jax/data/pipeline.py; the model must accept histories narrower than max_history).
     """
     mesh = make_mesh(data=mesh_config.data, fsdp=mesh_config.fsdp)
     optimizer = make_optimizer(
@@ -96,7 +101,8 @@ def train_supervised(
         model, optimizer, jax.random.key(seed), mesh
     )
     train_step = make_train_step(graphdef, loss_fn, optimizer, mesh, state_sharding)
-    data = train_iterator(train, batch_size=config.batch_size, seed=seed)
+    data = train_iterator(train, batch_size=config.batch_size, seed=seed,
+                          length_buckets=tuple(config.get("length_buckets", ())))
     metric_name = f"valid/{config.best_metric}"
     progress: dict[str, Any] = {"best_metric": float("-inf"), "best_step": 0, "bad_evals": 0}
 

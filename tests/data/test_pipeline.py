@@ -202,3 +202,69 @@ def test_throughput_on_a_beauty_sized_split():
     epoch = np.concatenate(targets(batches))
     assert len(np.unique(epoch)) == len(epoch) == len(examples) // batch_size * batch_size
     print(f"\ntrain_iterator: {len(epoch) / seconds:,.0f} examples/s (batch {batch_size})")
+
+
+# Length buckets: make_examples gives row i a history of H - i % H items (4, 3, 2, 1).
+BUCKETS = (2, 3)  # closed by H = 4: widths 2, 3, 4
+
+
+def test_length_buckets_batch_one_bucket_at_its_width(examples):
+    lengths = examples.history_mask.sum(1)
+    seen = []
+    for batch in take(single(examples, batch_size=B, seed=0, length_buckets=BUCKETS), 12):
+        width = batch["history"].shape[1]
+        assert width in (2, 3, 4)
+        rows = batch["target"]  # target = row number
+        # Every row's real items survive the cut, and they sit in the narrowest fitting width.
+        np.testing.assert_array_equal(batch["history_mask"].sum(1), lengths[rows])
+        np.testing.assert_array_equal(batch["history"], examples.history[rows][:, H - width:])
+        narrowest = np.searchsorted((2, 3, 4), lengths[rows])
+        assert set(narrowest) == {(2, 3, 4).index(width)}
+        seen.append(rows)
+    seen = np.concatenate(seen)
+    assert len(np.unique(seen)) == len(seen)  # one epoch, no example twice
+
+
+def test_length_buckets_cover_each_bucket_but_its_partial_batch(examples):
+    bucket_sizes = np.bincount(np.searchsorted((2, 3, 4), examples.history_mask.sum(1)))
+    full = int(sum(s // B for s in bucket_sizes))
+    epoch = take(single(examples, batch_size=B, seed=3, length_buckets=BUCKETS, num_epochs=1),
+                 100)
+    assert len(epoch) == full
+    assert sum(len(b["target"]) for b in epoch) == full * B
+    # Without drop_remainder every example comes exactly once.
+    all_rows = take(single(examples, batch_size=B, seed=3, length_buckets=BUCKETS, num_epochs=1,
+                           drop_remainder=False), 100)
+    np.testing.assert_array_equal(np.sort(np.concatenate(targets(all_rows))), np.arange(N))
+
+
+def test_length_buckets_are_seeded_resumable_and_sharded(examples):
+    first = take(single(examples, batch_size=B, seed=5, length_buckets=BUCKETS), 30)
+    again = take(single(examples, batch_size=B, seed=5, length_buckets=BUCKETS), 30)
+    assert_same_batches(first, again)
+    other = take(single(examples, batch_size=B, seed=6, length_buckets=BUCKETS), 30)
+    assert any(not np.array_equal(a, b) for a, b in zip(targets(first), targets(other)))
+    it = single(examples, batch_size=B, seed=5, length_buckets=BUCKETS)
+    take(it, 17)
+    state = iterator_state(it)
+    resumed = single(examples, batch_size=B, seed=5, length_buckets=BUCKETS)
+    restore_iterator_state(resumed, state)
+    assert_same_batches(take(resumed, 13), first[17:])
+    plain = single(examples, batch_size=B, seed=5)
+    with pytest.raises(ValueError, match="cannot restore"):
+        restore_iterator_state(plain, state)
+    halves = [take(train_iterator(examples, batch_size=B, seed=5, length_buckets=BUCKETS,
+                                  shard_index=i, shard_count=2), 30) for i in range(2)]
+    for whole, a, b in zip(first, *halves, strict=True):
+        assert a["history"].shape[1] == b["history"].shape[1] == whole["history"].shape[1]
+        np.testing.assert_array_equal(np.concatenate([a["target"], b["target"]]),
+                                      whole["target"])
+
+
+@pytest.mark.parametrize(
+    "buckets, message",
+    [((3, 2), "ascending"), ((0, 2), "ascending"), ((2, 9), "exceed the history width")],
+)
+def test_bad_length_buckets_are_rejected(examples, buckets, message):
+    with pytest.raises(ValueError, match=message):
+        single(examples, batch_size=B, seed=0, length_buckets=buckets)

@@ -104,3 +104,31 @@ def test_no_retrace_for_new_inputs_of_the_same_shape(catalog, model):
 def test_rejects_a_bad_num_return(catalog, model, requests):
     with pytest.raises(ValueError, match="num_return"):
         constrained_beam_search_jit(model, catalog, *requests, beam_size=3, num_return=4)
+
+
+def test_full_softmax_level_scoring_sums_unrenormalised_level_log_probs(catalog, model,
+                                                                         requests):
+    """With level_scoring="full_softmax" an item scores the sum over levels of its code's
+    log-softmax over the level's whole codebook (mass on codes leading nowhere is lost), and a
+    beam holding every prefix ranks exactly by that sum, which differs from the renormalised
+    ranking on this catalog."""
+    logits = np.asarray(all_item_logits(model, *requests, SIDS.codes_nl))  # [B, N, L, V]
+    codes = SIDS.codes_nl
+    sizes = np.array(SIDS.level_sizes)
+    valid = np.arange(logits.shape[-1])[None, :] < sizes[:, None]  # [L, V]
+    shifted = np.where(valid, logits, -np.inf)
+    log_z = np.log(np.exp(shifted - shifted.max(-1, keepdims=True)).sum(-1)) + shifted.max(-1)
+    chosen = np.take_along_axis(logits, codes[None, :, :, None], axis=-1)[..., 0]
+    full = (chosen - log_z).sum(-1)  # [B, N]
+    ranking = np.argsort(-full, axis=1, kind="stable")
+    widest = max(catalog.num_nodes[1:-1])
+    result = constrained_beam_search_jit(model, catalog, *requests, beam_size=widest,
+                                         num_return=5, level_scoring="full_softmax")
+    np.testing.assert_array_equal(result.items_bk, ranking[:, :5])
+    np.testing.assert_allclose(result.logprob_bk, np.take_along_axis(full, ranking[:, :5], 1),
+                               atol=1e-4)
+    renormalised = constrained_beam_search_jit(model, catalog, *requests, beam_size=widest,
+                                               num_return=5)
+    assert not np.array_equal(renormalised.items_bk, result.items_bk)
+    with pytest.raises(ValueError, match="level_scoring"):
+        constrained_beam_search_jit(model, catalog, *requests, beam_size=5, level_scoring="x")

@@ -35,6 +35,13 @@ def test_quick_run_prints_and_writes_every_section(tmp_path):
     # Each fraction is relative to the matmul figure measured just before that part.
     assert sft["fraction_of_matmul"] == sft["gflops"] / sft["matmul_gflops"]
 
+    buckets = figures["buckets"]
+    assert buckets["padded_examples_per_s"] > 0 and buckets["bucketed_examples_per_s"] > 0
+    assert buckets["speedup"] == (
+        buckets["bucketed_examples_per_s"] / buckets["padded_examples_per_s"]
+    )
+    assert "bucketed / padded, same run" in result.stdout
+
     (rl,) = figures["rl"]
     assert rl["completions_per_s"] > 0 and rl["flops_per_completion"] > 0
     assert rl["fraction_of_matmul"] == rl["gflops"] / rl["matmul_gflops"]

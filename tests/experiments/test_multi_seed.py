@@ -1,4 +1,5 @@
-"""The multi-seed runner on a tiny synthetic world: tables, paired bootstrap, resume, --compare."""
+"""The multi-seed runner on a tiny synthetic world: tables, paired bootstrap, resume, results
+file, --merge and --compare."""
 
 import csv
 import importlib.util
@@ -18,15 +19,15 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 SEEDS = (0, 1)
 
 
-# The tiny SFT config plus an equally tiny SASRec stage, as a config file for the CLI too. It may
-# not import this module: the CLI would then define its flags twice.
+# The tiny SFT config plus the counting floors and an equally tiny SASRec stage, as a config file
+# for the CLI too. It may not import this module: the CLI would then define its flags twice.
 CONFIG_SOURCE = """
 from tests.stages.test_sft import tiny_config
 
 
 def get_config():
     config = tiny_config()
-    config.stages = ("sids", "sft", "sasrec")
+    config.stages = ("sids", "popularity", "item_transition", "sft", "sasrec")
     config.sft.eval_every = 12  # one validation per system keeps the test fast
     config.sasrec.model.update(num_layers=1, d_model=16, d_ff=32)
     config.sasrec.train.update(batch_size=16, num_steps=12, warmup_steps=2, eval_every=12,
@@ -58,11 +59,11 @@ def results(workdir, seed):
     return json.loads((workdir / f"seed_{seed}" / "results.json").read_text())
 
 
-def test_each_seed_runs_both_systems_with_its_own_seed(workdir):
+def test_each_seed_runs_every_system_with_its_own_seed(workdir):
     for seed in SEEDS:
         config = json.loads((workdir / f"seed_{seed}" / "config.json").read_text())
         assert config["seed"] == seed and config["data"]["bid_seed"] == 0
-        for system in ("sft", "sasrec"):
+        for system in multi_seed.SYSTEMS:
             assert (workdir / f"seed_{seed}" / system / "test_rankings.npz").exists()
     # Different seeds train different models: their test rankings differ.
     a, b = (np.load(workdir / f"seed_{s}" / "sft" / "test_rankings.npz")["items_uk"]
@@ -73,7 +74,7 @@ def test_each_seed_runs_both_systems_with_its_own_seed(workdir):
 def test_table_has_mean_and_std_over_seeds_per_system(workdir):
     with open(workdir / "table.csv") as f:
         rows = {row["system"]: row for row in csv.DictReader(f)}
-    assert set(rows) == {"sft", "sasrec"}
+    assert set(rows) == {"sft", "sasrec", "item_transition", "popularity"}
     for system, prefix in multi_seed.SYSTEMS.items():
         values = [results(workdir, s)[f"{prefix}ndcg@10"] for s in SEEDS]
         assert int(rows[system]["num_seeds"]) == 2
@@ -82,11 +83,30 @@ def test_table_has_mean_and_std_over_seeds_per_system(workdir):
     markdown = (workdir / "table.md").read_text()
     assert markdown.startswith("| system | seeds | recall@5 |")
     assert "| sasrec | 2 |" in markdown and "±" in markdown
+    # The counting floors do not depend on the seed.
+    assert float(rows["item_transition"]["recall@10_std"]) == 0.0
 
 
-def test_bootstrap_pairs_the_two_systems_user_by_user(workdir):
-    boot = json.loads((workdir / "bootstrap.json").read_text())
-    assert (boot["a"], boot["b"]) == ("sft", "sasrec")
+def test_diagnostics_table_has_every_system(workdir):
+    with open(workdir / "diagnostics.csv") as f:
+        rows = {row["system"]: row for row in csv.DictReader(f)}
+    assert set(rows) == set(multi_seed.SYSTEMS)
+    for system, prefix in multi_seed.SYSTEMS.items():
+        values = [results(workdir, s)[f"{prefix}diag/follows_share"] for s in SEEDS]
+        assert float(rows[system]["diag/follows_share_mean"]) == pytest.approx(np.mean(values))
+        assert rows[system]["diag/first_codes@10_mean"]  # the sids stage ran first
+    header = (workdir / "diagnostics.md").read_text().splitlines()[0]
+    assert "| diag/recall@10\\|follows |" in header  # the "|" of the name is escaped
+
+
+def test_bootstrap_pairs_sft_with_each_baseline_user_by_user(workdir):
+    comparisons = json.loads((workdir / "bootstrap.json").read_text())
+    assert set(comparisons) == {"sasrec", "item_transition", "popularity"}
+    for baseline, comparison in comparisons.items():
+        assert (comparison["a"], comparison["b"]) == ("sft", baseline)
+        r = comparison["results"]["seed_0"]["ndcg@10"]
+        assert r["mean_b"] == pytest.approx(results(workdir, 0)[f"{baseline}/ndcg@10"])
+    boot = comparisons["sasrec"]
     assert set(boot["results"]) == {"seed_0", "seed_1", "seed_mean"}
     for seed in SEEDS:
         for metric in multi_seed.BOOTSTRAP_METRICS:
@@ -101,9 +121,95 @@ def test_bootstrap_pairs_the_two_systems_user_by_user(workdir):
     assert mean == pytest.approx(np.mean([results(workdir, s)["recall@10"] for s in SEEDS]))
     markdown = (workdir / "bootstrap.md").read_text()
     assert "| seed_mean | ndcg@10 |" in markdown and "A = sft, B = sasrec" in markdown
+    assert "## sft vs popularity" in markdown and "A = sft, B = popularity" in markdown
 
 
-def test_cli_rerun_skips_finished_seeds_and_refuses_another_config(workdir, config_file):
+ROWS = {"sft", "sasrec", "item_transition", "popularity"}
+ENTRY_KEYS = {"a", "b", "metric", "diff", "ci95", "resamples", "seeds"}
+
+
+def check_results_file(path, workdir, num_resamples):
+    """The documented keys of benchmarks.md's "Results files", and their values."""
+    data = json.loads(path.read_text())
+    assert set(data) == {"dataset", "split", "users", "items", "systems", "bootstrap",
+                         "provenance"}
+    assert (data["split"], data["users"], data["items"]) == ("test", 60, 150)
+    assert set(data["systems"]) == ROWS
+    for row, prefix in multi_seed.SYSTEMS.items():
+        entry = data["systems"][row]
+        assert set(entry) == {"seeds", "mean", "std", "per_seed"} and entry["seeds"] == [0, 1]
+        values = [results(workdir, s)[f"{prefix}recall@10"] for s in SEEDS]
+        assert entry["mean"]["recall@10"] == pytest.approx(np.mean(values))
+        assert entry["std"]["recall@10"] == pytest.approx(np.std(values, ddof=1))
+        assert [seed["recall@10"] for seed in entry["per_seed"]] == values
+        assert "diag/follows_share" in entry["mean"] and "diag/history_share@10" in entry["std"]
+        assert set(entry["mean"]) >= set(multi_seed.TABLE_METRICS)
+    assert all(set(e) == ENTRY_KEYS for e in data["bootstrap"])
+    pairs = {(e["a"], e["b"], e["metric"], e["seeds"]) for e in data["bootstrap"]}
+    assert pairs == {("sft", b, m, seeds) for b in ("sasrec", "item_transition", "popularity")
+                     for m in ("recall@10", "ndcg@10")
+                     for seeds in ("seed_0", "seed_1", "seed_mean")}
+    for e in data["bootstrap"]:
+        lo, hi = e["ci95"]
+        assert lo <= e["diff"] <= hi and e["resamples"] == num_resamples
+    provenance = data["provenance"]
+    assert {"commit", "config", "data_hashes", "packages"} <= set(provenance)
+    assert len(provenance["commit"]) >= 7 and provenance["packages"]["numpy"]
+    assert provenance["data_hashes"] == {}  # the synthetic world reads no file
+    for config in provenance["config"].values():  # one per source directory, its first seed
+        assert config["seed"] == 0
+        assert config["stages"] == ["sids", "popularity", "item_transition", "sft", "sasrec"]
+    return data
+
+
+def test_export_writes_the_results_file(workdir, tmp_path):
+    path = tmp_path / "results" / "tiny.json"
+    # The module's own resample count, so the files summarize rewrites in workdir stay the same.
+    multi_seed.summarize(str(workdir), multi_seed.load_results(str(workdir), SEEDS),
+                         num_resamples=2000, export=str(path))
+    data = check_results_file(path, workdir, 2000)
+    assert set(data["provenance"]["sources"].values()) == {str(workdir)}
+
+
+def split_by_system(workdir, directory, keep):
+    """A copy of workdir whose seeds report only the systems in `keep`."""
+    shutil.copytree(workdir, directory)
+    for seed in SEEDS:
+        path = directory / f"seed_{seed}" / "results.json"
+        result = json.loads(path.read_text())
+        dropped = [p for name, p in multi_seed.SYSTEMS.items() if name not in keep]
+        result = {k: v for k, v in result.items()
+                  if not any(k.startswith(p + "recall@10") for p in dropped)}
+        path.write_text(json.dumps(result))
+    return directory
+
+
+def test_merge_takes_each_system_from_the_directory_that_ran_it(workdir, tmp_path):
+    generator = split_by_system(workdir, tmp_path / "gen", {"sft", "item_transition",
+                                                            "popularity"})
+    sasrec = split_by_system(workdir, tmp_path / "sasrec", {"sasrec", "popularity"})
+    path = tmp_path / "merged.json"
+    text = multi_seed.merge_dirs([str(generator), str(sasrec)], str(tmp_path / "out"),
+                                 num_resamples=300, export=str(path))
+    assert "| sasrec | 2 |" in text and "A = sft, B = sasrec" in text
+    data = check_results_file(path, workdir, 300)
+    assert data["provenance"]["sources"] == {
+        "sft": str(generator), "sasrec": str(sasrec), "item_transition": str(generator),
+        "popularity": str(generator),
+    }
+    assert set(data["provenance"]["config"]) == {str(generator), str(sasrec)}
+
+    # The same system with other numbers in a later directory is an error.
+    path = sasrec / "seed_1" / "results.json"
+    result = json.loads(path.read_text())
+    result["popularity/recall@10"] += 0.01
+    path.write_text(json.dumps(result))
+    with pytest.raises(ValueError, match=r"popularity ran in both .* \(seed 1, recall@10"):
+        multi_seed.merge_dirs([str(generator), str(sasrec)], str(tmp_path / "out"))
+
+
+def test_cli_rerun_skips_finished_seeds_and_refuses_another_config(workdir, config_file,
+                                                                   tmp_path):
     stamps = {p: p.stat().st_mtime_ns for p in workdir.glob("seed_*/*/metrics.jsonl")}
     assert len(stamps) == 4
 
@@ -115,8 +221,10 @@ def test_cli_rerun_skips_finished_seeds_and_refuses_another_config(workdir, conf
             text=True, timeout=120,
         )
 
-    rerun = run("--config.sft.max_steps_per_run=5")  # run control only: still the same config
+    # Run control only: still the same config.
+    rerun = run("--config.sft.max_steps_per_run=5", f"--export={tmp_path / 'table.json'}")
     assert rerun.returncode == 0, rerun.stderr[-3000:]
+    check_results_file(tmp_path / "table.json", workdir, 500)
     assert rerun.stderr.count("finished, skipping") == 2
     assert "| sft | 2 |" in rerun.stdout and "| seed_mean | recall@10 |" in rerun.stdout
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing was retrained
@@ -156,5 +264,6 @@ def test_compare_pairs_a_system_of_one_directory_with_another_of_the_other(workd
     boot = json.loads((out / "compare.json").read_text())["results"]["seed_0"]["recall@10"]
     assert boot["mean_a"] == pytest.approx(results(workdir, 0)["recall@10"])
     assert boot["mean_b"] == pytest.approx(results(workdir, 0)["sasrec/recall@10"])
-    with pytest.raises(ValueError, match="system must be one of sft, sasrec or a pair"):
+    with pytest.raises(ValueError, match="system must be one of sft, sasrec, item_transition, "
+                                         "popularity or a pair"):
         multi_seed.compare_dirs(str(workdir), str(workdir), str(out), system=("sft", "gru4rec"))

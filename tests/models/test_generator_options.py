@@ -60,3 +60,31 @@ def test_dropout_is_seeded_and_only_active_when_not_deterministic():
     det = forward(a, history, mask, target)
     assert np.abs(np.asarray(first - det)).max() > 1e-3
     np.testing.assert_array_equal(forward(a, history, mask, target), det)
+
+
+@pytest.mark.parametrize("variant", MODELS.names())
+def test_head_dim_is_independent_of_d_model(variant):
+    """T5's d_kv: 3 heads x 8 at d_model 16 (not divisible) builds, and incremental decoding
+    with its [.., heads, head_dim] cache equals teacher forcing."""
+    from sgrec_jax.models.registry import parse_options
+
+    with pytest.raises(ValueError, match="divisible"):
+        parse_options(dict(d_model=16, num_heads=3))
+    m = tiny(variant, "item", num_heads=3, head_dim=8)
+    history, mask, target = batch()
+    teacher = forward(m, history, mask, target)
+
+    @nnx.jit
+    def incremental(m, history, mask, target):
+        memory = m.encode(history, mask)
+        cache = m.start_decoding(memory, 1)
+        codes = target[:, None]
+        out = []
+        for level in range(L):
+            logits, cache = m.decode_step(memory, cache, codes, level)
+            out.append(logits[:, 0])
+        return jnp.stack(out, 1), cache
+
+    steps, cache = incremental(m, history, mask, target)
+    assert cache[0].k.shape[-2:] == (3, 8)
+    np.testing.assert_allclose(np.asarray(steps), np.asarray(teacher), atol=2e-5)

@@ -1,0 +1,105 @@
+"""The "popularity" and "item_transition" stages: the counting floors every table reports.
+
+No training: each fits by counting over the training part of the sequences
+(sgrec_jax/models/counting.py) and ranks the full catalog for every test user, evaluated by the
+same code as the learned systems (protocol metrics, coverage@10 and the ranking diagnostics).
+Metrics go under "<stage>/" (e.g. item_transition/recall@10), ranked lists to
+DIR/<stage>/test_rankings.npz. Options live in config.baselines.<stage> (defaults:
+`baseline_options`). Neither needs the "sids" stage; when it ran before them, their reports also
+give diag/first_codes@10. Both take seconds on Beauty.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from typing import Any
+
+from absl import logging
+from ml_collections import ConfigDict
+
+from sgrec_jax.core.distributed import is_primary_process
+from sgrec_jax.data.split import leave_one_out, training_sequences
+from sgrec_jax.models.counting import ItemTransition, Popularity
+from sgrec_jax.stages.pipeline import STAGES, RunContext, Stage
+from sgrec_jax.stages.reports import report_test_split
+from sgrec_jax.train.evaluate import Rankings
+
+TOP_K = 10  # Ranked list length, as the learned systems' (ndcg@10, coverage@10).
+
+
+def baseline_options() -> dict[str, dict[str, Any]]:
+    """{stage: {option: default}} for config.baselines."""
+    return {
+        "popularity": {"exclude_history": False},
+        # benchmarks.md's counting row: the last 3 history items weighted 1, 0.5, 0.25.
+        "item_transition": {"window": 3, "weights": (1.0, 0.5, 0.25), "exclude_history": False},
+    }
+
+
+def _check_options(config: ConfigDict, name: str) -> dict[str, Any]:
+    """config.baselines.<name> as a dict, after checking its fields (errors name the field)."""
+    field = f"baselines.{name}"
+    if "baselines" not in config or name not in config.baselines:
+        raise ValueError(f"stage {name!r} needs the config section {field}")
+    options = dict(config.baselines[name])
+    valid = baseline_options()[name]
+    unknown = set(options) - set(valid)
+    if unknown:
+        raise ValueError(f"unknown {field} option(s) {sorted(unknown)}; valid options: "
+                         f"{', '.join(sorted(valid))}")
+    options = {**valid, **options}
+    if not isinstance(options["exclude_history"], bool):
+        raise ValueError(f"{field}.exclude_history must be True or False, got "
+                         f"{options['exclude_history']!r}")
+    if name == "item_transition":
+        window, weights = options["window"], tuple(options["weights"])
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise ValueError(f"{field}.window must be an integer >= 1, got {window!r}")
+        if len(weights) != window:
+            raise ValueError(f"{field}.weights must give one weight per window item ({window}), "
+                             f"got {len(weights)}: {weights}")
+        if any(not isinstance(w, (int, float)) or isinstance(w, bool) or not math.isfinite(w)
+               or w < 0 for w in weights) or not any(w > 0 for w in weights):
+            raise ValueError(f"{field}.weights must be finite numbers >= 0, not all 0, got "
+                             f"{weights}")
+        options["weights"] = tuple(float(w) for w in weights)
+    return options
+
+
+def _run_baseline(context: RunContext, name: str, fit: Callable[[dict], Any]) -> None:
+    config, dataset = context.config, context.dataset
+    options = _check_options(config, name)
+    test = leave_one_out(dataset, config.data.max_history).test
+    model = fit(options)
+    items_uk, scores_uk = model.rank(test.history, TOP_K,
+                                     exclude_history=options["exclude_history"])
+    rankings = Rankings(test.user, test.target, items_uk, scores_uk)
+    if is_primary_process():
+        rankings.save(os.path.join(context.workdir, name, "test_rankings.npz"))
+    report = report_test_split(context, rankings, test.history)
+    logging.info("%s test (%d users): %s", name, report["num_users"],
+                 " ".join(f"{k} {v:.4f}" for k, v in report.items()))
+    context.metrics.update({f"{name}/{k}": v for k, v in report.items()})
+
+
+def _popularity(context: RunContext) -> None:
+    sequences = training_sequences(context.dataset)
+    _run_baseline(context, "popularity",
+                  lambda options: Popularity.fit(sequences, context.dataset.num_items))
+
+
+def _item_transition(context: RunContext) -> None:
+    sequences = training_sequences(context.dataset)
+    _run_baseline(context, "item_transition", lambda options: ItemTransition.fit(
+        sequences, context.dataset.num_items, weights=options["weights"]
+    ))
+
+
+STAGES.register("popularity")(
+    Stage(run=_popularity, check=lambda config: _check_options(config, "popularity"))
+)
+STAGES.register("item_transition")(
+    Stage(run=_item_transition, check=lambda config: _check_options(config, "item_transition"))
+)

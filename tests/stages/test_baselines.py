@@ -1,0 +1,63 @@
+"""The popularity and item_transition stages in a tiny pipeline without SIDs, and their checks."""
+
+import re
+
+import numpy as np
+import pytest
+
+from sgrec_jax.data.split import leave_one_out, training_sequences
+from sgrec_jax.models.counting import ItemTransition
+from sgrec_jax.stages.pipeline import check_config, load_configured_dataset, run_pipeline
+from tests.stages.test_sft import tiny_config
+
+
+def baseline_config(**item_transition):
+    config = tiny_config()
+    config.stages = ("popularity", "item_transition")
+    config.baselines.item_transition.update(item_transition)
+    return config
+
+
+def test_both_floors_report_metrics_diagnostics_and_save_rankings(tmp_path):
+    config = baseline_config(window=2, weights=(1.0, 0.5))
+    results = run_pipeline(config, str(tmp_path))
+    for name in ("popularity", "item_transition"):
+        assert results[f"{name}/num_users"] == 60 and results[f"{name}/valid_rate"] == 1.0
+        for metric in ("recall@10", "ndcg@10", "coverage@10", "diag/follows_share",
+                       "diag/recall@10|pop_q5", "diag/history_share@10"):
+            assert 0.0 <= results[f"{name}/{metric}"] <= 1.0, (name, metric)
+        assert f"{name}/diag/first_codes@10" not in results  # no "sids" stage ran
+    # The same list for everyone: 10 of the 150 items.
+    assert results["popularity/coverage@10"] == pytest.approx(10 / 150)
+
+    dataset = load_configured_dataset(config)
+    test = leave_one_out(dataset, config.data.max_history).test
+    saved = np.load(tmp_path / "item_transition" / "test_rankings.npz")
+    expected, _ = ItemTransition.fit(training_sequences(dataset), dataset.num_items,
+                                     weights=(1.0, 0.5)).rank(test.history, 10)
+    np.testing.assert_array_equal(saved["items_uk"], expected)
+    np.testing.assert_array_equal(saved["targets_u"], test.target)
+    popular = np.load(tmp_path / "popularity" / "test_rankings.npz")["items_uk"]
+    assert (popular == popular[0]).all() and len(set(popular[0])) == 10
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"window": 2}, "baselines.item_transition.weights must give one weight per window "
+                        "item (2), got 3"),
+        ({"window": 0, "weights": ()}, "baselines.item_transition.window must be an integer >= 1"),
+        ({"weights": (1.0, -1.0, 0.0)}, "baselines.item_transition.weights must be finite"),
+    ],
+)
+def test_bad_options_fail_the_config_check_naming_the_field(options, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        check_config(baseline_config(**options))
+
+
+def test_unknown_option_lists_the_valid_ones():
+    config = baseline_config()
+    config.baselines.unlock()
+    config.baselines.popularity.window = 3
+    with pytest.raises(ValueError, match=r"unknown baselines.popularity option\(s\) \['window'\]"):
+        check_config(config)
