@@ -71,7 +71,10 @@ def _run(context: RunContext) -> None:
     context.artifacts["sasrec"] = outcome.model
     context.metrics.update({f"sasrec/{k}": v for k, v in report.items()})
     context.metrics.update({"sasrec/best_step": outcome.best_step,
-                            "sasrec/last_step": outcome.last_step})
+                            "sasrec/last_step": outcome.last_step,
+                            "sasrec/train_seconds": outcome.train_seconds,
+                            "sasrec/examples_per_s": outcome.examples_per_second(
+                                config.sasrec.train.batch_size)})
 
 
 STAGES.register("sasrec")(Stage(run=_run, check=_check))

@@ -91,6 +91,8 @@ def _run(context: RunContext) -> None:
     context.metrics.update({
         "sft/best_step": outcome.best_step, "sft/best_valid_metric": outcome.best_metric,
         "sft/last_step": outcome.last_step, "sft/stopped_early": outcome.stopped_early,
+        "sft/train_seconds": outcome.train_seconds,
+        "sft/examples_per_s": outcome.examples_per_second(config.sft.batch_size),
         "eval/beam_size": config.eval.beam_size,
         "eval/level_scoring": config.eval.level_scoring,
     })

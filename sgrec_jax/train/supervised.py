@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -45,6 +46,13 @@ class TrainOutcome:
     best_metric: float
     last_step: int
     stopped_early: bool
+    # Seconds spent in training steps (input pipeline included; validation and checkpoints
+    # excluded), summed over every invocation of the run: the cost of a recipe.
+    train_seconds: float = 0.0
+
+    def examples_per_second(self, batch_size: int) -> float:
+        """Training throughput over the whole run (NaN when no step was timed)."""
+        return self.last_step * batch_size / self.train_seconds if self.train_seconds else float("nan")
 
 
 def check_training_config(config: ConfigDict, section: str) -> None:
@@ -104,7 +112,8 @@ def train_supervised(
     data = train_iterator(train, batch_size=config.batch_size, seed=seed,
                           length_buckets=tuple(config.get("length_buckets", ())))
     metric_name = f"valid/{config.best_metric}"
-    progress: dict[str, Any] = {"best_metric": float("-inf"), "best_step": 0, "bad_evals": 0}
+    progress: dict[str, Any] = {"best_metric": float("-inf"), "best_step": 0, "bad_evals": 0,
+                                "train_seconds": 0.0}
 
     with Checkpointer(
         os.path.join(run_dir, "checkpoints"), keep=config.keep_checkpoints,
@@ -120,6 +129,8 @@ def train_supervised(
         stopped_early = config.patience > 0 and progress["bad_evals"] >= config.patience
 
         def stop(step: int, state, why: str) -> None:
+            jax.block_until_ready(state)
+            progress["train_seconds"] += time.perf_counter() - step_clock
             checkpointer.save(step, state, data, metadata={"progress": dict(progress)}, force=True)
             checkpointer.wait_until_finished()
             raise Preempted(f"{why}: saved step {step} in {run_dir}; run the same command "
@@ -133,6 +144,7 @@ def train_supervised(
         with MetricWriter(run_dir, purge_step=step + 1) as writer:
             logger = ProgressLogger(config.num_steps, every=config.log_every,
                                     keys=("loss", "grad_norm"))
+            step_clock = time.perf_counter()
             while step < config.num_steps and not stopped_early:
                 batch = host_to_global(next(data), mesh)
                 state, metrics = train_step(state, batch)
@@ -142,6 +154,8 @@ def train_supervised(
                     writer.write_scalars(step, {f"train/{k}": v for k, v in metrics.items()})
                     logger.log(step, metrics)
                 if step % config.eval_every == 0 or step == config.num_steps:
+                    jax.block_until_ready(state)
+                    progress["train_seconds"] += time.perf_counter() - step_clock
                     eval_metrics = _scalars(evaluate(current_model(state), valid))
                     value = eval_metrics[config.best_metric]
                     if value > progress["best_metric"]:
@@ -157,6 +171,7 @@ def train_supervised(
                         step, state, data, metadata={"progress": dict(progress)},
                         metrics={metric_name: value}, force=True,
                     )
+                    step_clock = time.perf_counter()
                 # After validation: a run resumed from this step never redoes that step's.
                 if checkpointer.should_stop(step):
                     stop(step, state, "preempted")
@@ -172,4 +187,5 @@ def train_supervised(
     return TrainOutcome(
         model=current_model(state), best_step=progress["best_step"],
         best_metric=progress["best_metric"], last_step=step, stopped_early=stopped_early,
+        train_seconds=float(progress.get("train_seconds", 0.0)),
     )
