@@ -103,6 +103,7 @@ class SidGenerator(nnx.Module):
             num_items=codes_nl.shape[0],
             d_model=d,
             item_id_embedding=options.item_id_embedding,
+            item_id_dropout=options.item_id_dropout,
             precision=precision,
             rngs=rngs,
         )
@@ -150,7 +151,8 @@ class SidGenerator(nnx.Module):
         """The memory of histories [B, H] of item indices (masked slots may hold PAD_ITEM)."""
         items_bh = jnp.where(history_mask_bh, history_bh, 0)
         code_emb_bhld = self.tokens(self.item_codes(items_bh))
-        x_bsd, mask_bs = self.history(code_emb_bhld, items_bh, history_mask_bh)
+        x_bsd, mask_bs = self.history(code_emb_bhld, items_bh, history_mask_bh,
+                                      deterministic=deterministic)
         x_bsd = self.dropout(x_bsd, deterministic=deterministic)
         return self._encode_tokens(x_bsd, mask_bs, deterministic=deterministic)
 

@@ -60,6 +60,7 @@ class HistoryEmbedding(nnx.Module):
         item_id_embedding: bool,
         precision: Precision,
         rngs: nnx.Rngs,
+        item_id_dropout: float = 0.0,
     ):
         HISTORY_ENCODINGS.get(encoding)  # fail at construction on an unknown name
         self.encoding = encoding
@@ -67,9 +68,17 @@ class HistoryEmbedding(nnx.Module):
         embed = dict(dtype=precision.dtype, param_dtype=precision.param_dtype, rngs=rngs)
         self.positions = nnx.Embed(max_history, d_model, **embed)
         self.item_ids = nnx.Embed(num_items, d_model, **embed) if item_id_embedding else None
+        # Drops a slot's whole item-id vector (broadcast over D), so the model must also predict
+        # from the codes alone and the id only refines them.
+        # Created only when used, so models without it keep their state tree (and checkpoints).
+        self.item_id_dropout = (
+            nnx.Dropout(item_id_dropout, broadcast_dims=(2,), rngs=rngs)
+            if item_id_embedding and item_id_dropout > 0 else None
+        )
 
     def __call__(
-        self, code_emb_bhld: jax.Array, items_bh: jax.Array, mask_bh: jax.Array
+        self, code_emb_bhld: jax.Array, items_bh: jax.Array, mask_bh: jax.Array, *,
+        deterministic: bool = True,
     ) -> tuple[jax.Array, jax.Array]:
         """(tokens [B, S, D], mask [B, S]) of histories of H <= max_history slots.
 
@@ -83,5 +92,8 @@ class HistoryEmbedding(nnx.Module):
             (*items_bh.shape, code_emb_bhld.shape[-1]),
         )
         if self.item_ids is not None:
-            slot_bhd = slot_bhd + self.item_ids(items_bh)
+            ids_bhd = self.item_ids(items_bh)
+            if self.item_id_dropout is not None:
+                ids_bhd = self.item_id_dropout(ids_bhd, deterministic=deterministic)
+            slot_bhd = slot_bhd + ids_bhd
         return HISTORY_ENCODINGS.get(self.encoding)(code_emb_bhld, slot_bhd, mask_bh)

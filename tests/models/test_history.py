@@ -58,3 +58,26 @@ def test_item_id_embedding_adds_a_per_item_term():
 def test_unknown_encoding_lists_the_valid_ones():
     with pytest.raises(UnknownNameError, match="valid names: code, item"):
         embedding("items")
+
+
+def test_item_id_dropout_drops_whole_id_vectors_only_in_training():
+    """item_id_dropout zeroes a slot's entire id vector (never part of it), scales the kept
+    ones, is off when deterministic, and leaves the code embeddings alone."""
+    precision = Precision(jnp.float32, jnp.float32)
+    emb = HistoryEmbedding("item", max_history=6, num_items=9, d_model=8, item_id_embedding=True,
+                           item_id_dropout=0.5, precision=precision, rngs=nnx.Rngs(0))
+    items = jnp.arange(48).reshape(8, 6) % 9
+    mask = jnp.ones((8, 6), bool)
+    codes = jnp.zeros((8, 6, 3, 8))
+    positions = emb.positions(jnp.arange(6))
+    ids = emb.item_ids(items)
+    train, _ = emb(codes, items, mask, deterministic=False)
+    kept = np.asarray(train - positions)
+    dropped = np.all(kept == 0, axis=-1)
+    assert 0 < dropped.mean() < 1
+    np.testing.assert_allclose(kept[~dropped], 2 * np.asarray(ids)[~dropped], rtol=1e-6)
+    infer, _ = emb(codes, items, mask)
+    np.testing.assert_allclose(infer, positions + ids, rtol=1e-6)
+    plain = HistoryEmbedding("item", max_history=6, num_items=9, d_model=8,
+                             item_id_embedding=True, precision=precision, rngs=nnx.Rngs(0))
+    assert plain.item_id_dropout is None  # no new state when unused
