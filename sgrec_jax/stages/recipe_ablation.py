@@ -146,9 +146,10 @@ def pick_reference(variants: Sequence[Variant], reference: str | None) -> str:
     return reference
 
 
-def _check_directory(name: str, directory: str, config: ConfigDict) -> None:
+def _check_directory(name: str, directory: str, config: ConfigDict,
+                     defaults: ConfigDict | None = None) -> None:
     """A dangling symlink, a symlink to an unfinished run, or a finished run of another config
-    fails before any run."""
+    fails before any run (fields added since it ran pass at their default value)."""
     if os.path.islink(directory) and not os.path.exists(directory):
         raise ValueError(f"variant {name!r}: {directory} is a symlink to "
                          f"{os.readlink(directory)}, which does not exist")
@@ -160,7 +161,7 @@ def _check_directory(name: str, directory: str, config: ConfigDict) -> None:
                          "link to run the variant here")
     if finished:
         try:
-            check_same_config(directory, config)
+            check_same_config(directory, config, defaults=defaults)
         except ValueError as e:
             raise ValueError(f"variant {name!r}: {e}") from None
 
@@ -188,12 +189,13 @@ def run_variants(
             check_config(variant_config)
         except (ValueError, UnknownNameError) as e:
             raise ValueError(f"variant {name!r}: {e}") from None
-        _check_directory(name, variant_dir(workdir, name), variant_config)
+        _check_directory(name, variant_dir(workdir, name), variant_config, defaults=config)
     runs = []
     for variant in variants:
         variant_config, values = configs[variant.name]
         directory = variant_dir(workdir, variant.name)
-        results = run_or_load(variant_config, directory, f"variant {variant.name}", run=run)
+        results = run_or_load(variant_config, directory, f"variant {variant.name}", run=run,
+                              defaults=config)
         runs.append(VariantRun(variant, values, int(variant_config.seed), directory, results))
     return runs
 

@@ -42,22 +42,27 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def check_same_config(
-    directory: str, config: ConfigDict, ignore_sections: Sequence[str] = ()
+    directory: str, config: ConfigDict, ignore_sections: Sequence[str] = (),
+    defaults: ConfigDict | None = None,
 ) -> None:
     """Raises ValueError when `directory`'s stored config differs from `config`.
 
     Run-control fields and the top-level sections in ignore_sections (which the run does not
-    read) may differ.
+    read) may differ. With `defaults` (the experiment's config before any override), a field the
+    stored config lacks passes when `config` holds it at its default: an option added after the
+    run finished, whose default keeps the behaviour that run had.
     """
     stored = read_json(os.path.join(directory, CONFIG_FILE))
     if stored is None:
         raise ValueError(f"{directory} has {RESULTS_FILE} but no {CONFIG_FILE}")
     current = json.loads(json.dumps(config.to_dict()))  # Tuples become lists, as stored.
     old, new = _flatten(stored), _flatten(current)
+    default = _flatten(json.loads(json.dumps(defaults.to_dict()))) if defaults else {}
     changed = sorted(
         k for k in old.keys() | new.keys()
         if old.get(k) != new.get(k) and k.rsplit(".", 1)[-1] not in RUN_CONTROL_FIELDS
         and k.split(".", 1)[0] not in (*RUN_CONTROL_SECTIONS, *ignore_sections)
+        and not (k not in old and k in default and default[k] == new.get(k))
     )
     if changed:
         raise ValueError(
@@ -73,16 +78,18 @@ def run_or_load(
     *,
     ignore_sections: Sequence[str] = (),
     run: Callable[[ConfigDict, str], dict[str, Any]] = run_pipeline,
+    defaults: ConfigDict | None = None,
 ) -> dict[str, Any]:
     """`run(config, directory)` unless it already finished with this config; its results.
 
-    label names the run in the log ("seed 0", "cell popo/seed_1").
+    label names the run in the log ("seed 0", "cell popo/seed_1"); defaults as in
+    `check_same_config`.
     """
     finished = read_json(os.path.join(directory, RESULTS_FILE))
     if finished is None:
         logging.info("=== %s: running in %s ===", label, directory)
         return run(config, directory)
-    check_same_config(directory, config, ignore_sections)
+    check_same_config(directory, config, ignore_sections, defaults)
     logging.info("=== %s: finished, skipping (%s) ===", label, directory)
     return finished
 
