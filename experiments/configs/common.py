@@ -68,6 +68,9 @@ def base_config() -> ConfigDict:
 
     # Supervised next-item training of the generator (the "sft" stage).
     config.sft = supervised_training()
+    # Share of each batch trained on a random recent suffix of its history (0 = off);
+    # sgrec_jax/train/augment.py says why.
+    config.sft.history_crop = 0.0
 
     # The SASRec baseline (the "sasrec" stage), RecBole's Beauty settings.
     config.sasrec = ConfigDict()

@@ -25,23 +25,40 @@ from sgrec_jax.models.registry import MODELS, build_model, parse_options
 from sgrec_jax.stages.pipeline import STAGES, RunContext, Stage
 from sgrec_jax.stages.reports import report_test_split
 from sgrec_jax.train.evaluate import rank_with_generator, ranking_report, scalar_metrics, subsample
+from sgrec_jax.train.augment import crop_histories
 from sgrec_jax.train.supervised import check_training_config, train_supervised
+from sgrec_jax.train.train_state import LossFn
 
 
-def sft_loss(model: nnx.Module, batch: dict, rng: jax.Array) -> tuple[jax.Array, dict]:
-    """Cross-entropy of the target item's L SID tokens (summed over levels, mean over batch)."""
-    nnx.reseed(model, default=rng)
-    codes_bl = model.item_codes(batch["target"])
-    logits_blv = model(batch["history"], batch["history_mask"], codes_bl, deterministic=False)
-    nll_bl = optax.softmax_cross_entropy_with_integer_labels(logits_blv, codes_bl)
-    exact_b = jnp.all(jnp.argmax(logits_blv, -1) == codes_bl, axis=-1)
-    return nll_bl.sum(-1).mean(), {"token_nll": nll_bl.mean(), "teacher_forced_acc": exact_b.mean()}
+def make_sft_loss(history_crop: float = 0.0) -> LossFn:
+    """The SFT loss: cross-entropy of the target item's L SID tokens (summed over levels, mean
+    over the batch). With history_crop > 0 that share of the batch trains on a random recent
+    suffix of its history (`train.augment.crop_histories`)."""
+    if not 0.0 <= history_crop <= 1.0:
+        raise ValueError(f"history_crop must be in [0, 1], got {history_crop}")
+
+    def loss(model: nnx.Module, batch: dict, rng: jax.Array) -> tuple[jax.Array, dict]:
+        nnx.reseed(model, default=rng)
+        mask_bh = crop_histories(batch["history_mask"], jax.random.fold_in(rng, 1), history_crop)
+        codes_bl = model.item_codes(batch["target"])
+        logits_blv = model(batch["history"], mask_bh, codes_bl, deterministic=False)
+        nll_bl = optax.softmax_cross_entropy_with_integer_labels(logits_blv, codes_bl)
+        exact_b = jnp.all(jnp.argmax(logits_blv, -1) == codes_bl, axis=-1)
+        return nll_bl.sum(-1).mean(), {"token_nll": nll_bl.mean(),
+                                       "teacher_forced_acc": exact_b.mean()}
+
+    return loss
+
+
+sft_loss = make_sft_loss()  # no augmentation
 
 
 def _check(config: ConfigDict) -> None:
     if "sids" not in config.stages or config.stages.index("sids") > config.stages.index("sft"):
         raise ValueError("stage 'sft' needs the 'sids' stage before it in config.stages")
     check_training_config(config.sft, "sft")
+    if not 0.0 <= config.sft.history_crop <= 1.0:
+        raise ValueError(f"sft.history_crop {config.sft.history_crop} must be in [0, 1]")
     MODELS.get(config.model.name)
     parse_options(dict(config.model.options))
     if config.eval.beam_size < 10:
@@ -73,7 +90,8 @@ def _run(context: RunContext) -> None:
 
     run_dir = os.path.join(context.workdir, "sft")
     outcome = train_supervised(
-        model=model, loss_fn=sft_loss, evaluate=evaluate, train=splits.train,
+        model=model, loss_fn=make_sft_loss(config.sft.history_crop), evaluate=evaluate,
+        train=splits.train,
         valid=subsample(splits.valid, config.eval.valid_users, config.seed),
         config=config.sft, mesh_config=config.mesh, run_dir=run_dir, seed=config.seed,
     )
