@@ -19,6 +19,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from sgrec_jax.stages.cli import quiet_library_logs, run_or_exit
+from experiments.configs.common import base_config
 from sgrec_jax.stages.recipe_ablation import pick_reference, run_variants, summarize
 from sgrec_jax.stages.variants import parse_variants
 
@@ -51,7 +52,8 @@ def main(argv: Sequence[str]) -> None:
     def run() -> str:
         variants = parse_variants(_VARIANTS.value)
         reference = pick_reference(variants, _REFERENCE.value)
-        runs = run_variants(_CONFIG.value, _WORKDIR.value, variants)
+        # A finished run adopts a field added after it ran when it holds the code's default.
+        runs = run_variants(_CONFIG.value, _WORKDIR.value, variants, defaults=base_config())
         return summarize(_WORKDIR.value, runs, reference=reference, export=_EXPORT.value,
                          num_resamples=_NUM_RESAMPLES.value, bootstrap_seed=_BOOTSTRAP_SEED.value)
 

@@ -171,11 +171,14 @@ def run_variants(
     workdir: str,
     variants: Sequence[Variant],
     run: Callable[[ConfigDict, str], dict[str, Any]] = run_pipeline,
+    defaults: ConfigDict | None = None,
 ) -> list[VariantRun]:
     """Runs each variant not yet finished in DIR/<name>, in order; every variant's run.
 
     Every override, stage name and finished directory is checked before the first run, and
-    every variant must run the "sft" stage.
+    every variant must run the "sft" stage. `defaults` (the code's default config) lets a
+    finished run adopt fields added after it ran that hold their default
+    (`runs.check_same_config`); None compares strictly.
     """
     import sgrec_jax.stages.builtin  # noqa: F401  (registers the stages check_config looks up)
 
@@ -189,13 +192,13 @@ def run_variants(
             check_config(variant_config)
         except (ValueError, UnknownNameError) as e:
             raise ValueError(f"variant {name!r}: {e}") from None
-        _check_directory(name, variant_dir(workdir, name), variant_config, defaults=config)
+        _check_directory(name, variant_dir(workdir, name), variant_config, defaults=defaults)
     runs = []
     for variant in variants:
         variant_config, values = configs[variant.name]
         directory = variant_dir(workdir, variant.name)
         results = run_or_load(variant_config, directory, f"variant {variant.name}", run=run,
-                              defaults=config)
+                              defaults=defaults)
         runs.append(VariantRun(variant, values, int(variant_config.seed), directory, results))
     return runs
 
