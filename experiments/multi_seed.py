@@ -4,6 +4,15 @@ r"""Runs an experiment over several seeds, tabulates mean ± std, and bootstraps
         --seeds=0,1,2 [--export=RESULTS.json] [--config.FIELD=VALUE ...]
     python -m experiments.multi_seed --merge=DIR_1,DIR_2 --workdir=OUT [--export=RESULTS.json]
     python -m experiments.multi_seed --compare=DIR_A,DIR_B --workdir=OUT [--system=sft[,sasrec]]
+    python -m experiments.multi_seed --config=... --workdir=DIR --seeds=1 --archive=ARCHIVE
+
+--archive copies the finished seeds (results, config, top-10 test rankings; sgrec_jax/stages/
+seed_archive.py) into ARCHIVE, itself a multi-seed directory small enough to commit: seeds run in
+different sessions are archived into one ARCHIVE (docs/results/runs/<experiment>) and merged:
+
+    python -m experiments.multi_seed --workdir=workdirs/beauty_table \
+        --merge=docs/results/runs/beauty_sft,docs/results/runs/beauty_sasrec \
+        --export=docs/results/beauty.json
 
 E.g. the committed Beauty table (docs/results/beauty.json) from the SFT config's directory (the
 generator and the counting floors) and the SASRec config's:
@@ -25,6 +34,8 @@ from ml_collections import config_flags
 from sgrec_jax.stages.cli import quiet_library_logs, run_or_exit
 from sgrec_jax.stages.multi_seed import SYSTEMS, compare_dirs, merge_dirs, run_seeds, summarize
 from sgrec_jax.stages.runs import parse_seeds
+from sgrec_jax.stages.seed_archive import archive_seeds
+from experiments.configs.common import base_config
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (experiments/configs/*.py[:arg]).", lock_config=True
@@ -46,6 +57,11 @@ _EXPORT = flags.DEFINE_string(
 _SYSTEM = flags.DEFINE_list(
     "system", ["sft"], f"With --compare: the system ({', '.join(SYSTEMS)}) of both directories, "
     "or of DIR_A and DIR_B in turn (sft,sasrec compares A's generator with B's SASRec)."
+)
+_ARCHIVE = flags.DEFINE_string(
+    "archive", None, "With --config: also copy the finished seeds' results, config and top-10 "
+    "test rankings into this directory (committable; --merge reads it like a multi-seed "
+    "directory). A seed already there must report the same metrics."
 )
 _NUM_RESAMPLES = flags.DEFINE_integer("num_resamples", 10_000, "Bootstrap resamples.")
 _BOOTSTRAP_SEED = flags.DEFINE_integer("bootstrap_seed", 0, "Seeds the bootstrap resampling.")
@@ -72,10 +88,19 @@ def main(argv: Sequence[str]) -> None:
                 raise ValueError("--compare takes exactly DIR_A,DIR_B")
             dir_a, dir_b = _COMPARE.value
             return compare_dirs(dir_a, dir_b, workdir, system=_SYSTEM.value, **options)
+        if _ARCHIVE.value and _CONFIG.value is None:
+            raise ValueError("--archive needs --config (it archives the seeds that config ran)")
         if _MERGE.value is not None:
             return merge_dirs(_MERGE.value, workdir, export=_EXPORT.value, **options)
-        results = run_seeds(_CONFIG.value, workdir, parse_seeds(_SEEDS.value))
-        return summarize(workdir, results, export=_EXPORT.value, **options)
+        seeds = parse_seeds(_SEEDS.value)
+        # A finished seed adopts a field added after it ran when it holds the code's default.
+        results = run_seeds(_CONFIG.value, workdir, seeds, defaults=base_config())
+        text = summarize(workdir, results, export=_EXPORT.value, **options)
+        if _ARCHIVE.value:
+            added = archive_seeds(workdir, _ARCHIVE.value, seeds)
+            text += (f"\narchived seeds {', '.join(map(str, added)) or 'none (all there)'} "
+                     f"into {_ARCHIVE.value}\n")
+        return text
 
     text = run_or_exit(run)
     print(text)

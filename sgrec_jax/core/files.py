@@ -46,3 +46,8 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 def write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
     """Atomically writes arrays to an .npz file."""
     atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def write_compressed_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
+    """Atomically writes arrays to a zip-compressed .npz file (for files meant to be committed)."""
+    atomic_write(path, lambda f: np.savez_compressed(f, **arrays))

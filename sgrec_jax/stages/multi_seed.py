@@ -93,14 +93,21 @@ def seed_dir(workdir: str, seed: int) -> str:
     return os.path.join(workdir, f"seed_{seed}")
 
 
-def run_seeds(config: ConfigDict, workdir: str, seeds: Sequence[int]) -> dict[int, dict]:
-    """Runs the pipeline for each seed not yet finished; returns every seed's results."""
+def run_seeds(
+    config: ConfigDict, workdir: str, seeds: Sequence[int], defaults: ConfigDict | None = None,
+) -> dict[int, dict]:
+    """Runs the pipeline for each seed not yet finished; returns every seed's results.
+
+    defaults as in `runs.check_same_config`: a finished seed adopts fields added after it ran
+    that hold their default.
+    """
     workdir = os.path.abspath(workdir)  # Orbax rejects relative checkpoint paths.
     results = {}
     for seed in seeds:
         seed_config = config.copy_and_resolve_references()
         seed_config.seed = seed
-        results[seed] = run_or_load(seed_config, seed_dir(workdir, seed), f"seed {seed}")
+        results[seed] = run_or_load(seed_config, seed_dir(workdir, seed), f"seed {seed}",
+                                    defaults=defaults)
     return results
 
 
@@ -304,7 +311,7 @@ def summarize(
                     export=export)
 
 
-def _check_same_numbers(kept: SystemRuns, other: SystemRuns) -> None:
+def check_same_numbers(kept: SystemRuns, other: SystemRuns) -> None:
     for seed in sorted(set(kept.results) & set(other.results)):
         ours = system_metrics(kept.results[seed], kept.system)
         theirs = system_metrics(other.results[seed], other.system)
@@ -338,7 +345,7 @@ def merge_dirs(
         for system in systems_in(results):
             runs = SystemRuns(system, directory, results)
             if system in found:
-                _check_same_numbers(found[system], runs)
+                check_same_numbers(found[system], runs)
             else:
                 found[system] = runs
     if not found:

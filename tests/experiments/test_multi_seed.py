@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from sgrec_jax.stages import multi_seed
+from sgrec_jax.stages import multi_seed, seed_archive
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SEEDS = (0, 1)
@@ -222,9 +222,12 @@ def test_cli_rerun_skips_finished_seeds_and_refuses_another_config(workdir, conf
         )
 
     # Run control only: still the same config.
-    rerun = run("--config.sft.max_steps_per_run=5", f"--export={tmp_path / 'table.json'}")
+    rerun = run("--config.sft.max_steps_per_run=5", f"--export={tmp_path / 'table.json'}",
+                f"--archive={tmp_path / 'archive'}")
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     check_results_file(tmp_path / "table.json", workdir, 500)
+    assert f"archived seeds 0, 1 into {tmp_path / 'archive'}" in rerun.stdout
+    assert multi_seed.finished_seeds(str(tmp_path / "archive")) == [0, 1]
     assert rerun.stderr.count("finished, skipping") == 2
     assert "| sft | 2 |" in rerun.stdout and "| seed_mean | recall@10 |" in rerun.stdout
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing was retrained
@@ -267,3 +270,47 @@ def test_compare_pairs_a_system_of_one_directory_with_another_of_the_other(workd
     with pytest.raises(ValueError, match="system must be one of sft, sasrec, item_transition, "
                                          "popularity or a pair"):
         multi_seed.compare_dirs(str(workdir), str(workdir), str(out), system=("sft", "gru4rec"))
+
+
+def test_archive_spread_over_sessions_merges_to_the_same_table(workdir, tmp_path):
+    """Seeds archived one at a time (two sessions) give the table and bootstrap of the run."""
+    archive = tmp_path / "archive"
+    assert seed_archive.archive_seeds(str(workdir), str(archive), [1]) == [1]
+    assert seed_archive.archive_seeds(str(workdir), str(archive)) == [0]
+    assert seed_archive.archive_seeds(str(workdir), str(archive)) == []  # already there
+    for seed in SEEDS:
+        assert sorted(p.name for p in (archive / f"seed_{seed}").iterdir()) == sorted(
+            ["config.json", "results.json", *multi_seed.SYSTEMS])
+        for system in multi_seed.SYSTEMS:
+            with np.load(archive / f"seed_{seed}" / system / "test_rankings.npz") as kept, \
+                 np.load(workdir / f"seed_{seed}" / system / "test_rankings.npz") as full:
+                assert set(kept) == {"users_u", "targets_u", "items_uk"}
+                np.testing.assert_array_equal(kept["items_uk"], full["items_uk"][:, :10])
+                np.testing.assert_array_equal(kept["users_u"], full["users_u"])
+    merged = multi_seed.merge_dirs([str(archive)], str(tmp_path / "out"), num_resamples=300)
+    direct = multi_seed.merge_dirs([str(workdir)], str(tmp_path / "direct"), num_resamples=300)
+    assert merged == direct.replace(str(workdir), str(archive))
+
+
+def test_archive_refuses_other_numbers_and_another_experiment(workdir, tmp_path):
+    archive = tmp_path / "archive"
+    seed_archive.archive_seeds(str(workdir), str(archive), [0])
+    path = archive / "seed_0" / "results.json"
+    result = json.loads(path.read_text())
+    result["sasrec/ndcg@10"] += 0.01
+    path.write_text(json.dumps(result))
+    with pytest.raises(ValueError, match=r"sasrec ran in both .* \(seed 0, ndcg@10"):
+        seed_archive.archive_seeds(str(workdir), str(archive), [0])
+
+    other = tmp_path / "other"  # seed 1 of another learning rate is not a seed of the archive
+    shutil.copytree(workdir / "seed_1", other / "seed_1")
+    config_path = other / "seed_1" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["sft"]["learning_rate"] *= 2
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"seed 1 of .* is not a seed of the experiment archived"
+                                         r" in .*sft.learning_rate differ"):
+        seed_archive.archive_seeds(str(other), str(archive), [1])
+    assert multi_seed.finished_seeds(str(archive)) == [0]
+    with pytest.raises(ValueError, match="seeds 2 have not finished"):
+        seed_archive.archive_seeds(str(workdir), str(archive), [2])
