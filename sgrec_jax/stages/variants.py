@@ -9,9 +9,12 @@ else the raw text (`full_softmax`); a string field always takes the raw text unl
 quoted literal, so `data.name=2014` stays a string. A value may not contain ";". Names are
 letters, digits, "_" and "-" (each names a directory) and may not be a row the floors take.
 
+A section takes only a dict literal, which replaces it whole: switching a registry name also
+switches its options, e.g. `sid.embeddings.source=collaborative;sid.embeddings.options={}` (the
+new source's defaults; the text source's options would be unknown to it).
 Overrides are checked against the config before anything runs: an unknown field, a section
-given a value, or a value of another type than the field's (ints are accepted for floats,
-lists for tuples) raises ValueError naming the variant and the field.
+given anything but a dict, or a value of another type than the field's (ints are accepted for
+floats, lists for tuples) raises ValueError naming the variant and the field.
 """
 
 from __future__ import annotations
@@ -127,9 +130,15 @@ def _set(config: ConfigDict, field: str, raw: str) -> Any:
         raise KeyError(f"no such field; {'.'.join(path) or 'the config'} has "
                        f"{', '.join(sorted(section.keys()))}")
     current = section[leaf]
+    value = parse_value(raw)
     if isinstance(current, ConfigDict):
-        raise KeyError(f"it is a section; override its fields ({field}.NAME=...)")
-    value = _coerce(current, parse_value(raw), raw)
+        if not isinstance(value, dict):
+            raise KeyError(f"it is a section; override its fields ({field}.NAME=...) or replace "
+                           "it whole with a dict literal")
+        with section.unlocked():
+            section[leaf] = ConfigDict(value)
+        return value
+    value = _coerce(current, value, raw)
     setattr(section, leaf, value)
     return section[leaf]
 

@@ -103,6 +103,15 @@ def test_an_unknown_field_names_the_variant_and_the_field(override, message):
         apply_variant(config(), parse_variant(f"bad:{override}"))
 
 
+def test_a_dict_literal_replaces_a_section_whole():
+    base = config()
+    out, values = apply_variant(base, parse_variant("v:model.options={'d_model': 32}"))
+    assert out.model.options.to_dict() == {"d_model": 32} == values["model.options"]
+    assert "head_dim" in base.model.options  # the given config is untouched
+    out, _ = apply_variant(base, parse_variant("v:model.options={}"))
+    assert out.model.options.to_dict() == {} and out.is_locked
+
+
 @pytest.mark.parametrize("override, message", [
     ("sft.num_steps=abc", r"'sft.num_steps': the field is int \(now 100\), got 'abc' \(str\)"),
     ("sft.num_steps=1.5", r"'sft.num_steps': the field is int \(now 100\), got 1.5 \(float\)"),
