@@ -22,6 +22,7 @@ from sgrec_jax.stages.ablation import (
     run_cells,
     summarize,
 )
+from experiments.configs.common import base_config
 from sgrec_jax.stages.cli import quiet_library_logs, run_or_exit
 from sgrec_jax.stages.runs import parse_seeds, parse_sweep
 
@@ -67,8 +68,9 @@ def main(argv: Sequence[str]) -> None:
         else:
             if _CONFIG.value is None:
                 raise ValueError("--config is required (unless --summarize_only)")
+            # A finished cell adopts a field added after it ran when it holds the code's default.
             results = run_cells(_CONFIG.value, workdir, cells, seeds,
-                                channels=_SWEEP_CHANNELS.value)
+                                channels=_SWEEP_CHANNELS.value, defaults=base_config())
         backfill_rewards(workdir, results)
         logging.info("summarising %d cells", len(results))
         sweep_rows = [c.name for c in cells if c.weight is not None and c.name in results]

@@ -183,10 +183,11 @@ def cell_config(
 
 def prepare_sft(
     config: ConfigDict, workdir: str, run: Callable[[ConfigDict, str], dict] = run_pipeline,
-    *, dry: bool = False,
+    *, dry: bool = False, defaults: ConfigDict | None = None,
 ) -> str:
     """The SFT workdir every cell starts from: DIR/sft_base, after running the config's
     sids/sft stages there once (skipped when finished, or when dry), else config.rl.init_workdir.
+    defaults as in `runs.check_same_config`.
     """
     stages = tuple(s for s in config.stages if s in BASE_STAGES)
     if not stages:
@@ -200,7 +201,8 @@ def prepare_sft(
     if not dry:
         base = config.copy_and_resolve_references()
         base.stages = stages
-        run_or_load(base, directory, "sft base", ignore_sections=("rl",), run=run)
+        run_or_load(base, directory, "sft base", ignore_sections=("rl",), run=run,
+                    defaults=defaults)
     return directory
 
 
@@ -211,10 +213,13 @@ def run_cells(
     seeds: Sequence[int],
     run: Callable[[ConfigDict, str], dict] = run_pipeline,
     channels: Sequence[str] = (),
+    defaults: ConfigDict | None = None,
 ) -> Results:
     """Runs the SFT base, then every unfinished (cell, seed), seeds outermost; every result.
 
-    All cell configs are checked first, so a bad scheme name fails before any training.
+    All cell configs are checked first, so a bad scheme name fails before any training. With
+    `defaults` (the code's default config), a finished cell whose config lacks a field added
+    since passes when the field holds its default (`runs.check_same_config`).
     """
     import sgrec_jax.stages.builtin  # noqa: F401  (registers the stages check_config looks up)
 
@@ -226,13 +231,13 @@ def run_cells(
     }
     for cell_config_ in configs.values():
         check_config(cell_config_)
-    prepare_sft(config, workdir, run)
+    prepare_sft(config, workdir, run, defaults=defaults)
     results: Results = {cell.name: {} for cell in cells}
     for seed in seeds:
         for cell in cells:
             results[cell.name][seed] = run_or_load(
                 configs[cell.name, seed], cell_dir(workdir, cell, seed),
-                f"cell {cell.name}/seed_{seed}", run=run,
+                f"cell {cell.name}/seed_{seed}", run=run, defaults=defaults,
             )
     return results
 

@@ -357,6 +357,33 @@ def test_rewards_of_older_cells_are_backfilled_from_their_rankings(real, tmp_pat
     assert not backfill_test_rewards(str(cell))  # already there
 
 
+def test_a_finished_cell_resumes_after_an_option_was_added(real):
+    """A cell that finished before an estimator option existed (its config.json lacks it) is
+    adopted when the option holds its default, and refused when the option was changed."""
+    workdir = real[0]
+    path = pathlib.Path(ablation.cell_dir(str(workdir), ablation.Cell("a2po"), 0)) / "config.json"
+    text = path.read_text()
+    stored = json.loads(text)
+    option = sorted(stored["rl"]["estimator_options"]["a2po"])[0]
+    del stored["rl"]["estimator_options"]["a2po"][option]
+    path.write_text(json.dumps(stored))
+    try:
+        config = tiny_rl_config(num_steps=2, eval_every=2)
+        before = finished_files(workdir)
+        with pytest.raises(ValueError, match=rf"fields rl.estimator_options.a2po.{option} differ"):
+            ablation.run_cells(config, str(workdir), REAL_CELLS, [0])
+        ablation.run_cells(config, str(workdir), REAL_CELLS, [0], defaults=config)
+        assert finished_files(workdir) == before  # adopted: nothing ran again
+        changed = config.copy_and_resolve_references()
+        value = changed.rl.estimator_options.a2po[option]
+        changed.rl.estimator_options.a2po[option] = (not value if isinstance(value, bool)
+                                                     else value + 1)
+        with pytest.raises(ValueError, match=rf"fields rl.estimator_options.a2po.{option} differ"):
+            ablation.run_cells(changed, str(workdir), REAL_CELLS, [0], defaults=config)
+    finally:
+        path.write_text(text)
+
+
 def test_a_rerun_skips_every_finished_cell(real):
     workdir, results, _, first, again = real
     for name, by_seed in again.items():
