@@ -192,17 +192,8 @@ def judge_llm(dataset, cache, sample, items_kg) -> tuple[str, dict]:
           f"{len(todo) * endpoint.max_tokens:,} answer tokens, before retries")
     if _DRY_RUN.value or not todo:
         return endpoint.model, {"pairs": len(jobs), "to_ask": len(todo)}
-    client = ChatClient(endpoint)
     budget = _MAX_REQUESTS.value or None
-    first = run_judge(cache, client, todo[:1], retry, concurrency=1, max_requests=budget,
-                      retry_failed=_RETRY_FAILED.value)
-    latency = max(first.seconds, 1e-3)
-    eta = latency * (len(todo) - 1) / _CONCURRENCY.value
-    print(f"judge (llm): first pair took {latency:.2f}s; the remaining {len(todo) - 1} at "
-          f"concurrency {_CONCURRENCY.value}: about {eta:.0f}s ({eta / 3600:.2f} h) if the server "
-          "keeps up")
     last_log = [time.perf_counter()]
-    start = time.perf_counter()
 
     def progress(done: int, total: int) -> None:
         now = time.perf_counter()
@@ -212,11 +203,20 @@ def judge_llm(dataset, cache, sample, items_kg) -> tuple[str, dict]:
             logging.info("judge (llm): %d/%d pairs, %.2f pairs/s, ETA %.0fs", done, total, rate,
                          (total - done) / max(rate, 1e-9))
 
-    rest = run_judge(
-        cache, client, todo[1:], retry, concurrency=_CONCURRENCY.value,
-        max_requests=None if budget is None else max(0, budget - first.http_requests),
-        retry_failed=_RETRY_FAILED.value, progress=progress,
-    )
+    with ChatClient(endpoint) as client:
+        first = run_judge(cache, client, todo[:1], retry, concurrency=1, max_requests=budget,
+                          retry_failed=_RETRY_FAILED.value)
+        latency = max(first.seconds, 1e-3)
+        eta = latency * (len(todo) - 1) / _CONCURRENCY.value
+        print(f"judge (llm): first pair took {latency:.2f}s; the remaining {len(todo) - 1} at "
+              f"concurrency {_CONCURRENCY.value}: about {eta:.0f}s ({eta / 3600:.2f} h) if the "
+              "server keeps up")
+        last_log[0] = start = time.perf_counter()
+        rest = run_judge(
+            cache, client, todo[1:], retry, concurrency=_CONCURRENCY.value,
+            max_requests=None if budget is None else max(0, budget - first.http_requests),
+            retry_failed=_RETRY_FAILED.value, progress=progress,
+        )
     totals = {
         field: getattr(first, field) + getattr(rest, field)
         for field in ("answered", "failed", "http_requests", "prompt_tokens",
