@@ -39,7 +39,7 @@ from sgrec_jax.judge.llm import ChatClient, Endpoint, JudgeJob, RetryPolicy, run
 from sgrec_jax.judge.prompt import PROMPT_VERSION, build_messages
 from sgrec_jax.judge.store import EvidenceStore
 from sgrec_jax.rewards.channel import RewardRequests, RewardSetup
-from sgrec_jax.stages.cli import quiet_library_logs, run_or_exit
+from sgrec_jax.stages.cli import quiet_library_logs, run_app, run_or_exit
 from sgrec_jax.stages.pipeline import load_configured_dataset
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -302,4 +302,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_app(main)
