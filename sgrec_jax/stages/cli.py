@@ -33,9 +33,10 @@ _BAD_INPUT = (DataFormatError, UnknownNameError, ValueError)
 
 
 class _QuietLibraries(std_logging.Filter):
-    """Keeps library INFO chatter (Orbax logs every save step) out of the console log."""
+    """Keeps library INFO chatter (Orbax logs every save step, httpx every request) out of the
+    console log."""
 
-    NOISY = ("/orbax/", "/grain/", "/jax/_src/")
+    NOISY = ("/orbax/", "/grain/", "/jax/_src/", "/httpx/", "/httpcore/")
 
     def filter(self, record: std_logging.LogRecord) -> bool:
         return record.levelno >= std_logging.WARNING or not any(
