@@ -23,7 +23,7 @@ from sgrec_jax.stages.ablation import (
     summarize,
 )
 from experiments.configs.common import base_config
-from sgrec_jax.stages.cli import quiet_library_logs, run_or_exit
+from sgrec_jax.stages.cli import quiet_library_logs, run_app, run_or_exit
 from sgrec_jax.stages.runs import parse_seeds, parse_sweep
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -81,4 +81,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_app(main)

@@ -23,7 +23,7 @@ from sgrec_jax.core.files import write_json
 from sgrec_jax.rewards import RewardSetup
 from sgrec_jax.rewards.channel import resolve_options
 from sgrec_jax.rewards.ctr_model import build_ctr_model
-from sgrec_jax.stages.cli import quiet_library_logs, run_or_exit
+from sgrec_jax.stages.cli import quiet_library_logs, run_app, run_or_exit
 from sgrec_jax.stages.pipeline import load_configured_dataset
 
 CTR_CHANNELS = ("ecpm", "ecpm_eval")
@@ -68,4 +68,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_app(main)

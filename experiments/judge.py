@@ -39,7 +39,7 @@ from sgrec_jax.judge.llm import ChatClient, Endpoint, JudgeJob, RetryPolicy, run
 from sgrec_jax.judge.prompt import PROMPT_VERSION, build_messages
 from sgrec_jax.judge.store import EvidenceStore
 from sgrec_jax.rewards.channel import RewardRequests, RewardSetup
-from sgrec_jax.stages.cli import quiet_library_logs, run_or_exit
+from sgrec_jax.stages.cli import quiet_library_logs, run_app, run_or_exit
 from sgrec_jax.stages.pipeline import load_configured_dataset
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -192,17 +192,8 @@ def judge_llm(dataset, cache, sample, items_kg) -> tuple[str, dict]:
           f"{len(todo) * endpoint.max_tokens:,} answer tokens, before retries")
     if _DRY_RUN.value or not todo:
         return endpoint.model, {"pairs": len(jobs), "to_ask": len(todo)}
-    client = ChatClient(endpoint)
     budget = _MAX_REQUESTS.value or None
-    first = run_judge(cache, client, todo[:1], retry, concurrency=1, max_requests=budget,
-                      retry_failed=_RETRY_FAILED.value)
-    latency = max(first.seconds, 1e-3)
-    eta = latency * (len(todo) - 1) / _CONCURRENCY.value
-    print(f"judge (llm): first pair took {latency:.2f}s; the remaining {len(todo) - 1} at "
-          f"concurrency {_CONCURRENCY.value}: about {eta:.0f}s ({eta / 3600:.2f} h) if the server "
-          "keeps up")
     last_log = [time.perf_counter()]
-    start = time.perf_counter()
 
     def progress(done: int, total: int) -> None:
         now = time.perf_counter()
@@ -212,11 +203,20 @@ def judge_llm(dataset, cache, sample, items_kg) -> tuple[str, dict]:
             logging.info("judge (llm): %d/%d pairs, %.2f pairs/s, ETA %.0fs", done, total, rate,
                          (total - done) / max(rate, 1e-9))
 
-    rest = run_judge(
-        cache, client, todo[1:], retry, concurrency=_CONCURRENCY.value,
-        max_requests=None if budget is None else max(0, budget - first.http_requests),
-        retry_failed=_RETRY_FAILED.value, progress=progress,
-    )
+    with ChatClient(endpoint) as client:
+        first = run_judge(cache, client, todo[:1], retry, concurrency=1, max_requests=budget,
+                          retry_failed=_RETRY_FAILED.value)
+        latency = max(first.seconds, 1e-3)
+        eta = latency * (len(todo) - 1) / _CONCURRENCY.value
+        print(f"judge (llm): first pair took {latency:.2f}s; the remaining {len(todo) - 1} at "
+              f"concurrency {_CONCURRENCY.value}: about {eta:.0f}s ({eta / 3600:.2f} h) if the "
+              "server keeps up")
+        last_log[0] = start = time.perf_counter()
+        rest = run_judge(
+            cache, client, todo[1:], retry, concurrency=_CONCURRENCY.value,
+            max_requests=None if budget is None else max(0, budget - first.http_requests),
+            retry_failed=_RETRY_FAILED.value, progress=progress,
+        )
     totals = {
         field: getattr(first, field) + getattr(rest, field)
         for field in ("answered", "failed", "http_requests", "prompt_tokens",
@@ -302,4 +302,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_app(main)

@@ -40,7 +40,7 @@ from sgrec_jax.judge.features import feature_aspects, feature_tables
 from sgrec_jax.judge.holistic import pair_auc
 from sgrec_jax.judge.pairs import NEGATIVES, held_out_users, log_pairs, pair_evidence
 from sgrec_jax.rewards.channel import RewardSetup
-from sgrec_jax.stages.cli import quiet_library_logs, run_or_exit
+from sgrec_jax.stages.cli import quiet_library_logs, run_app, run_or_exit
 from sgrec_jax.stages.pipeline import load_configured_dataset
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -155,4 +155,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_app(main)

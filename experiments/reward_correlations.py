@@ -29,7 +29,7 @@ from ml_collections import ConfigDict, config_flags
 from sgrec_jax.core.files import write_json
 from sgrec_jax.data.split import leave_one_out
 from sgrec_jax.rewards import RewardRequests, RewardSetup, build_channels, reward_tensor
-from sgrec_jax.stages.cli import quiet_library_logs, run_or_exit
+from sgrec_jax.stages.cli import quiet_library_logs, run_app, run_or_exit
 from sgrec_jax.stages.pipeline import load_configured_dataset
 
 CHANNELS = ("ecpm", "emb_cosine", "true_business", "true_relevance")
@@ -93,4 +93,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_app(main)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from absl import app, flags
 from ml_collections import config_flags
 
-from sgrec_jax.stages.cli import quiet_library_logs, run_or_exit
+from sgrec_jax.stages.cli import quiet_library_logs, run_app, run_or_exit
 from experiments.configs.common import base_config
 from sgrec_jax.stages.recipe_ablation import pick_reference, run_variants, summarize
 from sgrec_jax.stages.variants import parse_variants
@@ -61,4 +61,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_app(main)

@@ -17,7 +17,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from sgrec_jax.core.distributed import initialize_distributed
-from sgrec_jax.stages.cli import quiet_library_logs, run_or_exit
+from sgrec_jax.stages.cli import quiet_library_logs, run_app, run_or_exit
 from sgrec_jax.stages.pipeline import run_pipeline
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -43,4 +43,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_app(main)

@@ -1,13 +1,17 @@
 """The LLM backend: an OpenAI-compatible chat endpoint, called with retries and a budget.
 
-    client = ChatClient(Endpoint(base_url="http://127.0.0.1:8000/v1", model="qwen2.5-7b"))
-    summary = run_judge(cache, client, jobs, RetryPolicy(), concurrency=8, max_requests=10_000)
+    with ChatClient(Endpoint(base_url="http://127.0.0.1:8000/v1", model="qwen2.5-7b")) as client:
+        summary = run_judge(cache, client, jobs, RetryPolicy(), concurrency=8, max_requests=10_000)
 
 Any server speaking POST {base_url}/chat/completions works (vLLM, SGLang, llama.cpp, Ollama, a
 hosted API). The API key is read once from the environment variable Endpoint.api_key_env
 (default OPENAI_API_KEY) and sent as a Bearer token; it is never logged, stored in the cache or
 put in an error message (errors are scrubbed of it, since a server may echo headers). Local
 servers need no key: when the variable is unset no Authorization header is sent.
+
+A ChatClient holds one httpx.Client: its connection pool keeps connections open between requests
+(keep-alive), so a run opens about `concurrency` connections instead of one per request. Close it
+(`with ChatClient(...) as client:` or client.close()) when the run is over.
 
 run_judge is resumable and never asks twice for a pair already in the cache: pairs stored as
 answered are skipped, and so are stored failures unless retry_failed. Each pair's requests run in
@@ -29,11 +33,10 @@ import os
 import random
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
+import httpx
 from absl import logging
 
 from sgrec_jax.judge.cache import FAILED, OK, JudgeCache, Record
@@ -41,6 +44,7 @@ from sgrec_jax.judge.prompt import PROMPT_VERSION, Judgement, MalformedAnswer, p
 
 MAX_RESPONSE_BYTES = 1 << 20  # An answer is a few hundred bytes; a larger body is refused.
 _FATAL_STATUS = (401, 403, 404)
+_ERROR_DETAIL_BYTES = 500  # Of an error body, the start is enough to say what went wrong.
 
 
 class EndpointError(ValueError):
@@ -68,7 +72,10 @@ class Endpoint:
       model: the served model's name (also part of the cache key).
       api_key_env: NAME of the environment variable holding the API key (the key itself is
         never passed around in configs or flags).
-      timeout_s: per-request timeout (connect and each read).
+      timeout_s: per-request timeout: of each read (waiting for the answer), each write and
+        the wait for a free connection.
+      connect_timeout_s: timeout of opening a connection (None: timeout_s); a server that is
+        down or unreachable fails fast while a slow answer may still take timeout_s.
       max_tokens, temperature: sampling settings of the answer.
       json_mode: also send response_format {"type": "json_object"} (servers that support it).
     """
@@ -77,6 +84,7 @@ class Endpoint:
     model: str
     api_key_env: str = "OPENAI_API_KEY"
     timeout_s: float = 60.0
+    connect_timeout_s: float | None = None
     max_tokens: int = 256
     temperature: float = 0.0
     json_mode: bool = False
@@ -88,6 +96,13 @@ class Endpoint:
             raise ValueError("the judge's model name is empty")
         if self.timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
+        if self.connect_timeout_s is not None and self.connect_timeout_s <= 0:
+            raise ValueError(f"connect_timeout_s must be > 0, got {self.connect_timeout_s}")
+
+    @property
+    def timeout(self) -> httpx.Timeout:
+        connect = self.timeout_s if self.connect_timeout_s is None else self.connect_timeout_s
+        return httpx.Timeout(self.timeout_s, connect=connect)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,7 +132,12 @@ class Reply:
 
 
 class ChatClient:
-    """Sends one chat completion request; thread-safe (no shared mutable state)."""
+    """Sends chat completion requests over one pooled httpx.Client.
+
+    Thread-safe: run_judge's worker threads share it, and httpx.Client's connection pool hands
+    each concurrent request its own connection (the pool grows to the number of threads; idle
+    connections are kept and reused). Use as a context manager or call close().
+    """
 
     def __init__(self, endpoint: Endpoint):
         self.endpoint = endpoint
@@ -125,9 +145,29 @@ class ChatClient:
         self._api_key = os.environ.get(endpoint.api_key_env) or None
         if self._api_key is None:
             logging.info("$%s is not set: sending no API key", endpoint.api_key_env)
+        headers = {"Content-Type": "application/json"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        # No cap on the pool: run_judge's `concurrency` bounds the requests in flight, and a cap
+        # below it would make threads wait for a connection or close idle ones (no reuse).
+        self._http = httpx.Client(
+            headers=headers,
+            timeout=endpoint.timeout,
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=None),
+        )
 
     def __repr__(self) -> str:
         return f"ChatClient({self.url!r}, model={self.endpoint.model!r})"
+
+    def __enter__(self) -> ChatClient:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Closes the pooled connections; the client cannot send afterwards."""
+        self._http.close()
 
     def scrub(self, text: str) -> str:
         """text with the API key removed (error bodies may echo request headers)."""
@@ -143,33 +183,47 @@ class ChatClient:
         }
         if self.endpoint.json_mode:
             body["response_format"] = {"type": "json_object"}
-        headers = {"Content-Type": "application/json"}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        request = urllib.request.Request(
-            self.url, data=json.dumps(body).encode(), headers=headers, method="POST"
-        )
         start = time.perf_counter()
         try:
-            with urllib.request.urlopen(request, timeout=self.endpoint.timeout_s) as response:
-                raw = response.read(MAX_RESPONSE_BYTES + 1)
-        except urllib.error.HTTPError as e:
-            detail = self.scrub(e.read(500).decode("utf-8", "replace")).strip()
-            message = f"HTTP {e.code}: {detail[:200]}"
-            if e.code in _FATAL_STATUS:
-                raise EndpointError(f"{self.url}: {message}") from None
-            if e.code == 429 or e.code >= 500:
-                raise _Transient(message, _retry_after(e.headers.get("Retry-After"))) from None
-            raise _Rejected(message) from None
-        except TimeoutError:  # socket.timeout is TimeoutError since Python 3.10
+            with self._http.stream("POST", self.url, content=json.dumps(body).encode()) as response:
+                if response.is_success:
+                    raw = _read_at_most(response, MAX_RESPONSE_BYTES + 1)
+                else:
+                    detail = _read_at_most(response, _ERROR_DETAIL_BYTES)
+                    self._raise_for(response, detail.decode("utf-8", "replace"))
+        except httpx.ConnectTimeout:
+            raise _Transient(f"connect timeout after {self.endpoint.timeout.connect:g}s") from None
+        except httpx.TimeoutException:
             raise _Transient(f"timeout after {self.endpoint.timeout_s:g}s") from None
-        except (urllib.error.URLError, ConnectionError, OSError) as e:
-            reason = getattr(e, "reason", e)
-            raise _Transient(self.scrub(f"connection failed: {reason}")) from None
+        except (httpx.TransportError, OSError) as e:
+            raise _Transient(self.scrub(f"connection failed: {e}")) from None
+        except httpx.DecodingError:
+            raise MalformedAnswer("response body could not be decoded") from None
         latency = time.perf_counter() - start
         if len(raw) > MAX_RESPONSE_BYTES:
             raise MalformedAnswer(f"response larger than {MAX_RESPONSE_BYTES} bytes")
         return _reply(raw, latency)
+
+    def _raise_for(self, response: httpx.Response, detail: str) -> NoReturn:
+        """Raises what an unsuccessful answer means: fatal, transient or rejected."""
+        status = response.status_code
+        message = f"HTTP {status}: {self.scrub(detail).strip()[:200]}"
+        if status in _FATAL_STATUS:
+            raise EndpointError(f"{self.url}: {message}")
+        if status == 429 or status >= 500:
+            raise _Transient(message, _retry_after(response.headers.get("Retry-After")))
+        raise _Rejected(message)
+
+
+def _read_at_most(response: httpx.Response, limit: int) -> bytes:
+    """The body's first `limit` bytes (or all of it if shorter), without reading the rest."""
+    chunks, size = [], 0
+    for chunk in response.iter_bytes():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= limit:
+            break
+    return b"".join(chunks)[:limit]
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -1,5 +1,6 @@
 """The LLM backend against a real local HTTP server: answers, garbage, timeouts, 500s, a budget,
-an endpoint failing midway, resumption without re-asking, and the API key kept secret."""
+an endpoint failing midway, resumption without re-asking, the API key kept secret, and
+connections kept alive between requests and closed with the client."""
 
 import collections
 import http.server
@@ -34,7 +35,8 @@ class JudgeServer(http.server.ThreadingHTTPServer):
     """A chat-completions endpoint whose answer depends on the candidate's kind (its text):
     ok, fenced (```json), garbage, slow (past the timeout), flaky (one 500, then ok), echo (500
     quoting the Authorization header), leaky (a valid answer quoting the header). With
-    `fail_after` set, every request after that many gets 401."""
+    `fail_after` set, every request after that many gets 401. It speaks HTTP/1.1 (keep-alive, as
+    vLLM and hosted APIs do) and counts the connections clients open and still hold."""
 
     daemon_threads = True
 
@@ -45,6 +47,8 @@ class JudgeServer(http.server.ThreadingHTTPServer):
         self.answers = collections.Counter()  # (user, item) -> valid answers sent
         self.auth_headers: set[str] = set()
         self.fail_after: int | None = None
+        self.connections: set[tuple[str, int]] = set()  # client (host, port) ever connected
+        self.open_connections = 0
 
     @property
     def url(self) -> str:
@@ -52,7 +56,21 @@ class JudgeServer(http.server.ThreadingHTTPServer):
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
+    """One instance per connection; it serves requests until the client closes it."""
+
     server: JudgeServer
+    protocol_version = "HTTP/1.1"
+
+    def setup(self):
+        super().setup()
+        with self.server.lock:
+            self.server.connections.add(self.client_address)
+            self.server.open_connections += 1
+
+    def finish(self):
+        with self.server.lock:
+            self.server.open_connections -= 1
+        super().finish()
 
     def log_message(self, *args):  # Keep the test output clean.
         pass
@@ -216,3 +234,21 @@ def test_no_key_sends_no_authorization(server, monkeypatch, tmp_path):
     with open_cache(tmp_path) as cache:
         run_judge(cache, client(server), jobs({(0, 1): "ok"}), RETRY)
     assert server.auth_headers == {""}
+
+
+def test_connections_are_reused_and_closed_with_the_client(server, key, tmp_path):
+    kinds = {(u, i): "ok" for u in range(4) for i in range(3)}
+    with open_cache(tmp_path) as cache, client(server) as chat:
+        serial = run_judge(cache, chat, jobs(kinds), RETRY, concurrency=1)
+        assert serial.answered == len(kinds) and serial.http_requests == len(kinds)
+        assert len(server.connections) == 1  # 12 requests, one connection
+
+        more = {(u, i): "ok" for u in range(10, 14) for i in range(6)}
+        parallel = run_judge(cache, chat, jobs(more), RETRY, concurrency=3)
+        assert parallel.answered == len(more)
+        assert len(server.connections) <= 1 + 3  # at most one per worker thread, not 24
+        assert server.open_connections >= 1
+    deadline = time.monotonic() + 5
+    while server.open_connections and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.open_connections == 0
