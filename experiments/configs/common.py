@@ -71,6 +71,8 @@ def base_config() -> ConfigDict:
     # Share of each batch trained on a random recent suffix of its history (0 = off);
     # sgrec_jax/train/augment.py says why.
     config.sft.history_crop = 0.0
+    # Longest suffix a crop keeps (0 = any length; 1 = the last item alone).
+    config.sft.history_crop_max_keep = 0
 
     # The SASRec baseline (the "sasrec" stage), RecBole's Beauty settings.
     config.sasrec = ConfigDict()

@@ -30,16 +30,20 @@ from sgrec_jax.train.supervised import check_training_config, train_supervised
 from sgrec_jax.train.train_state import LossFn
 
 
-def make_sft_loss(history_crop: float = 0.0) -> LossFn:
+def make_sft_loss(history_crop: float = 0.0, crop_max_keep: int = 0) -> LossFn:
     """The SFT loss: cross-entropy of the target item's L SID tokens (summed over levels, mean
     over the batch). With history_crop > 0 that share of the batch trains on a random recent
-    suffix of its history (`train.augment.crop_histories`)."""
+    suffix of its history of at most crop_max_keep items (0: any length;
+    `train.augment.crop_histories`)."""
     if not 0.0 <= history_crop <= 1.0:
         raise ValueError(f"history_crop must be in [0, 1], got {history_crop}")
+    if crop_max_keep < 0:
+        raise ValueError(f"crop_max_keep must be >= 0 (0 = no cap), got {crop_max_keep}")
 
     def loss(model: nnx.Module, batch: dict, rng: jax.Array) -> tuple[jax.Array, dict]:
         nnx.reseed(model, default=rng)
-        mask_bh = crop_histories(batch["history_mask"], jax.random.fold_in(rng, 1), history_crop)
+        mask_bh = crop_histories(batch["history_mask"], jax.random.fold_in(rng, 1), history_crop,
+                                 crop_max_keep)
         codes_bl = model.item_codes(batch["target"])
         logits_blv = model(batch["history"], mask_bh, codes_bl, deterministic=False)
         nll_bl = optax.softmax_cross_entropy_with_integer_labels(logits_blv, codes_bl)
@@ -59,6 +63,9 @@ def _check(config: ConfigDict) -> None:
     check_training_config(config.sft, "sft")
     if not 0.0 <= config.sft.history_crop <= 1.0:
         raise ValueError(f"sft.history_crop {config.sft.history_crop} must be in [0, 1]")
+    if config.sft.history_crop_max_keep < 0:
+        raise ValueError(f"sft.history_crop_max_keep {config.sft.history_crop_max_keep} must be "
+                         ">= 0 (0 = no cap)")
     MODELS.get(config.model.name)
     parse_options(dict(config.model.options))
     if config.eval.beam_size < 10:
@@ -90,7 +97,8 @@ def _run(context: RunContext) -> None:
 
     run_dir = os.path.join(context.workdir, "sft")
     outcome = train_supervised(
-        model=model, loss_fn=make_sft_loss(config.sft.history_crop), evaluate=evaluate,
+        model=model, loss_fn=make_sft_loss(config.sft.history_crop,
+                                                      config.sft.history_crop_max_keep), evaluate=evaluate,
         train=splits.train,
         valid=subsample(splits.valid, config.eval.valid_users, config.seed),
         config=config.sft, mesh_config=config.mesh, run_dir=run_dir, seed=config.seed,

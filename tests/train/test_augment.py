@@ -30,3 +30,15 @@ def test_probability_sets_the_share_cropped_and_zero_is_identity():
     np.testing.assert_array_equal(crop_histories(mask, jax.random.key(1), 0.0), mask)
     with pytest.raises(ValueError, match="crop probability"):
         crop_histories(mask, jax.random.key(1), 1.5)
+
+
+def test_max_keep_caps_the_suffix_length():
+    mask = right_aligned(np.resize([1, 3, 6, 4], 400))
+    out = np.asarray(crop_histories(mask, jax.random.key(2), 1.0, max_keep=2))
+    kept = out.sum(1)
+    np.testing.assert_array_equal(out, right_aligned(kept))
+    assert set(kept[mask.sum(1) == 6]) == {1, 2} and set(kept[mask.sum(1) == 1]) == {1}
+    last = np.asarray(crop_histories(mask, jax.random.key(3), 1.0, max_keep=1))
+    np.testing.assert_array_equal(last, right_aligned(np.ones(400, int)))  # the last item alone
+    with pytest.raises(ValueError, match="max_keep must be >= 0"):
+        crop_histories(mask, jax.random.key(1), 0.5, max_keep=-1)
