@@ -29,6 +29,8 @@ _CONFIG = config_flags.DEFINE_config_file(
 _OUT = flags.DEFINE_string("out", None, "Shard directory to create (must hold no shards yet).")
 _EXAMPLES_PER_SHARD = flags.DEFINE_integer("examples_per_shard", 1_000_000,
                                            "Records per ArrayRecord file.")
+_EXAMPLES_PER_RECORD = flags.DEFINE_integer("examples_per_record", 16,
+                                            "Examples packed in one ArrayRecord record.")
 _USERS_PER_BLOCK = flags.DEFINE_integer("users_per_block", 10_000,
                                         "Users split into examples at a time (writer memory).")
 _SIDS_WORKDIR = flags.DEFINE_string("sids_workdir", "",
@@ -53,6 +55,7 @@ def main(argv):
             side_tables["sids"] = {"codes_nl": sids.codes_nl, "level_sizes": sids.level_sizes}
         return write_shards(dataset, _OUT.value, max_history=config.data.max_history,
                             examples_per_shard=_EXAMPLES_PER_SHARD.value,
+                            examples_per_record=_EXAMPLES_PER_RECORD.value,
                             users_per_block=_USERS_PER_BLOCK.value, side_tables=side_tables)
 
     manifest = run_or_exit(run)

@@ -11,26 +11,35 @@ A shard directory:
   manifest.json                 written last (atomically): a directory without it is incomplete.
                                 Record layout, max_history, the dataset's size and fingerprint,
                                 and per split the files in order with their record and byte counts.
-  train-00000.array_record ...  one record per example, `examples_per_shard` per file
+  train-00000.array_record ...  records of `examples_per_record` examples, at most
+                                `examples_per_shard` examples per file
   valid-00000.array_record ...  (the validation and test examples: one per user)
   test-00000.array_record ...
   items.npz                     the item table: external ids and bids (bid_source in the manifest)
   <name>.npz                    further side tables the writer was given (e.g. "sids": the SID
                                 codes the catalog is built from)
 
-A record is one example as little-endian int32: history [H] (right-aligned, PAD_ITEM on the
-left), target, user: 4 (H + 2) bytes, the same fields as a `data.pipeline` batch row, which is
-what SFT, SASRec, the pCTR model and RL (`RewardRequests.from_batch`) read; `history_mask` is
-derived. Files are written with `group_size:1` (every record its own chunk, as Grain's
-ArrayRecordDataSource wants for random access) and snappy compression.
+An example is little-endian int32: history [H] (right-aligned, PAD_ITEM on the left), target,
+user: 4 (H + 2) bytes, the same fields as a `data.pipeline` batch row, which is what SFT,
+SASRec, the pCTR model and RL (`RewardRequests.from_batch`) read; `history_mask` is derived.
+
+A record packs K = `examples_per_record` consecutive examples (default 16); every record of a
+split is full but its very last, so example r is slot r mod K of record r // K, whatever the
+files. Why not one example per record: Grain's ArrayRecordDataSource keeps every file's chunk
+index in memory once read, 20 to 50 bytes per record as measured here (records are written
+`group_size:1`, each its own chunk, as Grain wants for random access): with one example per
+record that index would grow with the data at a third of the in-memory rows' 88 bytes. K = 16
+divides it by 16, halves the files (snappy compresses 1.4 KB records, not 88-byte ones: 50
+against 107 bytes per example at H = 20) and reads faster (60k against 33k random examples/s
+here), for K examples decoded per example used.
 
 Why `array_record` directly and not a TFDS builder: tensorflow-datasets 4.9.10 turned out to be
 TensorFlow-free for this path (import, `GeneratorBasedBuilder` with file_format="array_record",
 `as_data_source`, never importing tensorflow), but it adds about twenty packages (pyarrow,
 tensorflow-metadata, ...), stores tf.train.Example protos that are parsed one record at a time
-(22k examples/s read+decode here against 69k/s for these fixed records, 161 against 115 bytes per
-example) and shuffles every example through temporary files while writing (24k against 400k
-examples/s), a shuffle the reader redoes each epoch anyway. See README "Data that does not fit
+(22k random examples/s read and decoded here against 60k/s for these records, 161 against 50
+bytes per example) and shuffles every example through temporary files while writing (24k
+against 1.1M examples/s), a shuffle the reader redoes each epoch anyway. See README "Data that does not fit
 in memory".
 
 Bad input never passes silently: a missing file, a file whose size or record count differs
@@ -62,32 +71,33 @@ ITEMS_TABLE = "items"
 SPLITS = ("train", "valid", "test")
 FORMAT = "sgrec_jax leave-one-out examples, ArrayRecord"
 FORMAT_VERSION = 1
+EXAMPLES_PER_RECORD = 16
 WRITER_OPTIONS = "group_size:1,snappy"
 _RECORD_DTYPE = np.dtype("<i4")
 _FILE_SUFFIX = ".array_record"
 
 
-def record_bytes(max_history: int) -> int:
-    """Bytes of one record: history [H], target, user as int32."""
+def example_bytes(max_history: int) -> int:
+    """Bytes of one example: history [H], target, user as int32."""
     return _RECORD_DTYPE.itemsize * (max_history + 2)
 
 
 def encode(examples: Examples, user_offset: int = 0) -> np.ndarray:
-    """int32 [n, H + 2] little-endian records of `examples` (users shifted by user_offset)."""
+    """int32 [n, H + 2] little-endian rows of `examples` (users shifted by user_offset)."""
     user = examples.user.astype(np.int64) + user_offset
     return np.concatenate(
         [examples.history, examples.target[:, None], user[:, None]], axis=1
     ).astype(_RECORD_DTYPE)
 
 
-def decode(records_nr: np.ndarray) -> dict[str, np.ndarray]:
-    """A batch (history, history_mask, target, user) from records int32 [n, H + 2]."""
-    history = np.ascontiguousarray(records_nr[:, :-2], dtype=np.int32)
+def decode(rows_nr: np.ndarray) -> dict[str, np.ndarray]:
+    """A batch (history, history_mask, target, user) from rows int32 [n, H + 2]."""
+    history = np.ascontiguousarray(rows_nr[:, :-2], dtype=np.int32)
     return {
         "history": history,
         "history_mask": history != PAD_ITEM,
-        "target": records_nr[:, -2].astype(np.int32),
-        "user": records_nr[:, -1].astype(np.int32),
+        "target": rows_nr[:, -2].astype(np.int32),
+        "user": rows_nr[:, -1].astype(np.int32),
     }
 
 
@@ -108,41 +118,55 @@ def dataset_fingerprint(dataset: SeqRecDataset) -> str:
 
 
 class _SplitWriter:
-    """Writes one split's records into files of at most `per_shard` records, in order."""
+    """Writes one split's rows as records of `per_record` rows, `per_file` records a file.
 
-    def __init__(self, directory: epath.Path, split: str, per_shard: int):
-        self.directory, self.split, self.per_shard = directory, split, per_shard
+    Rows are buffered until a record is full, across `write` calls, so only the split's last
+    record (written by `finish`) may be short.
+    """
+
+    def __init__(self, directory: epath.Path, split: str, per_record: int, per_file: int):
+        self.directory, self.split = directory, split
+        self.per_record, self.per_file = per_record, per_file
         self.files: list[dict[str, Any]] = []
         self._writer: Any = None
-        self._count = 0
+        self._records = self._examples = 0
+        self._pending = np.zeros((0, 0), _RECORD_DTYPE)
 
     def _open(self) -> None:
         name = f"{self.split}-{len(self.files):05d}{_FILE_SUFFIX}"
         self._writer = array_record_module.ArrayRecordWriter(
             str(self.directory / name), WRITER_OPTIONS
         )
-        self.files.append({"name": name, "records": 0, "bytes": 0})
-        self._count = 0
+        self.files.append({"name": name, "records": 0, "examples": 0, "bytes": 0})
+        self._records = self._examples = 0
 
     def _close(self) -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
             entry = self.files[-1]
-            entry["records"] = self._count
-            entry["bytes"] = (self.directory / entry["name"]).stat().length
+            entry.update(records=self._records, examples=self._examples,
+                         bytes=(self.directory / entry["name"]).stat().length)
 
-    def write(self, records_nr: np.ndarray) -> None:
-        data = memoryview(records_nr.tobytes())
-        size = records_nr.shape[1] * _RECORD_DTYPE.itemsize
-        for row in range(records_nr.shape[0]):
-            if self._writer is None or self._count == self.per_shard:
-                self._close()
-                self._open()
-            self._writer.write(bytes(data[row * size : (row + 1) * size]))
-            self._count += 1
+    def _write_record(self, rows_nr: np.ndarray) -> None:
+        if self._writer is None or self._records == self.per_file:
+            self._close()
+            self._open()
+        self._writer.write(rows_nr.tobytes())
+        self._records += 1
+        self._examples += len(rows_nr)
+
+    def write(self, rows_nr: np.ndarray) -> None:
+        if self._pending.size:
+            rows_nr = np.concatenate([self._pending, rows_nr])
+        full = len(rows_nr) - len(rows_nr) % self.per_record
+        for start in range(0, full, self.per_record):
+            self._write_record(rows_nr[start : start + self.per_record])
+        self._pending = rows_nr[full:]
 
     def finish(self) -> list[dict[str, Any]]:
+        if len(self._pending):
+            self._write_record(self._pending)
         if self._writer is None and not self.files:
             self._open()  # an empty split still has one (empty) file, so readers find it
         self._close()
@@ -160,10 +184,11 @@ class ShardWriter:
     """
 
     def __init__(self, directory: str | epath.PathLike, *, max_history: int,
-                 examples_per_shard: int = 1_000_000):
-        if examples_per_shard < 1 or max_history < 1:
-            raise ValueError(f"examples_per_shard {examples_per_shard} and max_history "
-                             f"{max_history} must be >= 1")
+                 examples_per_shard: int = 1_000_000,
+                 examples_per_record: int = EXAMPLES_PER_RECORD):
+        if min(examples_per_shard, examples_per_record, max_history) < 1:
+            raise ValueError(f"examples_per_shard {examples_per_shard}, examples_per_record "
+                             f"{examples_per_record} and max_history {max_history} must be >= 1")
         self.directory = epath.Path(directory)
         if (self.directory / MANIFEST).exists():
             raise ValueError(f"{self.directory} already holds shards ({MANIFEST}); remove it or "
@@ -172,8 +197,10 @@ class ShardWriter:
         for stale in self.directory.glob(f"*{_FILE_SUFFIX}"):  # from a write that did not finish
             stale.unlink()
         self.max_history = max_history
-        self._writers = {split: _SplitWriter(self.directory, split, examples_per_shard)
-                         for split in SPLITS}
+        self.examples_per_record = examples_per_record
+        records_per_file = max(1, examples_per_shard // examples_per_record)
+        self._writers = {split: _SplitWriter(self.directory, split, examples_per_record,
+                                             records_per_file) for split in SPLITS}
         self._start = time.perf_counter()
 
     def add(self, split: str, examples: Examples, user_offset: int = 0) -> None:
@@ -207,12 +234,13 @@ class ShardWriter:
         manifest = {
             "format": FORMAT,
             "version": FORMAT_VERSION,
-            "record": {"dtype": "int32 little-endian", "fields": ["history", "target", "user"],
-                       "bytes": record_bytes(self.max_history), "pad_item": PAD_ITEM},
+            "example": {"dtype": "int32 little-endian", "fields": ["history", "target", "user"],
+                        "bytes": example_bytes(self.max_history), "pad_item": PAD_ITEM},
+            "examples_per_record": self.examples_per_record,
             "max_history": self.max_history,
             "writer_options": WRITER_OPTIONS,
             "dataset": dict(dataset_info),
-            "splits": {split: {"num_examples": sum(f["records"] for f in files[split]),
+            "splits": {split: {"num_examples": sum(f["examples"] for f in files[split]),
                                "files": files[split]} for split in SPLITS},
             "side_tables": [ITEMS_TABLE, *side_tables],
             "write_seconds": time.perf_counter() - self._start,
@@ -228,6 +256,7 @@ def write_shards(
     *,
     max_history: int,
     examples_per_shard: int = 1_000_000,
+    examples_per_record: int = EXAMPLES_PER_RECORD,
     users_per_block: int = 10_000,
     side_tables: Mapping[str, Mapping[str, np.ndarray]] | None = None,
 ) -> dict[str, Any]:
@@ -242,7 +271,8 @@ def write_shards(
       dataset: the source.
       directory: where the shards go (created); must not hold a manifest already.
       max_history: H, the history cap (config.data.max_history): part of every record.
-      examples_per_shard: records per file (1M examples of H = 20 are about 115 MB).
+      examples_per_shard: examples per file at most (1M examples of H = 20: about 53 MB).
+      examples_per_record: K, examples packed in one record (module docstring).
       users_per_block: users split at once (bounds the writer's memory).
       side_tables: name -> arrays, each written as <name>.npz next to the shards; "items"
         (external ids and bids) is always written.
@@ -250,7 +280,8 @@ def write_shards(
     if users_per_block < 1:
         raise ValueError(f"users_per_block must be >= 1, got {users_per_block}")
     writer = ShardWriter(directory, max_history=max_history,
-                         examples_per_shard=examples_per_shard)
+                         examples_per_shard=examples_per_shard,
+                         examples_per_record=examples_per_record)
     for first in range(0, dataset.num_users, users_per_block):
         last = min(first + users_per_block, dataset.num_users)
         block = dataclasses.replace(dataset, user_ids=dataset.user_ids[first:last],
@@ -313,6 +344,7 @@ def read_side_table(directory: str | epath.PathLike, name: str) -> dict[str, np.
 class ShardFile:
     path: str
     records: int
+    examples: int
     bytes: int
 
 
@@ -332,74 +364,91 @@ class ShardedExamples:
         self.manifest = read_manifest(self.directory)
         self.max_history = int(self.manifest["max_history"])
         self.num_items = int(self.manifest["dataset"]["num_items"])
-        self.record_bytes = record_bytes(self.max_history)
-        entries = self.manifest["splits"][split]["files"]
+        self.per_record = int(self.manifest["examples_per_record"])
+        self.example_bytes = example_bytes(self.max_history)
+        info = self.manifest["splits"][split]
         self.files = tuple(ShardFile(str(self.directory / e["name"]), int(e["records"]),
-                                     int(e["bytes"])) for e in entries)
+                                     int(e["examples"]), int(e["bytes"])) for e in info["files"])
         for shard in self.files:
             _check_file(shard)
-        self._ends = list(np.cumsum([f.records for f in self.files]))
+        self._num_examples = int(info["num_examples"])
+        self._record_ends = list(np.cumsum([f.records for f in self.files]))
+        self._num_records = int(self._record_ends[-1]) if self._record_ends else 0
+        if (sum(f.examples for f in self.files) != self._num_examples
+                or -(-self._num_examples // self.per_record) != self._num_records):
+            raise DataFormatError(self.directory / MANIFEST,
+                                  f"split {split}: file example and record counts disagree")
         # "path[0:n]" spares the source reopening every file to count its records.
         self._source = grain.sources.ArrayRecordDataSource(
             [f"{f.path}[0:{f.records}]" for f in self.files if f.records]
-        ) if len(self) else None
+        ) if self._num_records else None
 
     def __len__(self) -> int:
-        return int(self._ends[-1]) if self._ends else 0
+        return self._num_examples
 
     @property
     def fingerprint(self) -> str:
         """Identifies the examples: the dataset's fingerprint, H and the split."""
         return f"{self.manifest['dataset']['fingerprint']}/H{self.max_history}/{self.split}"
 
-    def locate(self, row: int) -> tuple[ShardFile, int]:
-        """(file, position in it) of global row `row`."""
-        index = bisect.bisect_right(self._ends, row)
-        return self.files[index], row - (int(self._ends[index - 1]) if index else 0)
+    def locate(self, record: int) -> tuple[ShardFile, int]:
+        """(file, position in it) of global record `record`."""
+        index = bisect.bisect_right(self._record_ends, record)
+        return self.files[index], record - (int(self._record_ends[index - 1]) if index else 0)
+
+    def _record_size(self, records: np.ndarray) -> np.ndarray:
+        """Examples in each of `records`: K, but for the split's last record."""
+        last = self._num_examples - (self._num_records - 1) * self.per_record
+        return np.where(records == self._num_records - 1, last, self.per_record)
 
     def read(self, rows: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
         """The batch of `rows` (global row numbers, any order): history [b, H], history_mask,
         target [b], user [b]."""
-        rows = [int(r) for r in rows]
-        if not rows:
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if not rows.size:
             return decode(np.zeros((0, self.max_history + 2), _RECORD_DTYPE))
-        if self._source is None or min(rows) < 0 or max(rows) >= len(self):
+        if rows.min() < 0 or rows.max() >= len(self):
             raise IndexError(f"rows outside 0..{len(self) - 1} of {self.directory} {self.split}")
+        keys, inverse = np.unique(rows // self.per_record, return_inverse=True)
         try:
-            records = self._source.__getitems__(rows)
+            records = self._source.__getitems__(keys.tolist())
         except Exception as error:  # Riegeli raises RuntimeError naming no file.
-            raise self._trace(rows, error) from error
+            raise self._trace(keys, error) from error
         sizes = np.fromiter(map(len, records), np.int64, len(records))
-        bad = np.flatnonzero(sizes != self.record_bytes)
+        expected = self._record_size(keys) * self.example_bytes
+        bad = np.flatnonzero(sizes != expected)
         if bad.size:
-            shard, position = self.locate(rows[bad[0]])
+            shard, position = self.locate(int(keys[bad[0]]))
             raise DataFormatError(shard.path, f"record {position} has {sizes[bad[0]]} bytes, "
-                                              f"expected {self.record_bytes}")
-        records_nr = np.frombuffer(b"".join(records), _RECORD_DTYPE).reshape(len(rows), -1)
-        self._check_ids(rows, records_nr)
-        return decode(records_nr)
+                                              f"expected {expected[bad[0]]}")
+        rows_nr = np.frombuffer(b"".join(records), _RECORD_DTYPE).reshape(
+            -1, self.max_history + 2)
+        starts = np.concatenate([[0], np.cumsum(sizes // self.example_bytes)[:-1]])
+        picked = rows_nr[starts[inverse] + rows % self.per_record]
+        self._check_ids(rows // self.per_record, picked)
+        return decode(picked)
 
-    def _check_ids(self, rows: list[int], records_nr: np.ndarray) -> None:
+    def _check_ids(self, records: np.ndarray, rows_nr: np.ndarray) -> None:
         n, users = self.num_items, int(self.manifest["dataset"]["num_users"])
-        history, target, user = records_nr[:, :-2], records_nr[:, -2], records_nr[:, -1]
+        history, target, user = rows_nr[:, :-2], rows_nr[:, -2], rows_nr[:, -1]
         bad = (((history < PAD_ITEM) | (history >= n)).any(axis=1) | (target < 0)
                | (target >= n) | (user < 0) | (user >= users))
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
-            shard, position = self.locate(rows[row])
+            shard, position = self.locate(int(records[row]))
             raise DataFormatError(shard.path, f"record {position} holds ids outside the "
                                               f"{n} items and {users} users: "
-                                              f"{records_nr[row].tolist()}")
+                                              f"{rows_nr[row].tolist()}")
 
-    def _trace(self, rows: list[int], error: Exception) -> DataFormatError:
+    def _trace(self, keys: np.ndarray, error: Exception) -> DataFormatError:
         """The error of a failed batch read, traced to the first record that cannot be read."""
-        for row in rows:
+        for key in keys.tolist():
             try:
-                self._source[row]
-            except Exception as row_error:  # noqa: BLE001 (what Riegeli raises varies)
-                shard, position = self.locate(row)
+                self._source[key]
+            except Exception as record_error:  # noqa: BLE001 (what Riegeli raises varies)
+                shard, position = self.locate(key)
                 return DataFormatError(shard.path, f"record {position} cannot be read: "
-                                                   f"{row_error}")
+                                                   f"{record_error}")
         return DataFormatError(self.directory, f"reading {self.split} rows failed: {error}")
 
     def blocks(self, block_size: int = 65_536) -> Iterator[dict[str, np.ndarray]]:

@@ -29,9 +29,10 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def write_examples(directory, examples: Examples, per_shard: int = 20) -> pathlib.Path:
-    """`examples` as the train split of a shard directory (files of `per_shard` records)."""
+    """`examples` as the train split of a shard directory: records of 4 examples, files of
+    `per_shard` examples."""
     writer = ShardWriter(directory, max_history=examples.history.shape[1],
-                         examples_per_shard=per_shard)
+                         examples_per_shard=per_shard, examples_per_record=4)
     writer.add("train", examples)
     writer.finish({"name": "rows", "num_users": int(examples.user.max()) + 1,
                    "num_items": int(examples.history.max()) + 1 + int(examples.target.max()),

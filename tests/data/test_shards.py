@@ -35,9 +35,11 @@ def dataset():
 
 @pytest.fixture
 def shards(dataset, tmp_path):
-    """Shards of `dataset` over several files (50 records each), written 7 users at a time."""
+    """Shards of `dataset` in records of 4 examples (the last of each split short), 12 records
+    a file, written 7 users at a time (so records straddle user blocks)."""
     directory = tmp_path / "shards"
-    write_shards(dataset, directory, max_history=H, examples_per_shard=50, users_per_block=7,
+    write_shards(dataset, directory, max_history=H, examples_per_shard=50, examples_per_record=4,
+                 users_per_block=7,
                  side_tables={"sids": {"codes_nl": np.arange(120).reshape(60, 2)}})
     return directory
 
@@ -57,6 +59,14 @@ def test_every_split_is_leave_one_out_in_order(dataset, shards):
         for field in ("history", "target", "user"):
             np.testing.assert_array_equal(getattr(examples, field), getattr(want, field),
                                           err_msg=f"{split}.{field}")
+
+
+def test_records_pack_examples_and_only_the_last_is_short(dataset, shards):
+    manifest = manifest_of(shards)
+    assert manifest["examples_per_record"] == 4
+    train = manifest["splits"]["train"]
+    assert [f["examples"] for f in train["files"]] == [48] * 5 + [1]
+    assert [f["records"] for f in train["files"]] == [12] * 5 + [1]
 
 
 def test_rows_read_in_any_order_match_the_batch_layout(dataset, shards):
@@ -147,7 +157,7 @@ def test_record_count_differing_from_the_manifest_fails(shards):
     manifest["splits"]["train"]["files"][1]["records"] += 1
     (shards / MANIFEST).write_text(json.dumps(manifest))
     path = shards / manifest["splits"]["train"]["files"][1]["name"]
-    with pytest.raises(DataFormatError, match="holds 50 records, the manifest says 51") as error:
+    with pytest.raises(DataFormatError, match="holds 12 records, the manifest says 13") as error:
         ShardedExamples(shards)
     assert str(path) in str(error.value)
 
@@ -174,16 +184,18 @@ def test_corrupt_shard_fails_on_read_naming_the_file(shards):
 
 def test_record_of_the_wrong_length_fails(shards):
     path = first_train_file(shards)
-    records = ShardedExamples(shards).read(range(50))
-    layout = np.concatenate([records["history"], records["target"][:, None],
-                             records["user"][:, None]], axis=1).astype("<i4")
+    reader = array_record_module.ArrayRecordReader(str(path))
+    records = [reader.read([i])[0] for i in range(reader.num_records())]
+    reader.close()
     writer = array_record_module.ArrayRecordWriter(str(path), "group_size:1")
-    for row, record in enumerate(layout):
-        writer.write(record.tobytes()[: -4 if row == 7 else None])
+    for position, record in enumerate(records):
+        writer.write(record[: -4 if position == 3 else None])  # record 3 loses 4 bytes
     writer.close()
     manifest = manifest_of(shards)
     manifest["splits"]["train"]["files"][0]["bytes"] = path.stat().st_size
     (shards / MANIFEST).write_text(json.dumps(manifest))
-    with pytest.raises(DataFormatError, match="record 7 has 28 bytes, expected 32") as error:
-        ShardedExamples(shards).read(range(10))
+    train = ShardedExamples(shards)
+    train.read(range(12))  # records 0-2 are intact
+    with pytest.raises(DataFormatError, match="record 3 has 124 bytes, expected 128") as error:
+        train.read(range(16))
     assert str(path) in str(error.value)
