@@ -35,6 +35,11 @@ def base_config() -> ConfigDict:
     config.data.min_seq_len = 3
     config.data.max_history = 20  # TIGER's cap.
     config.data.options = ConfigDict()  # Format-specific, e.g. the synthetic world's knobs.
+    # Where training examples are read from: "memory" (the leave-one-out split in host memory)
+    # or "array_record" (shards in data.shards_dir, written by `python -m
+    # experiments.write_shards`, streamed by Grain; sgrec_jax/data/sources.py).
+    config.data.source = "memory"
+    config.data.shards_dir = ""
 
     config.sid = ConfigDict()
     config.sid.source = "quantizer"  # "quantizer" or "index" (a precomputed LETTER index).

@@ -174,7 +174,8 @@ class TrainIterator(grain.DatasetIterator):
         self._parent.set_state(state["grain"])
 
 
-def _shard_defaults(shard_index: int | None, shard_count: int | None) -> tuple[int, int]:
+def process_shard(shard_index: int | None, shard_count: int | None) -> tuple[int, int]:
+    """(shard_index, shard_count) as given and checked, or this process's by default."""
     if (shard_index is None) != (shard_count is None):
         raise ValueError("give both shard_index and shard_count, or neither")
     if shard_index is None or shard_count is None:
@@ -217,7 +218,7 @@ def train_iterator(
       dicts of numpy arrays: history int32 [b, H], history_mask bool [b, H], target int32 [b],
       user int32 [b].
     """
-    shard_index, shard_count = _shard_defaults(shard_index, shard_count)
+    shard_index, shard_count = process_shard(shard_index, shard_count)
     n = len(examples)
     if batch_size < 1 or batch_size % shard_count:
         raise ValueError(

@@ -94,6 +94,10 @@ class WorldConfig:
     ctr_scale: float = 3.0
     ctr_bias: float = -3.0
     seed: int = 0
+    # 0 simulates all users at once. N > 0 simulates them N at a time, each block from its own
+    # seeded streams: the same distribution (a different draw), with memory bounded by N rather
+    # than num_users, so worlds of tens of millions of interactions fit on one host.
+    user_block_size: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "branching", tuple(self.branching))  # Configs may give lists.
@@ -114,6 +118,8 @@ class WorldConfig:
             raise ValueError(f"num_items {self.num_items} < num_topics {self.num_topics}")
         if self.num_users < 1:
             raise ValueError(f"num_users must be >= 1, got {self.num_users}")
+        if self.user_block_size < 0:
+            raise ValueError(f"user_block_size must be >= 0, got {self.user_block_size}")
         if not 5 <= self.min_seq_len <= self.mean_seq_len <= self.max_seq_len <= self.num_items:
             raise ValueError(
                 "need 5 <= min_seq_len <= mean_seq_len <= max_seq_len <= num_items, got "
@@ -245,9 +251,12 @@ def _simulate_users(
     topic_vectors: np.ndarray,
     topic_weights: np.ndarray,
     item_vectors: np.ndarray,
+    log_pop: np.ndarray,
+    u_count: int,
 ) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
-    """Returns (prefs [U, T], per-user item sequences, per-user interests [n_u, D])."""
-    u_count, t_count, n_items = config.num_users, config.num_topics, config.num_items
+    """Simulates `u_count` users: (prefs [U, T], per-user item sequences, per-user interests
+    [n_u, D]). `log_pop` [N] is the items' popularity term, shared by every block of users."""
+    t_count = config.num_topics
     prefs = rng_users.dirichlet(config.user_topic_alpha * t_count * topic_weights, size=u_count)
     p = 1.0 / (config.mean_seq_len - config.min_seq_len + 1.0)
     lengths = config.min_seq_len + rng_users.geometric(p, size=u_count) - 1
@@ -258,7 +267,6 @@ def _simulate_users(
     draws = rng_users.random((max_len, u_count, 1)) * cdf[:, -1:]
     impulse_topics = (cdf[None] < draws).sum(-1)  # [max_len, U]
     impulses = _around(rng_users, topic_vectors[impulse_topics], config.interest_topic_cos)
-    log_pop = config.popularity_sigma * rng_logs.standard_normal(n_items)
 
     # The softmax over the catalog is the hot loop; float32 halves its cost.
     scaled_items_dn = (config.choice_temperature * item_vectors.T).astype(np.float32)
@@ -282,6 +290,22 @@ def _simulate_users(
     seqs = [sequences[u, : lengths[u]].copy() for u in range(u_count)]
     user_interests = [interests[u, : lengths[u]] for u in range(u_count)]
     return prefs, seqs, user_interests
+
+
+def _user_blocks(config: WorldConfig, rng_users: np.random.Generator,
+                 rng_logs: np.random.Generator):
+    """(users stream, logs stream, user count) per block of users, generated lazily.
+
+    One block of all users on the world's own streams when user_block_size is 0; otherwise
+    blocks of user_block_size users, block k on streams spawned from (seed, k).
+    """
+    if not config.user_block_size:
+        yield rng_users, rng_logs, config.num_users
+        return
+    for k, start in enumerate(range(0, config.num_users, config.user_block_size)):
+        users, logs = np.random.SeedSequence([config.seed, k]).spawn(2)
+        count = min(config.user_block_size, config.num_users - start)
+        yield np.random.default_rng(users), np.random.default_rng(logs), count
 
 
 def generate_world(config: WorldConfig) -> SyntheticWorld:
@@ -312,9 +336,19 @@ def generate_world(config: WorldConfig) -> SyntheticWorld:
     level_offsets = len(vocab.brands) + np.cumsum([0] + [len(x) for x in vocab.node_names[:-1]])
     attributes = np.concatenate([item_brand[:, None], item_path + level_offsets], axis=1)
 
-    prefs, sequences, user_interests = _simulate_users(
-        rngs["users"], rngs["logs"], config, topic_vectors, topic_weights, item_vectors
-    )
+    # Drawn first from the logs stream, as before blocks existed: one-shot worlds are unchanged.
+    log_pop = config.popularity_sigma * rngs["logs"].standard_normal(n)
+    blocks = _user_blocks(config, rngs["users"], rngs["logs"])
+    prefs_parts, sequences, user_interests = [], [], []
+    for rng_users, rng_logs, count in blocks:
+        prefs, seqs, interests = _simulate_users(rng_users, rng_logs, config, topic_vectors,
+                                                 topic_weights, item_vectors, log_pop, count)
+        prefs_parts.append(prefs)
+        sequences += seqs
+        # float32 copies, so a block's float64 simulation arrays are freed before the next.
+        user_interests += [x.astype(np.float32) for x in interests]
+        del interests
+    prefs = np.concatenate(prefs_parts)
 
     rng = rngs["business"]
     niche = -np.log(topic_weights[item_topic])

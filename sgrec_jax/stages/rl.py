@@ -37,7 +37,9 @@ import sgrec_jax.judge.psj_channel  # noqa: F401  (registers the "psj" reward ch
 from sgrec_jax.core.distributed import is_primary_process
 from sgrec_jax.core.files import write_json, write_npz
 from sgrec_jax.core.sharding import host_to_global, make_mesh
-from sgrec_jax.data.pipeline import eval_batches, train_iterator
+from sgrec_jax.data.pipeline import eval_batches
+from sgrec_jax.data.shards import ShardedExamples
+from sgrec_jax.data.sources import check_data_source, load_splits, train_iterator_for
 from sgrec_jax.data.split import Examples, leave_one_out
 from sgrec_jax.models.registry import build_model
 from sgrec_jax.rewards import REWARD_CHANNELS, RewardChannel, RewardRequests, RewardSetup
@@ -126,6 +128,7 @@ def _check(config: ConfigDict) -> None:
         problems.append(f"eval.beam_size {config.eval.beam_size} must be >= {TOP_K}")
     if problems:
         raise ValueError("rl: " + "; ".join(problems))
+    check_data_source(config.data.source, config.data.shards_dir)
 
 
 # -- the start policy ---------------------------------------------------------------------------
@@ -234,7 +237,8 @@ def _evaluate(model: nnx.Module, catalog: Any, examples: Examples, channels, con
 # -- the stage ----------------------------------------------------------------------------------
 
 def train_rl(config: ConfigDict, num_items: int, model: nnx.Module, catalog: Any,
-             channels: list[RewardChannel], eval_channels: list[RewardChannel], train: Examples,
+             channels: list[RewardChannel], eval_channels: list[RewardChannel],
+             train: Examples | ShardedExamples,
              valid: Examples, run_dir: str) -> tuple[nnx.Module, dict[str, Any]]:
     """Runs (or resumes) the RL steps of `config.rl` from the start policy `model`, rewarded by
     `channels`; returns the final policy and the training summary. Needs no pipeline, so the
@@ -264,7 +268,7 @@ def train_rl(config: ConfigDict, num_items: int, model: nnx.Module, catalog: Any
     rl_step = make_rl_step(graphdef=graphdef, optimizer=optimizer, channels=channels,
                            estimator=estimator, settings=settings, mesh=mesh,
                            state_sharding=state_sharding)
-    data = train_iterator(train, batch_size=rl.batch_size, seed=config.seed)
+    data = train_iterator_for(train, batch_size=rl.batch_size, seed=config.seed)
 
     def policy(state) -> nnx.Module:
         return nnx.merge(graphdef, state.params, state.model_state)
@@ -379,7 +383,8 @@ def _run(context: RunContext) -> None:
     if rl.rollout == "beam" and rl.group_size > dataset.num_items:
         raise ValueError(f"rl.group_size {rl.group_size} exceeds the catalog's "
                          f"{dataset.num_items} items (beam rollouts need G distinct items)")
-    splits = leave_one_out(dataset, config.data.max_history)
+    splits = load_splits(dataset, max_history=config.data.max_history,
+                         source=config.data.source, shards_dir=config.data.shards_dir)
     setup = RewardSetup(config=config, dataset=dataset, workdir=_rewards_workdir(context),
                         seed=rl.reward_seed, artifacts=context.artifacts)
     eval_channels = build_channels(setup, _eval_channel_names(config, setup.world() is not None),

@@ -16,7 +16,7 @@ from flax import nnx
 from ml_collections import ConfigDict
 
 from sgrec_jax.core.distributed import is_primary_process
-from sgrec_jax.data.split import leave_one_out
+from sgrec_jax.data.sources import check_data_source, load_splits
 from sgrec_jax.models.sasrec import SASRec, ce_loss
 from sgrec_jax.stages.pipeline import STAGES, RunContext, Stage
 from sgrec_jax.stages.reports import report_test_split
@@ -36,6 +36,7 @@ def _loss(model: SASRec, batch: dict, rng) -> tuple:
 
 def _check(config: ConfigDict) -> None:
     check_training_config(config.sasrec.train, "sasrec.train")
+    check_data_source(config.data.source, config.data.shards_dir)
     if config.sasrec.train.get("length_buckets", ()):
         raise ValueError("sasrec.train.length_buckets must be (): SASRec reads full-width "
                          "histories (its positions count from the left)")
@@ -47,7 +48,8 @@ def _check(config: ConfigDict) -> None:
 
 def _run(context: RunContext) -> None:
     config, dataset = context.config, context.dataset
-    splits = leave_one_out(dataset, config.data.max_history)
+    splits = load_splits(dataset, max_history=config.data.max_history,
+                         source=config.data.source, shards_dir=config.data.shards_dir)
     model = SASRec(dataset.num_items, config.data.max_history, rngs=nnx.Rngs(config.seed),
                    **dict(config.sasrec.model))
 

@@ -19,7 +19,7 @@ from flax import nnx
 from ml_collections import ConfigDict
 
 from sgrec_jax.core.distributed import is_primary_process
-from sgrec_jax.data.split import leave_one_out
+from sgrec_jax.data.sources import check_data_source, load_splits
 from sgrec_jax.decoding.beam_search import LEVEL_SCORINGS
 from sgrec_jax.models.registry import MODELS, build_model, parse_options
 from sgrec_jax.stages.pipeline import STAGES, RunContext, Stage
@@ -61,6 +61,7 @@ def _check(config: ConfigDict) -> None:
     if "sids" not in config.stages or config.stages.index("sids") > config.stages.index("sft"):
         raise ValueError("stage 'sft' needs the 'sids' stage before it in config.stages")
     check_training_config(config.sft, "sft")
+    check_data_source(config.data.source, config.data.shards_dir, config.sft.length_buckets)
     if not 0.0 <= config.sft.history_crop <= 1.0:
         raise ValueError(f"sft.history_crop {config.sft.history_crop} must be in [0, 1]")
     if config.sft.history_crop_max_keep < 0:
@@ -78,7 +79,8 @@ def _check(config: ConfigDict) -> None:
 def _run(context: RunContext) -> None:
     config, dataset = context.config, context.dataset
     sids, catalog = context.artifacts["sids"], jax.device_put(context.artifacts["catalog"])
-    splits = leave_one_out(dataset, config.data.max_history)
+    splits = load_splits(dataset, max_history=config.data.max_history,
+                         source=config.data.source, shards_dir=config.data.shards_dir)
     model = build_model(
         config.model.name, codes_nl=sids.codes_nl, level_sizes=sids.level_sizes,
         max_history=config.data.max_history, rngs=nnx.Rngs(config.seed),

@@ -23,7 +23,8 @@ from flax import nnx
 from ml_collections import ConfigDict
 
 from sgrec_jax.core.sharding import host_to_global, make_mesh
-from sgrec_jax.data.pipeline import train_iterator
+from sgrec_jax.data.shards import ShardedExamples
+from sgrec_jax.data.sources import train_iterator_for
 from sgrec_jax.data.split import Examples
 from sgrec_jax.train.checkpointing import Checkpointer
 from sgrec_jax.train.metric_writer import MetricWriter, ProgressLogger
@@ -83,7 +84,7 @@ def train_supervised(
     model: nnx.Module,
     loss_fn: LossFn,
     evaluate: EvalFn,
-    train: Examples,
+    train: Examples | ShardedExamples,
     valid: Examples,
     config: ConfigDict,
     mesh_config: ConfigDict,
@@ -91,6 +92,9 @@ def train_supervised(
     seed: int,
 ) -> TrainOutcome:
     """Trains `model` on `train`, validating on `valid`; resumes from `run_dir` if it holds a run.
+
+    `train` is in memory or ArrayRecord shards (data/sources.py): the same loop, batches and
+    checkpointed data position either way.
 
     config fields: batch_size, num_steps, learning_rate, warmup_steps, weight_decay, clip_norm,
     eval_every, patience (evaluations without improvement before stopping; 0 = never),
@@ -109,8 +113,8 @@ def train_supervised(
         model, optimizer, jax.random.key(seed), mesh
     )
     train_step = make_train_step(graphdef, loss_fn, optimizer, mesh, state_sharding)
-    data = train_iterator(train, batch_size=config.batch_size, seed=seed,
-                          length_buckets=tuple(config.get("length_buckets", ())))
+    data = train_iterator_for(train, batch_size=config.batch_size, seed=seed,
+                              length_buckets=tuple(config.get("length_buckets", ())))
     metric_name = f"valid/{config.best_metric}"
     progress: dict[str, Any] = {"best_metric": float("-inf"), "best_step": 0, "bad_evals": 0,
                                 "train_seconds": 0.0}

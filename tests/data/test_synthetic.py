@@ -191,6 +191,22 @@ def test_drift():
     assert slow.min() < 0.99
 
 
+def test_user_blocks_keep_the_items_and_redraw_the_users(world):
+    blocked = dataclasses.replace(SMALL, user_block_size=40)  # blocks of 40, 40, 40, 30
+    a, b = generate_world(blocked), generate_world(blocked)
+    for x, y in zip(a.dataset.sequences, b.dataset.sequences, strict=True):
+        np.testing.assert_array_equal(x, y)  # seeded: same blocks, same users
+    np.testing.assert_array_equal(a.interests, b.interests)
+    for name in ("item_vectors", "bids", "item_quality", "click_matrix"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(world, name), err_msg=name)
+    assert a.dataset.num_users == 150 and a.user_topic_prefs.shape == world.user_topic_prefs.shape
+    assert a.interests.shape == (a.dataset.num_interactions, SMALL.latent_dim)
+    validate_sequences(a.dataset.sequences, a.dataset.num_items, path=None, min_length=5)
+    assert not np.array_equal(a.dataset.sequences[0], world.dataset.sequences[0])
+    # Each block draws its own users: block 2's first user is not block 1's.
+    assert not np.array_equal(a.dataset.sequences[40][:5], a.dataset.sequences[0][:5])
+
+
 def test_load_synthetic():
     ds = load_synthetic("/nonexistent", name="syn", bid_seed=3, min_seq_len=7,
                         num_items=400, num_users=150)
@@ -207,7 +223,7 @@ def test_load_synthetic():
 @pytest.mark.parametrize(
     "change",
     [{"conflict": 1.5}, {"drift": -0.1}, {"min_seq_len": 4}, {"num_items": 10},
-     {"mean_seq_len": 3.0}, {"latent_dim": 2}],
+     {"mean_seq_len": 3.0}, {"latent_dim": 2}, {"user_block_size": -1}],
 )
 def test_bad_config(change):
     with pytest.raises(ValueError):

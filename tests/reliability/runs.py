@@ -5,6 +5,8 @@
 
 `train_sft` trains a small SID generator with the SFT loss through `train_supervised` (Grain
 pipeline with per-process shards, `host_to_global`, Orbax checkpoints, metrics.jsonl);
+`train_sft_shards` is the same run reading its training examples from ArrayRecord shards
+(`data.shard_pipeline`) instead of memory;
 `train_rl_run` aligns the same generator through the RL stage's loop (`stages.rl.train_rl`: sampled
 rollouts, the jitted GRPO step, popo_light whose EMA state is checkpointed with the train state
 and the data position, beam-search validation), rewarded by channels that need no trained
@@ -39,6 +41,7 @@ from ml_collections import ConfigDict
 from experiments.configs.common import base_config, supervised_training
 from sgrec_jax.core.distributed import initialize_distributed
 from sgrec_jax.core.sharding import make_mesh
+from sgrec_jax.data.shards import MANIFEST, ShardedExamples, ShardWriter
 from sgrec_jax.data.split import PAD_ITEM, Examples
 from sgrec_jax.models.registry import build_model
 from sgrec_jax.rewards import REWARD_CHANNELS, RewardChannel, RewardRequests
@@ -101,6 +104,27 @@ def sft_config(**overrides) -> ConfigDict:
 def train_sft(run_dir: str, mesh_config: ConfigDict, **overrides) -> TrainOutcome:
     return train_supervised(
         model=generator(), loss_fn=sft_loss, evaluate=evaluate, train=examples(160, 0),
+        valid=examples(32, 1), config=sft_config(**overrides), mesh_config=mesh_config,
+        run_dir=run_dir, seed=0,
+    )
+
+
+def sft_shards(run_dir: str) -> ShardedExamples:
+    """`train_sft`'s training examples as shards in run_dir, written by each process for
+    itself (no process waits on another's write) unless a previous start finished them."""
+    directory = os.path.join(run_dir, f"shards_{jax.process_index()}")
+    if not os.path.exists(os.path.join(directory, MANIFEST)):
+        train = examples(160, 0)
+        writer = ShardWriter(directory, max_history=H, examples_per_shard=50)
+        writer.add("train", train)
+        writer.finish({"name": "tiny", "num_users": len(train), "num_items": NUM_ITEMS,
+                       "fingerprint": "examples(160, 0)"}, items={"bids": np.zeros(NUM_ITEMS)})
+    return ShardedExamples(directory)
+
+
+def train_sft_shards(run_dir: str, mesh_config: ConfigDict, **overrides) -> TrainOutcome:
+    return train_supervised(
+        model=generator(), loss_fn=sft_loss, evaluate=evaluate, train=sft_shards(run_dir),
         valid=examples(32, 1), config=sft_config(**overrides), mesh_config=mesh_config,
         run_dir=run_dir, seed=0,
     )
@@ -171,8 +195,10 @@ def fresh_rl_state(mesh_config: ConfigDict, extra: Mapping | None = None) -> Tra
                               extra={**init_extra(estimator), **(extra or {})})[1]
 
 
-TRAINERS: Mapping[str, Callable[..., object]] = {"sft": train_sft, "rl": train_rl_run}
+TRAINERS: Mapping[str, Callable[..., object]] = {"sft": train_sft, "sft_shards": train_sft_shards,
+                                                 "rl": train_rl_run}
 FRESH_STATES: Mapping[str, Callable[..., TrainState]] = {"sft": fresh_sft_state,
+                                                         "sft_shards": fresh_sft_state,
                                                          "rl": fresh_rl_state}
 
 

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from experiments.configs import quickstart
-from sgrec_jax.stages.pipeline import run_pipeline
+from sgrec_jax.data.errors import DataFormatError
+from sgrec_jax.data.shards import write_shards
+from sgrec_jax.stages.pipeline import load_configured_dataset, run_pipeline
 from sgrec_jax.train.supervised import Preempted
 
 
@@ -59,3 +61,20 @@ def test_stopped_run_resumes_on_the_same_trajectory(tmp_path):
     assert second == first  # bitwise: same batches, same dropout keys, same updates
     for name in ("recall@10", "ndcg@10", "sft/best_step"):
         assert resumed[name] == json.loads((straight / "results.json").read_text())[name]
+
+
+def test_sft_stage_trains_from_shards(tmp_path):
+    """data.source=array_record: the stage streams the training split from shards of the very
+    dataset its config describes, and evaluates on the shards' validation and test splits."""
+    config = tiny_config()
+    write_shards(load_configured_dataset(config), tmp_path / "shards",
+                 max_history=config.data.max_history, examples_per_shard=100)
+    config.data.update(source="array_record", shards_dir=str(tmp_path / "shards"))
+    results = run_pipeline(config, str(tmp_path / "run"))
+    assert results["sft/last_step"] == 12 and results["num_users"] == 60
+    assert 0.0 <= results["ndcg@10"] <= results["recall@10"] <= 1.0
+    other = tiny_config()
+    other.data.options.num_users = 61
+    other.data.update(source="array_record", shards_dir=str(tmp_path / "shards"))
+    with pytest.raises(DataFormatError, match="written from another dataset"):
+        run_pipeline(other, str(tmp_path / "other"))
