@@ -74,6 +74,7 @@ from sgrec_jax.evaluation.pareto import (
 )
 from sgrec_jax.evaluation.plots import PlotPoint, tradeoff_plot
 from sgrec_jax.evaluation.tables import ResultsTable, results_table, to_csv, to_markdown
+from sgrec_jax.rl.estimators import ESTIMATORS
 from sgrec_jax.stages.pipeline import RESULTS_FILE, check_config, run_pipeline
 from sgrec_jax.stages.rl import TEST_REWARDS_FILE, TRUE_FRONT_FILE, backfill_test_rewards
 from sgrec_jax.stages.runs import read_json, run_or_load
@@ -131,7 +132,7 @@ def sweep_weights(channels: Sequence[str], weight: float) -> dict[str, Any]:
     """
     if len(channels) != 2 or channels[0] == channels[1]:
         raise ValueError(f"the sweep needs two channels (business, semantic), got {channels}")
-    options = _estimator_defaults(SWEEP_ESTIMATOR)
+    options = ESTIMATORS.options(SWEEP_ESTIMATOR)
     options["weights"] = {channels[0]: weight, channels[1]: 1.0 - weight}
     return options
 
@@ -146,12 +147,6 @@ def sweep_channels(config: ConfigDict, names: Sequence[str] = ()) -> tuple[str, 
             "pass --sweep_channels=BUSINESS,SEMANTIC"
         )
     return names
-
-
-def _estimator_defaults(name: str) -> dict[str, Any]:
-    from sgrec_jax.rl.estimators import estimator_options
-
-    return dict(estimator_options(name))
 
 
 def cell_config(
@@ -216,8 +211,6 @@ def run_cells(
 
     All cell configs are checked first, so a bad scheme name fails before any training.
     """
-    import sgrec_jax.stages.builtin  # noqa: F401  (registers the stages check_config looks up)
-
     workdir = os.path.abspath(workdir)  # Orbax rejects relative checkpoint paths.
     init_workdir = prepare_sft(config, workdir, dry=True)
     configs = {
