@@ -25,9 +25,9 @@ import jax.numpy as jnp
 
 from sgrec_jax.core.group_stats import EPS, group_stats
 from sgrec_jax.core.registry import Registry
+from sgrec_jax.rewards.channel import KINDS
 from sgrec_jax.rl.pallas_advantage import MixResult, MixSpec, a2po_lambda, mixed_advantage
 
-KINDS = ("business", "semantic", "truth")
 IMPLS = ("xla", "pallas")
 
 

@@ -57,6 +57,7 @@ from ml_collections import ConfigDict
 from sgrec_jax.core.files import atomic_write, write_json
 from sgrec_jax.evaluation.bootstrap import BootstrapResult
 from sgrec_jax.evaluation.paired import (
+    BOOTSTRAP_METRICS,
     SEED_MEAN,
     UserMetrics,
     bootstrap_json,
@@ -91,7 +92,6 @@ BUSINESS, SEMANTIC = "ecpm@10", "semantic@10"
 TRUE_BUSINESS, TRUE_RELEVANCE = "true_business@10", "true_relevance@10"
 TABLE_METRICS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10", BUSINESS, SEMANTIC,
                  "valid_rate", "sign_agreement")
-BOOTSTRAP_METRICS = ("recall@10", "ndcg@10")
 REWARD_METRICS = (BUSINESS, SEMANTIC, TRUE_BUSINESS, TRUE_RELEVANCE)
 
 
