@@ -56,6 +56,7 @@ import numpy as np
 from absl import app, flags
 from flax import nnx
 
+import sgrec_jax.registration  # noqa: F401  (registers everything a config names)
 from sgrec_jax.core.files import write_json
 from sgrec_jax.core.registry import Registry
 from sgrec_jax.core.sharding import host_to_global, make_mesh
@@ -63,7 +64,7 @@ from sgrec_jax.data.pipeline import bucket_widths, train_iterator
 from sgrec_jax.data.split import PAD_ITEM, Examples
 from sgrec_jax.models.generator import SidGenerator
 from sgrec_jax.models.registry import build_model
-from sgrec_jax.rewards import REWARD_CHANNELS, RewardChannel, RewardRequests
+from sgrec_jax.rewards.channel import REWARD_CHANNELS, RewardChannel, RewardRequests
 from sgrec_jax.rewards.channel import nan_where_padding, reward_tensor, safe_items
 from sgrec_jax.rl.estimators import ESTIMATORS, ChannelSpec
 from sgrec_jax.rl.grpo import RLSettings, init_extra, make_rl_step
@@ -464,7 +465,7 @@ def rl_figures(sizes: Sizes, model: SidGenerator, catalog: Catalog) -> dict[str,
         REWARD_CHANNELS.get("rank")(None, {}),
         RewardChannel("cosine", -1.0, 1.0, "semantic", jnp.asarray(emb_nd), _cosine_score),
     ]
-    estimator = ESTIMATORS.get("a2po")([ChannelSpec.of(c) for c in channels], {"business": "rank"})
+    estimator = ESTIMATORS.build("a2po", [ChannelSpec.of(c) for c in channels], business="rank")
     mesh = make_mesh()
     optimizer = make_optimizer(1e-5, warmup_steps=10, total_steps=1000)
     graphdef, state, state_sharding = create_train_state(

@@ -19,9 +19,9 @@ from typing import Any
 from absl import app, flags
 from ml_collections import config_flags
 
+import sgrec_jax.registration  # noqa: F401  (registers everything a config names)
 from sgrec_jax.core.files import write_json
-from sgrec_jax.rewards import RewardSetup
-from sgrec_jax.rewards.channel import resolve_options
+from sgrec_jax.rewards.channel import REWARD_CHANNELS, RewardSetup
 from sgrec_jax.rewards.ctr_model import build_ctr_model
 from sgrec_jax.stages.cli import quiet_library_logs, run_app, run_or_exit
 from sgrec_jax.stages.pipeline import load_configured_dataset
@@ -42,7 +42,7 @@ def ctr_report(config, workdir: str, overrides: dict[str, dict[str, Any]]) -> di
     unknown = sorted(set(overrides) - set(CTR_CHANNELS))
     if unknown:
         raise ValueError(f"--options names {unknown}; valid: {', '.join(CTR_CHANNELS)}")
-    options = {name: resolve_options(name, overrides.get(name)) for name in CTR_CHANNELS}
+    options = {name: REWARD_CHANNELS.resolve(name, overrides.get(name)) for name in CTR_CHANNELS}
     dataset = load_configured_dataset(config)
     setup = RewardSetup(config, dataset, workdir, seed=config.seed)
     report: dict[str, Any] = {"dataset": dataset.name, "bid_source": dataset.items.bid_source}

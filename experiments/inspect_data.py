@@ -11,6 +11,7 @@ import sys
 
 from absl import app, flags
 
+import sgrec_jax.registration  # noqa: F401  (registers everything a config names)
 from sgrec_jax.core.registry import UnknownNameError
 from sgrec_jax.data.errors import DataFormatError
 from sgrec_jax.data.load import load_dataset

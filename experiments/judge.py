@@ -29,6 +29,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+import sgrec_jax.registration  # noqa: F401  (registers everything a config names)
 from sgrec_jax.core.files import write_json
 from sgrec_jax.data.dataset import SeqRecDataset
 from sgrec_jax.data.split import Examples, leave_one_out

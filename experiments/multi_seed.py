@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from absl import app, flags
 from ml_collections import config_flags
 
+import sgrec_jax.registration  # noqa: F401  (registers everything a config names)
 from sgrec_jax.stages.cli import quiet_library_logs, run_app, run_or_exit
 from sgrec_jax.stages.multi_seed import SYSTEMS, compare_dirs, merge_dirs, run_seeds, summarize
 from sgrec_jax.stages.runs import parse_seeds

@@ -28,6 +28,7 @@ import urllib.request
 
 from absl import app, flags
 
+import sgrec_jax.registration  # noqa: F401  (registers everything a config names)
 from sgrec_jax.core.files import atomic_write
 from sgrec_jax.data.errors import DataFormatError
 from sgrec_jax.data.formats.amazon_raw import load_amazon_raw

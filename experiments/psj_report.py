@@ -23,6 +23,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+import sgrec_jax.registration  # noqa: F401  (registers everything a config names)
 from sgrec_jax.core.files import write_json
 from sgrec_jax.data.split import leave_one_out
 from sgrec_jax.judge.aggregator import GrpoOptions, train_aggregator

@@ -26,9 +26,10 @@ import scipy.stats
 from absl import app, flags
 from ml_collections import ConfigDict, config_flags
 
+import sgrec_jax.registration  # noqa: F401  (registers everything a config names)
 from sgrec_jax.core.files import write_json
 from sgrec_jax.data.split import leave_one_out
-from sgrec_jax.rewards import RewardRequests, RewardSetup, build_channels, reward_tensor
+from sgrec_jax.rewards.channel import RewardRequests, RewardSetup, build_channels, reward_tensor
 from sgrec_jax.stages.cli import quiet_library_logs, run_app, run_or_exit
 from sgrec_jax.stages.pipeline import load_configured_dataset
 

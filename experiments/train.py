@@ -16,6 +16,7 @@ JAX_PROCESS_ID in the environment); see sgrec_jax/core/distributed.py.
 from absl import app, flags
 from ml_collections import config_flags
 
+import sgrec_jax.registration  # noqa: F401  (registers everything a config names)
 from sgrec_jax.core.distributed import initialize_distributed
 from sgrec_jax.stages.cli import quiet_library_logs, run_app, run_or_exit
 from sgrec_jax.stages.pipeline import run_pipeline

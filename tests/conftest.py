@@ -1,4 +1,5 @@
-"""Test-wide settings: CPU only, a persistent compilation cache, the real-data directory."""
+"""Test-wide settings: CPU only, a persistent compilation cache, the real-data directory, and
+everything registered, as every entry point has it."""
 
 import os
 import pathlib
@@ -9,6 +10,8 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 _CACHE = pathlib.Path(__file__).resolve().parent.parent / ".jax_cache"
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_CACHE))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+
+import sgrec_jax.registration  # noqa: E402, F401  (after the settings above: it imports JAX)
 
 
 def data_dir(name: str) -> pathlib.Path:

@@ -1,19 +1,40 @@
 """Defaults shared by every experiment config; each config file overrides what it needs.
 
 Every field can be overridden on the command line, e.g. `--config.sid.levels=4`. Configs are
-locked, so a typo in a field name fails before any work with the list of valid fields.
+locked, so a typo in a field name fails before any work with the list of valid fields. Option
+sections list every option of every registered name with its default, read from the packages'
+`defaults.py` modules, which import no JAX (sgrec_jax/registration.py registers the same).
 """
 
 import os
+from collections.abc import Mapping
+from typing import Any
 
-from ml_collections import ConfigDict
+from ml_collections import ConfigDict, config_dict
 
-from sgrec_jax.embeddings import default_options
-from sgrec_jax.models.registry import default_options as model_options
-from sgrec_jax.sid.quantizers import default_options as quantizer_options
-from sgrec_jax.stages.baselines import baseline_options
-from sgrec_jax.stages.rl import all_channel_options, all_estimator_options
-from sgrec_jax.stages.sasrec import sasrec_options
+from sgrec_jax.core.registry import field_defaults
+from sgrec_jax.embeddings.text import TextOptions
+from sgrec_jax.judge.defaults import PSJ_OPTIONS
+from sgrec_jax.models.defaults import BASELINE_OPTIONS, GENERATOR_OPTIONS, SASREC_OPTIONS
+from sgrec_jax.rewards.defaults import CHANNEL_OPTIONS
+from sgrec_jax.rl.defaults import ESTIMATOR_OPTIONS
+from sgrec_jax.sid.defaults import QUANTIZER_OPTIONS
+
+
+def options_config(defaults: Mapping[str, Any]) -> ConfigDict:
+    """A config section holding `defaults` (nested mappings become sections).
+
+    A None default becomes a placeholder that reads None until set: ml_collections cannot
+    override a plain None field from the command line (it has no type to parse the text as);
+    an `object` placeholder takes a Python literal (`64`, `(1, 2)`, `{'ecpm': 0.5}`) or else
+    the text (`ecpm`).
+    """
+    return ConfigDict({
+        name: options_config(value) if isinstance(value, Mapping)
+        else config_dict.placeholder(object) if value is None
+        else value
+        for name, value in defaults.items()
+    })
 
 
 def data_root() -> str:
@@ -24,7 +45,7 @@ def data_root() -> str:
 def base_config() -> ConfigDict:
     config = ConfigDict()
     config.seed = 0
-    # Pipeline stages, in order (registered in sgrec_jax/stages/builtin.py).
+    # Pipeline stages, in order (registered in sgrec_jax/registration.py).
     config.stages = ("sids",)
 
     config.data = ConfigDict()
@@ -47,11 +68,11 @@ def base_config() -> ConfigDict:
     config.sid.codebook_size = 256
     config.sid.levels = 3
     config.sid.quantizer = "rq_kmeans"  # A QUANTIZERS name: rq_kmeans, rq_vae.
-    config.sid.quantizer_options = ConfigDict(quantizer_options("rq_kmeans"))
+    config.sid.quantizer_options = options_config(QUANTIZER_OPTIONS["rq_kmeans"])
     config.sid.embeddings = ConfigDict()
     config.sid.embeddings.source = "text"  # An EMBEDDING_SOURCES name.
     config.sid.embeddings.dim = 64
-    config.sid.embeddings.options = ConfigDict(default_options("text"))
+    config.sid.embeddings.options = options_config(field_defaults(TextOptions))
 
     # Device mesh: data-parallel x FSDP; -1 = all remaining devices.
     config.mesh = ConfigDict({"data": -1, "fsdp": 1})
@@ -69,7 +90,7 @@ def base_config() -> ConfigDict:
 
     config.model = ConfigDict()
     config.model.name = "encoder_decoder"  # A MODELS name: encoder_decoder, decoder_only.
-    config.model.options = ConfigDict(model_options())
+    config.model.options = options_config(GENERATOR_OPTIONS)
 
     # Supervised next-item training of the generator (the "sft" stage).
     config.sft = supervised_training()
@@ -81,11 +102,11 @@ def base_config() -> ConfigDict:
 
     # The SASRec baseline (the "sasrec" stage), RecBole's Beauty settings.
     config.sasrec = ConfigDict()
-    config.sasrec.model = ConfigDict(sasrec_options())
+    config.sasrec.model = options_config(SASREC_OPTIONS)
     config.sasrec.train = supervised_training()
 
     # The counting floors (the "popularity" and "item_transition" stages), options by stage.
-    config.baselines = ConfigDict(baseline_options())
+    config.baselines = options_config(BASELINE_OPTIONS)
 
     # RL alignment of the generator (the "rl" stage).
     config.rl = rl_options()
@@ -126,9 +147,12 @@ def rl_options() -> ConfigDict:
     reward channel and advantage estimator exposed under their names."""
     return ConfigDict({
         "channels": ("ecpm", "emb_cosine"),  # REWARD_CHANNELS names, the K of R[B, G, K].
-        "channel_options": ConfigDict(all_channel_options()),  # {channel: {option: value}}
+        # {channel: {option: value}}
+        "channel_options": options_config(dict(sorted({**CHANNEL_OPTIONS,
+                                                       "psj": PSJ_OPTIONS}.items()))),
         "estimator": "a2po",  # An ESTIMATORS name (algorithms.md section 4).
-        "estimator_options": ConfigDict(all_estimator_options()),  # {estimator: {option: value}}
+        # {estimator: {option: value}}
+        "estimator_options": options_config(dict(sorted(ESTIMATOR_OPTIONS.items()))),
         "gradient_params": "",  # popo/mgda: regex over parameter paths for g_k; "" = all.
         "group_size": 16,  # G candidates per request.
         "rollout": "beam",  # "beam" (G distinct items) or "sample".
@@ -158,7 +182,7 @@ def rl_options() -> ConfigDict:
 def set_quantizer(config: ConfigDict, name: str) -> None:
     """Selects a quantizer and exposes all its options (with defaults) for overriding."""
     config.sid.quantizer = name
-    config.sid.quantizer_options = ConfigDict(quantizer_options(name))
+    config.sid.quantizer_options = options_config(QUANTIZER_OPTIONS[name])
 
 
 def real_data_sids(config: ConfigDict, arg: str, index_arg: str, index_file: str) -> None:

@@ -50,6 +50,7 @@ import os
 
 import numpy as np
 
+from sgrec_jax.core.registry import field_defaults
 from sgrec_jax.data.dataset import TEXT_FIELDS, Items, SeqRecDataset
 from sgrec_jax.data.synthetic_text import item_texts, make_vocabulary
 
@@ -391,6 +392,12 @@ def generate_world(config: WorldConfig) -> SyntheticWorld:
         interests=np.concatenate(user_interests).astype(f32),
         offsets=np.concatenate([[0], np.cumsum(lengths)]),
     )
+
+
+def world_options() -> dict:
+    """The options of the "synthetic" dataset format (config.data.options) with their defaults:
+    the fields of WorldConfig but its seed, which is data.bid_seed."""
+    return {k: v for k, v in field_defaults(WorldConfig).items() if k != "seed"}
 
 
 def load_synthetic(

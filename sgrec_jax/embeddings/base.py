@@ -2,11 +2,12 @@
 
     x_nd = item_embeddings("text", dataset, dim=128, seed=0, workdir=run_dir, vocab_size=8000)
 
-A source is registered in EMBEDDING_SOURCES together with a frozen dataclass of its options, so a
-config names the source and passes its options as a mapping (an ml_collections ConfigDict works:
-`**cfg.embedding.options`; `default_options(name)` gives the dict to start one from). Unknown or
-missing option names fail before any work with the list of valid ones. Every source takes
-`normalize` (default True): L2-normalise the rows of the result.
+A source is registered in EMBEDDING_SOURCES together with a frozen dataclass of its options
+(`register_source`, called by sgrec_jax/registration.py), so a config names the source and
+passes its options as a mapping (an ml_collections ConfigDict works: `**cfg.embedding.options`;
+`EMBEDDING_SOURCES.options(name)` gives the dict to start one from). Unknown or missing option
+names fail before any work with the list of valid ones. Every source takes `normalize` (default
+True): L2-normalise the rows of the result.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 import scipy.sparse
 import scipy.sparse.linalg
 
-from sgrec_jax.core.registry import Registry
+from sgrec_jax.core.registry import Registry, field_defaults
 from sgrec_jax.data.dataset import SeqRecDataset
 
 
@@ -64,14 +65,15 @@ EMBEDDING_SOURCES: Registry[EmbeddingSource] = Registry("embedding source")
 def register_source(
     name: str, options: type[SourceOptions], *, needs_dim: bool = True
 ) -> Callable[[BuildFn], BuildFn]:
-    """Decorator registering `build(dataset, options, *, dim, seed, workdir)` under `name`.
+    """Decorator registering `build(dataset, options, *, dim, seed, workdir)` under `name`, with
+    the fields of `options` as its options (a required field defaults to None).
 
     `needs_dim=False` for sources whose width is fixed by their input (a file, a pretrained
     model); they accept dim=None and otherwise check that dim matches.
     """
 
     def decorator(build: BuildFn) -> BuildFn:
-        EMBEDDING_SOURCES.register(name)(
+        EMBEDDING_SOURCES.register(name, defaults=field_defaults(options))(
             EmbeddingSource(build=build, options=options, needs_dim=needs_dim)
         )
         return build
@@ -79,45 +81,24 @@ def register_source(
     return decorator
 
 
+def parse_options(source: str, options: Mapping[str, Any]) -> SourceOptions:
+    """Builds the options dataclass of `source`; unknown or missing names raise ValueError."""
+    resolved = EMBEDDING_SOURCES.resolve(source, options)
+    fields = dataclasses.fields(EMBEDDING_SOURCES.get(source).options)
+    # A required option left at None (its registered default) counts as missing.
+    missing = [f.name for f in fields if _required(f) and resolved[f.name] is None]
+    if missing:
+        raise ValueError(
+            f"embedding source {source!r} needs option(s) {', '.join(missing)}; "
+            f"valid options: {', '.join(sorted(resolved))}"
+        )
+    return EMBEDDING_SOURCES.get(source).options(**resolved)
+
+
 def _required(field: dataclasses.Field) -> bool:
     return (
         field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
     )
-
-
-def default_options(source: str) -> dict[str, Any]:
-    """The options of `source` with their defaults; required options map to None."""
-    fields = dataclasses.fields(EMBEDDING_SOURCES.get(source).options)
-    out: dict[str, Any] = {}
-    for f in fields:
-        if _required(f):
-            out[f.name] = None
-        elif f.default_factory is not dataclasses.MISSING:
-            out[f.name] = f.default_factory()
-        else:
-            out[f.name] = f.default
-    return out
-
-
-def parse_options(source: str, options: Mapping[str, Any]) -> SourceOptions:
-    """Builds the options dataclass of `source`; unknown or missing names raise ValueError."""
-    cls = EMBEDDING_SOURCES.get(source).options
-    fields = dataclasses.fields(cls)
-    valid = sorted(f.name for f in fields)
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise ValueError(
-            f"unknown option(s) {', '.join(unknown)} for embedding source {source!r}; "
-            f"valid options: {', '.join(valid)}"
-        )
-    # A required option left at None (as default_options gives it) counts as missing.
-    missing = [f.name for f in fields if _required(f) and options.get(f.name) is None]
-    if missing:
-        raise ValueError(
-            f"embedding source {source!r} needs option(s) {', '.join(missing)}; "
-            f"valid options: {', '.join(valid)}"
-        )
-    return cls(**options)
 
 
 def item_embeddings(

@@ -24,7 +24,6 @@ from sgrec_jax.data.split import training_sequences
 from sgrec_jax.embeddings.base import (
     SourceOptions,
     fill_empty_rows,
-    register_source,
     truncated_svd,
 )
 
@@ -92,7 +91,6 @@ def ppmi(counts_nn: scipy.sparse.csr_array, context_smoothing: float) -> scipy.s
     ).tocsr()
 
 
-@register_source("collaborative", CollaborativeOptions)
 def collaborative_embeddings(
     dataset: SeqRecDataset,
     options: CollaborativeOptions,

@@ -12,7 +12,7 @@ import numpy as np
 
 from sgrec_jax.data.dataset import SeqRecDataset
 from sgrec_jax.data.errors import DataFormatError
-from sgrec_jax.embeddings.base import SourceOptions, register_source
+from sgrec_jax.embeddings.base import SourceOptions
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -69,7 +69,6 @@ def load_embeddings(
     return x_nd
 
 
-@register_source("npy", NpyOptions, needs_dim=False)
 def npy_embeddings(
     dataset: SeqRecDataset,
     options: NpyOptions,

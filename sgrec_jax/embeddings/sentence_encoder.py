@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 from sgrec_jax.data.dataset import TEXT_FIELDS, SeqRecDataset
-from sgrec_jax.embeddings.base import SourceOptions, register_source
+from sgrec_jax.embeddings.base import SourceOptions
 
 
 class SentenceEncoderUnavailableError(RuntimeError):
@@ -71,7 +71,6 @@ def _load_model(name: str, device: str | None):
         ) from e
 
 
-@register_source("sentence_encoder", SentenceEncoderOptions, needs_dim=False)
 def sentence_encoder_embeddings(
     dataset: SeqRecDataset,
     options: SentenceEncoderOptions,

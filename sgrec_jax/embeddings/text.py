@@ -21,7 +21,6 @@ from sgrec_jax.data.dataset import TEXT_FIELDS, SeqRecDataset
 from sgrec_jax.embeddings.base import (
     SourceOptions,
     fill_empty_rows,
-    register_source,
     truncated_svd,
 )
 
@@ -115,7 +114,6 @@ def tfidf(counts_nv: scipy.sparse.csr_array) -> scipy.sparse.csr_array:
     return (scipy.sparse.diags_array(1.0 / norms_n) @ x).tocsr()
 
 
-@register_source("text", TextOptions)
 def text_embeddings(
     dataset: SeqRecDataset,
     options: TextOptions,

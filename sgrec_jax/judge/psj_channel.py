@@ -23,8 +23,8 @@ are trained on the config's mesh (config.mesh) the first time and cached under
 workdir/judge/aggregator/ and workdir/judge/scorer/, keyed by a hash of everything they depend
 on (the store by its file's sha256).
 
-Importing this module registers the channel (the rewards package cannot import the judge, a
-later layer): whoever builds "psj" channels imports sgrec_jax.judge.psj_channel first.
+sgrec_jax/registration.py registers the channel with its options (judge/defaults.py) beside the
+rewards package's own; the rewards package cannot import the judge, a later layer.
 """
 
 from __future__ import annotations
@@ -86,7 +86,6 @@ from sgrec_jax.rewards.channel import (
     RewardRequests,
     RewardSetup,
     nan_where_padding,
-    register_channel,
 )
 
 JUDGE_DIR = "judge"  # under the work directory
@@ -287,14 +286,12 @@ def _psj_score(graphdefs: tuple[Any, Any], tables: dict[str, Any], requests: Rew
     return nan_where_padding(s_bg, items_bg)
 
 
-@register_channel("psj", evidence="features", aggregator="grpo", negatives=("random", "nearest"),
-                  group_size=16, num_batches=300, distill_batches=600, dim=None,
-                  evidence_store="")
 def build_psj(setup: RewardSetup, options: Mapping[str, Any]) -> RewardChannel:
     """The "psj" channel; options: evidence, aggregator, negatives (log-pair negatives the
     aggregator trains on), group_size and num_batches (its GRPO/BT training), distill_batches
     (the distilled scorer's), dim (text embedding width; None = the config's), evidence_store
-    (path of a stage-1 evidence.npz to learn from instead of feature evidence; "" = none)."""
+    (path of a stage-1 evidence.npz to learn from instead of feature evidence; "" = none).
+    Defaults: judge/defaults.py."""
     aggregator, scorer = psj_models(setup, options)
     emb_nd = setup.text_embeddings(dim=options["dim"])
     tables: dict[str, Any] = {"context": context_tables(setup.dataset, emb_nd)}

@@ -1,23 +1,6 @@
-"""SID generator models (Flax NNX): history in, the next item's semantic-ID codes out.
+"""Models: the SID generators (Flax NNX; history in, the next item's semantic-ID codes out),
+SASRec and the counting floors.
 
-Importing the package registers every variant in MODELS; call `build_model`.
+`models.registry.build_model` builds a generator variant by name; models/defaults.py lists every
+model's options without JAX. sgrec_jax/registration.py registers the variants.
 """
-
-from sgrec_jax.models.generator import DecoderOnly, EncoderDecoder, Memory, SidCodes, SidGenerator
-from sgrec_jax.models.history import HISTORY_ENCODINGS
-from sgrec_jax.models.layers import NEG_INF
-from sgrec_jax.models.registry import MODELS, ModelOptions, build_model, default_options
-
-__all__ = [
-    "HISTORY_ENCODINGS",
-    "MODELS",
-    "NEG_INF",
-    "DecoderOnly",
-    "EncoderDecoder",
-    "Memory",
-    "ModelOptions",
-    "SidCodes",
-    "SidGenerator",
-    "build_model",
-    "default_options",
-]

@@ -1,6 +1,6 @@
 """SID generators: read a user's history, emit the next item's L semantic-ID codes in order.
 
-Both variants (registered in MODELS) share one interface, built for three callers:
+Both variants (registered in models.registry.MODELS) share one interface, built for three callers:
 
   training:     model(history_bh, history_mask_bh, target_codes_bl, deterministic=False)
                   -> float32 [B, L, V] teacher-forced logits (level l sees target codes < l).
@@ -32,7 +32,7 @@ from flax import nnx
 
 from sgrec_jax.models.history import HistoryEmbedding
 from sgrec_jax.models.layers import Block, KeysValues, LevelHead, SidTokens, causal_mask
-from sgrec_jax.models.registry import MODELS, ModelOptions
+from sgrec_jax.models.options import ModelOptions
 from sgrec_jax.sid.dedup import check_codes
 
 
@@ -265,7 +265,6 @@ def _stack(options: ModelOptions, *, cross_attention: bool, rngs: nnx.Rngs) -> n
     )
 
 
-@MODELS.register("encoder_decoder")
 class EncoderDecoder(SidGenerator):
     """TIGER: a bidirectional encoder over the history tokens; a causal decoder over BOS and the
     target codes that cross-attends to the encoder output. The memory holds each decoder layer's
@@ -293,7 +292,6 @@ class EncoderDecoder(SidGenerator):
         return Memory(tuple(kv.k for kv in kvs), tuple(kv.v for kv in kvs), mask_bs)
 
 
-@MODELS.register("decoder_only")
 class DecoderOnly(SidGenerator):
     """One causal stack over history tokens, BOS and the target codes.
 

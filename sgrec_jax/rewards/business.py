@@ -5,7 +5,7 @@ pCTR model (another seed and, by default, another architecture), used only to ev
 so RL cannot score its own exam. Range [0, 1000 * max bid]. Needs bids (`dataset.items.bids`: the
 world's own on the synthetic world; elsewhere seeded simulated bids, see `items.bid_source`) and
 the logged sequences to train pCTR (ctr_model.py; cached under workdir/rewards/<name>_seed<k>/).
-Options: those of ctr_model.CtrOptions.
+Options: those of ctr_model.CtrOptions (defaults in rewards/defaults.py).
 """
 
 from __future__ import annotations
@@ -24,10 +24,9 @@ from sgrec_jax.rewards.channel import (
     RewardRequests,
     RewardSetup,
     nan_where_padding,
-    register_channel,
     safe_items,
 )
-from sgrec_jax.rewards.ctr_model import CtrModel, build_ctr_model, ctr_option_defaults, pctr_bg
+from sgrec_jax.rewards.ctr_model import CtrModel, build_ctr_model, pctr_bg
 
 ECPM_SCALE = 1000.0  # eCPM is revenue per thousand impressions.
 
@@ -55,12 +54,9 @@ def ecpm_channel(setup: RewardSetup, name: str, options: Mapping[str, Any]) -> R
     return ecpm_from_model(name, build_ctr_model(setup, name, options), setup.dataset.items.bids)
 
 
-@register_channel("ecpm", **ctr_option_defaults())
 def build_ecpm(setup: RewardSetup, options: Mapping[str, Any]) -> RewardChannel:
     return ecpm_channel(setup, "ecpm", options)
 
 
-@register_channel("ecpm_eval", **{**ctr_option_defaults(), "architecture": "mean_pool",
-                                  "seed_offset": 1000})
 def build_ecpm_eval(setup: RewardSetup, options: Mapping[str, Any]) -> RewardChannel:
     return ecpm_channel(setup, "ecpm_eval", options)

@@ -13,8 +13,8 @@ means "not judged": every channel returns NaN for padding candidates (items_bg =
 a costly channel (the PSJ) may also return NaN for requests with judged_b False. Cheap channels
 ignore judged_b.
 
-Builders are registered with `register_channel(name, **defaults)`: the defaults are the options
-a config may override (`channel_options(name)`); unknown option names fail before any work.
+Builders are registered in REWARD_CHANNELS with the defaults of their options (rewards/defaults.py,
+judge/defaults.py): the options a config may override; unknown option names fail before any work.
 """
 
 from __future__ import annotations
@@ -226,38 +226,10 @@ class RewardSetup:
         return self._embeddings[key]
 
 
+# build(setup, options) -> RewardChannel, options being the defaults updated by the config's.
 ChannelBuilder = Callable[[RewardSetup, Mapping[str, Any]], RewardChannel]
+# Filled by sgrec_jax/registration.py, each builder with its options' defaults.
 REWARD_CHANNELS: Registry[ChannelBuilder] = Registry("reward channel")
-
-
-def register_channel(name: str, **defaults: Any) -> Callable[[ChannelBuilder], ChannelBuilder]:
-    """Registers `build(setup, options) -> RewardChannel` with its option defaults.
-
-    `build` receives the defaults merged with the config's overrides.
-    """
-
-    def decorator(build: ChannelBuilder) -> ChannelBuilder:
-        build.default_options = dict(defaults)  # type: ignore[attr-defined]
-        REWARD_CHANNELS.register(name)(build)
-        return build
-
-    return decorator
-
-
-def channel_options(name: str) -> dict[str, Any]:
-    """The options of channel `name` with their defaults (so configs can expose them)."""
-    return dict(getattr(REWARD_CHANNELS.get(name), "default_options", {}))
-
-
-def resolve_options(name: str, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Defaults of `name` updated by `overrides`; unknown names raise ValueError."""
-    options = channel_options(name)
-    overrides = dict(overrides or {})
-    unknown = sorted(set(overrides) - set(options))
-    if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(unknown)} for reward channel {name!r}; "
-                         f"valid options: {', '.join(sorted(options)) or 'none'}")
-    return {**options, **overrides}
 
 
 def build_channels(
@@ -271,8 +243,8 @@ def build_channels(
     if len(set(names)) != len(names):
         raise ValueError(f"reward channels listed twice: {list(names)}")
     options = {k: dict(v) for k, v in dict(options).items()}  # Also takes a ConfigDict.
-    resolved = [(REWARD_CHANNELS.get(n), resolve_options(n, options.get(n))) for n in names]
-    channels = [build(setup, opts) for build, opts in resolved]
+    resolved = {name: REWARD_CHANNELS.resolve(name, options.get(name)) for name in names}
+    channels = [REWARD_CHANNELS.get(name)(setup, opts) for name, opts in resolved.items()]
     for name, channel in zip(names, channels, strict=True):
         if channel.name != name:
             raise ValueError(f"builder of {name!r} returned channel {channel.name!r}")

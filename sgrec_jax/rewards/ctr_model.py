@@ -65,7 +65,8 @@ _VALID_STREAM, _TEST_STREAM = 1, 2
 
 @dataclasses.dataclass(frozen=True)
 class CtrOptions:
-    """How a pCTR model is built and trained.
+    """How a pCTR model is built and trained (the eCPM channels' options: rewards/defaults.py
+    restates these defaults for configs).
 
     Attributes:
       architecture: one of CTR_ARCHITECTURES.
@@ -116,10 +117,6 @@ class CtrOptions:
             "log_every": min(100, self.ctr_steps), "keep_checkpoints": 1,
             "max_steps_per_run": 0,
         })
-
-
-def ctr_option_defaults() -> dict[str, Any]:
-    return {f.name: f.default for f in dataclasses.fields(CtrOptions)}
 
 
 class MeanPoolScorer(nnx.Module):

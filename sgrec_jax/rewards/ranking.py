@@ -23,7 +23,6 @@ from sgrec_jax.rewards.channel import (
     RewardRequests,
     RewardSetup,
     nan_where_padding,
-    register_channel,
 )
 
 
@@ -62,13 +61,11 @@ def _rank_score(tables: Any, requests: RewardRequests, items_bg: jax.Array,
     return nan_where_padding(reward_bg, items_bg)
 
 
-@register_channel("hit")
 def build_hit(setup: RewardSetup, options: Mapping[str, Any]) -> RewardChannel:
     del setup, options
     return RewardChannel("hit", 0.0, 1.0, "business", {}, _hit_score)
 
 
-@register_channel("rank")
 def build_rank(setup: RewardSetup, options: Mapping[str, Any]) -> RewardChannel:
     del setup, options
     return RewardChannel("rank", -1.0, 1.0, "business", {}, _rank_score)

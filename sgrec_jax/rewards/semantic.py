@@ -18,7 +18,6 @@ from sgrec_jax.rewards.channel import (
     RewardRequests,
     RewardSetup,
     nan_where_padding,
-    register_channel,
     safe_items,
 )
 
@@ -31,7 +30,6 @@ def _emb_cosine_score(emb_nd: jax.Array, requests: RewardRequests, items_bg: jax
     return nan_where_padding(jnp.clip(cos_bg, -1.0, 1.0), items_bg)
 
 
-@register_channel("emb_cosine", dim=None)
 def build_emb_cosine(setup: RewardSetup, options: Mapping[str, Any]) -> RewardChannel:
     emb_nd = jnp.asarray(setup.text_embeddings(dim=options["dim"]))
     return RewardChannel("emb_cosine", -1.0, 1.0, "semantic", emb_nd, _emb_cosine_score)

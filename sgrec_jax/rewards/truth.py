@@ -40,7 +40,6 @@ from sgrec_jax.rewards.channel import (
     RewardRequests,
     RewardSetup,
     nan_where_padding,
-    register_channel,
     reward_tensor,
     safe_items,
 )
@@ -119,14 +118,12 @@ def _world_of(setup: RewardSetup, name: str) -> SyntheticWorld:
     return world
 
 
-@register_channel("true_ctr")
 def build_true_ctr(setup: RewardSetup, options: Mapping[str, Any]) -> RewardChannel:
     del options
     tables = world_tables(_world_of(setup, "true_ctr"))
     return RewardChannel("true_ctr", 0.0, 1.0, "truth", tables, _true_ctr_score)
 
 
-@register_channel("true_business")
 def build_true_business(setup: RewardSetup, options: Mapping[str, Any]) -> RewardChannel:
     del options
     world = _world_of(setup, "true_business")
@@ -134,7 +131,6 @@ def build_true_business(setup: RewardSetup, options: Mapping[str, Any]) -> Rewar
                          world_tables(world), _true_business_score)
 
 
-@register_channel("true_relevance")
 def build_true_relevance(setup: RewardSetup, options: Mapping[str, Any]) -> RewardChannel:
     del options
     tables = world_tables(_world_of(setup, "true_relevance"))

@@ -1,19 +1,2 @@
-"""RL alignment of the generator: reward mixing (advantage estimators) and its Pallas kernel."""
-
-from sgrec_jax.rl.estimators import (
-    ESTIMATORS,
-    ChannelSpec,
-    Estimator,
-    build_estimator,
-    channel_advantages,
-    estimator_options,
-)
-
-__all__ = [
-    "ESTIMATORS",
-    "ChannelSpec",
-    "Estimator",
-    "build_estimator",
-    "channel_advantages",
-    "estimator_options",
-]
+"""RL alignment of the generator: reward mixing (advantage estimators), its Pallas kernel,
+rollouts and the GRPO step. The estimators' options live in rl/defaults.py."""

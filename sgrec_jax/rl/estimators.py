@@ -2,7 +2,7 @@
 
 Each estimator maps rewards R [B, G, K] (NaN = not judged) plus its state to advantages A [B, G]:
 
-    estimator = ESTIMATORS.get(name)(channels, options)     # options: estimator_options(name)
+    estimator = ESTIMATORS.build(name, channels, **overrides)  # defaults: rl/defaults.py
     state = estimator.init_state()                          # TrainState.extra["estimator"]
     adv_bg, state, stats = estimator(rewards_bgk, state, gram_kk=gram_kk)
 
@@ -25,11 +25,10 @@ import jax.numpy as jnp
 
 from sgrec_jax.core.group_stats import EPS, group_stats
 from sgrec_jax.core.registry import Registry
+from sgrec_jax.rewards.channel import KINDS
 from sgrec_jax.rl.pallas_advantage import MixResult, MixSpec, a2po_lambda, mixed_advantage
 
-KINDS = ("business", "semantic", "truth")
 IMPLS = ("xla", "pallas")
-_MIX_OPTIONS = {"impl": "xla", "block_b": 8}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,25 +127,20 @@ def _nan_ratio(num: jax.Array, den: jax.Array) -> jax.Array:
 class Estimator:
     """Base class: options, channel bookkeeping, the mix call and the common statistics.
 
-    Subclasses set DEFAULTS (their options) and implement `_advantage`.
+    Subclasses implement `_advantage`. `options` is every option of the estimator, as
+    `ESTIMATORS.build` resolves them from its registered defaults (rl/defaults.py).
     """
 
-    DEFAULTS: ClassVar[dict[str, Any]] = {}
     needs_gradients: ClassVar[bool] = False
 
-    def __init__(self, channels: Sequence[ChannelSpec], options: Mapping[str, Any] | None = None):
+    def __init__(self, channels: Sequence[ChannelSpec], options: Mapping[str, Any]):
         self.channels = tuple(channels)
         if not self.channels:
             raise ValueError(f"{type(self).__name__} needs at least one reward channel")
         self.names = tuple(c.name for c in self.channels)
         if len(set(self.names)) != len(self.names):
             raise ValueError(f"duplicate reward channel names: {self.names}")
-        options = dict(options.items()) if options is not None else {}
-        unknown = sorted(set(options) - set(self.DEFAULTS))
-        if unknown:
-            raise ValueError(f"unknown options {unknown} for {type(self).__name__}; "
-                             f"valid: {sorted(self.DEFAULTS)}")
-        self.options = {**self.DEFAULTS, **options}
+        self.options = dict(options.items())
         if "impl" in self.options and self.options["impl"] not in IMPLS:
             raise ValueError(f"impl {self.options['impl']!r} not in {IMPLS}")
 
@@ -243,27 +237,15 @@ class Estimator:
         return {f"{prefix}/{n}": weights_k[k] for k, n in enumerate(self.names)}
 
 
+# Filled by sgrec_jax/registration.py, each class with its options' defaults (rl/defaults.py).
 ESTIMATORS: Registry[type[Estimator]] = Registry("advantage estimator")
 
 
-def estimator_options(name: str) -> dict[str, Any]:
-    """The default options of estimator `name` (what a config can override)."""
-    return dict(ESTIMATORS.get(name).DEFAULTS)
-
-
-def build_estimator(name: str, channels: Sequence[ChannelSpec],
-                    options: Mapping[str, Any] | None = None) -> Estimator:
-    return ESTIMATORS.get(name)(channels, options)
-
-
-@ESTIMATORS.register("single")
 class Single(Estimator):
     """A = z_G(r_k) for one channel (plain GRPO). channel None: the only channel, or the only
     business channel."""
 
-    DEFAULTS = {"channel": None, **_MIX_OPTIONS}
-
-    def __init__(self, channels, options=None):
+    def __init__(self, channels, options):
         super().__init__(channels, options)
         name = self.options["channel"]
         if name is None:
@@ -282,11 +264,8 @@ class Single(Estimator):
         return mix.adv_bg, state, mix, {}
 
 
-@ESTIMATORS.register("weighted_sum")
 class WeightedSum(Estimator):
     """A = z_G(sum_k w_k r_k), fixed w (weights None: uniform, Taiji's 0.5/0.5 for K = 2)."""
-
-    DEFAULTS = {"weights": None, **_MIX_OPTIONS}
 
     def _advantage(self, rewards_bgk, state, gram_kk):
         weights_k = self._weights(1.0 / self.num_channels)
@@ -294,11 +273,8 @@ class WeightedSum(Estimator):
         return mix.adv_bg, state, mix, self._weight_stats(weights_k)
 
 
-@ESTIMATORS.register("adv_sum")
 class AdvSum(Estimator):
     """A = sum_k w_k z_G(r_k) (S-GRec's Adv-Sum; weights None: all 1, MO-GRPO)."""
-
-    DEFAULTS = {"weights": None, **_MIX_OPTIONS}
 
     def _advantage(self, rewards_bgk, state, gram_kk):
         weights_k = self._weights(1.0)
@@ -306,7 +282,6 @@ class AdvSum(Estimator):
         return mix.adv_bg, state, mix, self._weight_stats(weights_k)
 
 
-@ESTIMATORS.register("gdpo")
 class Gdpo(AdvSum):
     """adv_sum divided by its std over the whole batch (no re-centring: constant groups stay 0)."""
 
@@ -316,15 +291,12 @@ class Gdpo(AdvSum):
         return adv_bg / (std + EPS), state, mix, {**stats, "gdpo/batch_std": std}
 
 
-@ESTIMATORS.register("a2po")
 class A2po(Estimator):
     """A = A_b + lam * A_s with lam = 1[sign A_b = sign A_s] min(|A_b|,|A_s|)/(max + eps)
     (S-GRec); A = A_b where the semantic channel is not judged. semantic None: the only channel
     of kind "semantic". Other channels are logged but not mixed."""
 
-    DEFAULTS = {"business": "ecpm", "semantic": None, **_MIX_OPTIONS}
-
-    def __init__(self, channels, options=None):
+    def __init__(self, channels, options):
         super().__init__(channels, options)
         self.business = self.index(self.options["business"])
         semantic = self.options["semantic"]
@@ -359,7 +331,7 @@ class _SimplexMix(Estimator):
     whatever its weight). Either way z_G removes the offsets, so only the scales differ.
     """
 
-    def __init__(self, channels, options=None):
+    def __init__(self, channels, options):
         super().__init__(channels, options)
         self.w_min = float(self.options["w_min"])
         if not 0.0 <= self.w_min * self.num_channels <= 1.0:
@@ -372,15 +344,12 @@ class _SimplexMix(Estimator):
         return self._mix(rewards_bgk, MixSpec("rewards"), weights_k, *low_inv)
 
 
-@ESTIMATORS.register("popo_light")
 class PopoLight(_SimplexMix):
     """w_k ∝ sigma_k / (mu_k + eps) of each channel's rewards mapped to [0, 1] by its declared
     range, over the batch's finite values (EMA with decay `ema`; 0 = this batch only), floored
     at w_min on the simplex; A = z_G(sum_k w_k r_k) over the judged channels (Taiji)."""
 
-    DEFAULTS = {"w_min": 0.05, "ema": 0.0, "mix_space": "mapped", **_MIX_OPTIONS}
-
-    def __init__(self, channels, options=None):
+    def __init__(self, channels, options):
         super().__init__(channels, options)
         if not 0.0 <= float(self.options["ema"]) < 1.0:
             raise ValueError(f"ema {self.options['ema']} must lie in [0, 1)")
@@ -404,17 +373,15 @@ class PopoLight(_SimplexMix):
         return mix.adv_bg, new_state, mix, self._weight_stats(weights_k)
 
 
-@ESTIMATORS.register("popo")
 class Popo(_SimplexMix):
     """Exponentiated gradient on the simplex (Taiji): I_k = sum_j gram[k, j] = <g_k, sum_j g_j>,
     w~_k <- w_k exp(eta I_k / mu), normalised and floored at w_min; init 1/K; then
     A = z_G(sum_k w_k r_k) with the updated weights. mu "norm" (default) is mean_k |I_k| + eps,
     which makes eta dimensionless; a positive number is used as is."""
 
-    DEFAULTS = {"eta": 0.1, "mu": "norm", "w_min": 0.05, "mix_space": "mapped", **_MIX_OPTIONS}
     needs_gradients = True
 
-    def __init__(self, channels, options=None):
+    def __init__(self, channels, options):
         super().__init__(channels, options)
         mu = self.options["mu"]
         if mu != "norm" and not (isinstance(mu, (int, float)) and mu > 0):
@@ -437,15 +404,13 @@ class Popo(_SimplexMix):
         return mix.adv_bg, {"weights_k": weights_k}, mix, stats
 
 
-@ESTIMATORS.register("mgda")
 class Mgda(Estimator):
     """alpha = min-norm point of the convex hull of the per-channel gradients (closed form for
     K = 2, Frank-Wolfe for K > 2 or with solver "frank_wolfe"); A = sum_k alpha_k z_G(r_k)."""
 
-    DEFAULTS = {"solver": "auto", "fw_steps": 100, **_MIX_OPTIONS}
     needs_gradients = True
 
-    def __init__(self, channels, options=None):
+    def __init__(self, channels, options):
         super().__init__(channels, options)
         if self.options["solver"] not in ("auto", "frank_wolfe"):
             raise ValueError(f"solver {self.options['solver']!r} not in ('auto', 'frank_wolfe')")

@@ -2,26 +2,22 @@
 
 Every entry is a fit function
     fit(embeddings_nd, *, levels, codebook_size, seed, **options) -> result with .codes_nl
-whose keyword-only options carry their defaults (`default_options(name)` lists them for a
-config). Call `quantize`, which checks the option names and the embeddings first, so bad
-input fails before any JAX work, and returns the codes int32 [N, L].
+registered (by sgrec_jax/registration.py) with the defaults of its keyword-only options
+(sid/defaults.py; `QUANTIZERS.options(name)` lists them for a config). Call `quantize`, which
+checks the option names and the embeddings first, so bad input fails before any JAX work, and
+returns the codes int32 [N, L].
 """
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from sgrec_jax.core.registry import Registry
 from sgrec_jax.data.errors import DataFormatError
-from sgrec_jax.sid.rq_kmeans import rq_kmeans
-from sgrec_jax.sid.rq_vae import rq_vae
-
-_COMMON = ("levels", "codebook_size", "seed")
 
 
 class QuantizerFit(Protocol):
@@ -31,21 +27,6 @@ class QuantizerFit(Protocol):
 
 
 QUANTIZERS: Registry[Callable[..., QuantizerFit]] = Registry("quantizer")
-QUANTIZERS.register("rq_kmeans")(rq_kmeans)
-QUANTIZERS.register("rq_vae")(rq_vae)
-
-
-def default_options(name: str) -> dict[str, Any]:
-    """Options of quantizer `name` with their defaults: the dict a config starts from.
-
-    Options are the fit function's keyword-only arguments other than levels, codebook_size, seed.
-    """
-    params = inspect.signature(QUANTIZERS.get(name)).parameters.values()
-    return {
-        p.name: p.default
-        for p in params
-        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in _COMMON
-    }
 
 
 def check_embeddings(
@@ -78,14 +59,8 @@ def quantize(
 
     `source` names where the embeddings came from, for error messages.
     """
-    fit = QUANTIZERS.get(name)
-    valid = default_options(name)
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise ValueError(
-            f"unknown option(s) {', '.join(unknown)} for quantizer {name!r}; "
-            f"valid options: {', '.join(sorted(valid))}"
-        )
+    options = QUANTIZERS.resolve(name, options)
     x = check_embeddings(embeddings_nd, source)
+    fit = QUANTIZERS.get(name)
     result = fit(x, levels=levels, codebook_size=codebook_size, seed=seed, **options)
     return np.asarray(result.codes_nl, np.int32)

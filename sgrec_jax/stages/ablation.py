@@ -57,6 +57,7 @@ from ml_collections import ConfigDict
 from sgrec_jax.core.files import atomic_write, write_json
 from sgrec_jax.evaluation.bootstrap import BootstrapResult
 from sgrec_jax.evaluation.paired import (
+    BOOTSTRAP_METRICS,
     SEED_MEAN,
     UserMetrics,
     bootstrap_json,
@@ -74,6 +75,7 @@ from sgrec_jax.evaluation.pareto import (
 )
 from sgrec_jax.evaluation.plots import PlotPoint, tradeoff_plot
 from sgrec_jax.evaluation.tables import ResultsTable, results_table, to_csv, to_markdown
+from sgrec_jax.rl.estimators import ESTIMATORS
 from sgrec_jax.stages.pipeline import RESULTS_FILE, check_config, run_pipeline
 from sgrec_jax.stages.rl import TEST_REWARDS_FILE, TRUE_FRONT_FILE, backfill_test_rewards
 from sgrec_jax.stages.runs import read_json, run_or_load
@@ -90,7 +92,6 @@ BUSINESS, SEMANTIC = "ecpm@10", "semantic@10"
 TRUE_BUSINESS, TRUE_RELEVANCE = "true_business@10", "true_relevance@10"
 TABLE_METRICS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10", BUSINESS, SEMANTIC,
                  "valid_rate", "sign_agreement")
-BOOTSTRAP_METRICS = ("recall@10", "ndcg@10")
 REWARD_METRICS = (BUSINESS, SEMANTIC, TRUE_BUSINESS, TRUE_RELEVANCE)
 
 
@@ -131,7 +132,7 @@ def sweep_weights(channels: Sequence[str], weight: float) -> dict[str, Any]:
     """
     if len(channels) != 2 or channels[0] == channels[1]:
         raise ValueError(f"the sweep needs two channels (business, semantic), got {channels}")
-    options = _estimator_defaults(SWEEP_ESTIMATOR)
+    options = ESTIMATORS.options(SWEEP_ESTIMATOR)
     options["weights"] = {channels[0]: weight, channels[1]: 1.0 - weight}
     return options
 
@@ -146,12 +147,6 @@ def sweep_channels(config: ConfigDict, names: Sequence[str] = ()) -> tuple[str, 
             "pass --sweep_channels=BUSINESS,SEMANTIC"
         )
     return names
-
-
-def _estimator_defaults(name: str) -> dict[str, Any]:
-    from sgrec_jax.rl.estimators import estimator_options
-
-    return dict(estimator_options(name))
 
 
 def cell_config(
@@ -221,8 +216,6 @@ def run_cells(
     `defaults` (the code's default config), a finished cell whose config lacks a field added
     since passes when the field holds its default (`runs.check_same_config`).
     """
-    import sgrec_jax.stages.builtin  # noqa: F401  (registers the stages check_config looks up)
-
     workdir = os.path.abspath(workdir)  # Orbax rejects relative checkpoint paths.
     init_workdir = prepare_sft(config, workdir, dry=True)
     configs = {

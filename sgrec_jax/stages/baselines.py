@@ -4,9 +4,9 @@ No training: each fits by counting over the training part of the sequences
 (sgrec_jax/models/counting.py) and ranks the full catalog for every test user, evaluated by the
 same code as the learned systems (protocol metrics, coverage@10 and the ranking diagnostics).
 Metrics go under "<stage>/" (e.g. item_transition/recall@10), ranked lists to
-DIR/<stage>/test_rankings.npz. Options live in config.baselines.<stage> (defaults:
-`baseline_options`). Neither needs the "sids" stage; when it ran before them, their reports also
-give diag/first_codes@10. Both take seconds on Beauty.
+DIR/<stage>/test_rankings.npz. Options live in config.baselines.<stage>; each stage is registered
+with their defaults (models/defaults.py). Neither needs the "sids" stage; when it ran before
+them, their reports also give diag/first_codes@10. Both take seconds on Beauty.
 """
 
 from __future__ import annotations
@@ -29,27 +29,12 @@ from sgrec_jax.train.evaluate import Rankings
 TOP_K = 10  # Ranked list length, as the learned systems' (ndcg@10, coverage@10).
 
 
-def baseline_options() -> dict[str, dict[str, Any]]:
-    """{stage: {option: default}} for config.baselines."""
-    return {
-        "popularity": {"exclude_history": False},
-        # benchmarks.md's counting row: the last 3 history items weighted 1, 0.5, 0.25.
-        "item_transition": {"window": 3, "weights": (1.0, 0.5, 0.25), "exclude_history": False},
-    }
-
-
 def _check_options(config: ConfigDict, name: str) -> dict[str, Any]:
     """config.baselines.<name> as a dict, after checking its fields (errors name the field)."""
     field = f"baselines.{name}"
     if "baselines" not in config or name not in config.baselines:
         raise ValueError(f"stage {name!r} needs the config section {field}")
-    options = dict(config.baselines[name])
-    valid = baseline_options()[name]
-    unknown = set(options) - set(valid)
-    if unknown:
-        raise ValueError(f"unknown {field} option(s) {sorted(unknown)}; valid options: "
-                         f"{', '.join(sorted(valid))}")
-    options = {**valid, **options}
+    options = STAGES.resolve(name, config.baselines[name])
     if not isinstance(options["exclude_history"], bool):
         raise ValueError(f"{field}.exclude_history must be True or False, got "
                          f"{options['exclude_history']!r}")
@@ -97,9 +82,6 @@ def _item_transition(context: RunContext) -> None:
     ))
 
 
-STAGES.register("popularity")(
-    Stage(run=_popularity, check=lambda config: _check_options(config, "popularity"))
-)
-STAGES.register("item_transition")(
-    Stage(run=_item_transition, check=lambda config: _check_options(config, "item_transition"))
-)
+POPULARITY = Stage(run=_popularity, check=lambda config: _check_options(config, "popularity"))
+ITEM_TRANSITION = Stage(run=_item_transition,
+                        check=lambda config: _check_options(config, "item_transition"))

@@ -1,8 +1,9 @@
 """The experiment pipeline: load the data, run the configured stages in order, write results.
 
-Stages (SIDs, SFT, evaluation, RL, ...) are registered by name in STAGES; `config.stages` lists
-the ones to run. Every stage reads and writes the shared RunContext, caches its outputs in the
-work directory, and so resumes where a previous run stopped. The whole config is checked (stage,
+Stages (SIDs, SFT, evaluation, RL, ...) are registered by name in STAGES (by
+sgrec_jax/registration.py, which every entry point imports); `config.stages` lists the ones to
+run. Every stage reads and writes the shared RunContext, caches its outputs in the work
+directory, and so resumes where a previous run stopped. The whole config is checked (stage,
 format, registry names) before any work starts. In a multi-process run every process runs every
 stage (the same computation; jitted steps span all processes' devices) and process 0 alone writes
 the run's files.
@@ -69,8 +70,6 @@ def load_configured_dataset(config: ConfigDict) -> SeqRecDataset:
 
 def run_pipeline(config: ConfigDict, workdir: str) -> dict[str, Any]:
     """Runs `config.stages` in `workdir` and writes results.json; returns its content."""
-    import sgrec_jax.stages.builtin  # noqa: F401  (registers the stages)
-
     check_config(config)
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)

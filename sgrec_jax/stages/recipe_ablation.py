@@ -180,8 +180,6 @@ def run_variants(
     finished run adopt fields added after it ran that hold their default
     (`runs.check_same_config`); None compares strictly.
     """
-    import sgrec_jax.stages.builtin  # noqa: F401  (registers the stages check_config looks up)
-
     workdir = os.path.abspath(workdir)  # Orbax rejects relative checkpoint paths.
     configs = variant_configs(config, variants)
     for name, (variant_config, _) in configs.items():

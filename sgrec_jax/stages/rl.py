@@ -33,7 +33,6 @@ from absl import logging
 from flax import nnx
 from ml_collections import ConfigDict
 
-import sgrec_jax.judge.psj_channel  # noqa: F401  (registers the "psj" reward channel)
 from sgrec_jax.core.distributed import is_primary_process
 from sgrec_jax.core.files import write_json, write_npz
 from sgrec_jax.core.sharding import host_to_global, make_mesh
@@ -42,25 +41,20 @@ from sgrec_jax.data.shards import ShardedExamples
 from sgrec_jax.data.sources import check_data_source, load_splits, train_iterator_for
 from sgrec_jax.data.split import Examples, leave_one_out
 from sgrec_jax.models.registry import build_model
-from sgrec_jax.rewards import REWARD_CHANNELS, RewardChannel, RewardRequests, RewardSetup
 from sgrec_jax.rewards.channel import (
+    REWARD_CHANNELS,
+    RewardChannel,
+    RewardRequests,
+    RewardSetup,
     build_channels,
-    channel_options,
-    resolve_options,
     reward_tensor,
 )
 from sgrec_jax.rewards.truth import oracle_front
-from sgrec_jax.rl.estimators import ESTIMATORS, ChannelSpec, estimator_options
+from sgrec_jax.rl.estimators import ESTIMATORS, ChannelSpec
 from sgrec_jax.rl.grpo import RLSettings, init_extra, make_rl_step, select_params
 from sgrec_jax.rl.rollout import ROLLOUT_MODES
 from sgrec_jax.sid.build import SemanticIds, load_semantic_ids
-from sgrec_jax.stages.pipeline import (
-    CONFIG_FILE,
-    STAGES,
-    RunContext,
-    Stage,
-    load_configured_dataset,
-)
+from sgrec_jax.stages.pipeline import CONFIG_FILE, RunContext, Stage, load_configured_dataset
 from sgrec_jax.stages.runs import read_json
 from sgrec_jax.train.checkpointing import Checkpointer
 from sgrec_jax.train.evaluate import (
@@ -84,16 +78,6 @@ TRUE_FRONT_WEIGHTS = np.linspace(0.0, 1.0, 41)  # Business weights of the oracle
 
 # -- config ------------------------------------------------------------------------------------
 
-def all_channel_options() -> dict[str, dict[str, Any]]:
-    """Every reward channel's options with their defaults, by channel name (for configs)."""
-    return {name: channel_options(name) for name in REWARD_CHANNELS.names()}
-
-
-def all_estimator_options() -> dict[str, dict[str, Any]]:
-    """Every advantage estimator's options with their defaults, by name (for configs)."""
-    return {name: estimator_options(name) for name in ESTIMATORS.names()}
-
-
 def _check(config: ConfigDict) -> None:
     rl, stages = config.rl, list(config.stages)
     if "sft" in stages:
@@ -102,14 +86,9 @@ def _check(config: ConfigDict) -> None:
     elif not rl.init_workdir:
         raise ValueError("stage 'rl' needs the 'sft' stage before it or rl.init_workdir (an SFT "
                          "work directory)")
-    names = [*rl.channels, rl.semantic_eval_channel, EVAL_BUSINESS]
-    for name in names:
-        resolve_options(name, rl.channel_options.get(name))  # unknown names or options fail
-    defaults = estimator_options(rl.estimator)
-    unknown = sorted(set(rl.estimator_options.get(rl.estimator, {})) - set(defaults))
-    if unknown:
-        raise ValueError(f"rl.estimator_options.{rl.estimator}: unknown {unknown}; valid: "
-                         f"{sorted(defaults)}")
+    for name in [*rl.channels, rl.semantic_eval_channel, EVAL_BUSINESS]:
+        REWARD_CHANNELS.resolve(name, rl.channel_options.get(name))  # unknown names or options
+    ESTIMATORS.resolve(rl.estimator, rl.estimator_options.get(rl.estimator))
     problems = []
     if rl.rollout not in ROLLOUT_MODES:
         problems.append(f"rollout {rl.rollout!r} is not one of {', '.join(ROLLOUT_MODES)}")
@@ -244,9 +223,8 @@ def train_rl(config: ConfigDict, num_items: int, model: nnx.Module, catalog: Any
     `channels`; returns the final policy and the training summary. Needs no pipeline, so the
     reliability tests run this very loop on a tiny generator."""
     rl = config.rl
-    estimator = ESTIMATORS.get(rl.estimator)(
-        [ChannelSpec.of(c) for c in channels], dict(rl.estimator_options.get(rl.estimator, {}))
-    )
+    estimator = ESTIMATORS.build(rl.estimator, [ChannelSpec.of(c) for c in channels],
+                                 **rl.estimator_options.get(rl.estimator, {}))
     mesh = make_mesh(data=config.mesh.data, fsdp=config.mesh.fsdp)
     updates = rl.updates_per_batch
     optimizer = make_optimizer(rl.learning_rate, rl.warmup_steps * updates, rl.num_steps * updates,
@@ -423,4 +401,4 @@ def _run(context: RunContext) -> None:
     context.metrics.update(summary)
 
 
-STAGES.register("rl")(Stage(run=_run, check=_check))
+STAGE = Stage(run=_run, check=_check)

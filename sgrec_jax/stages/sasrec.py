@@ -4,11 +4,11 @@ Trained by the same supervised loop as the generator (checkpoints in DIR/sasrec)
 by the same code (top-k of its scores over the whole catalog). Its metrics are reported under
 `sasrec/` (e.g. sasrec/recall@10), so one run can hold both systems side by side; ranked lists go
 to DIR/sasrec/test_rankings.npz. Its scorer is reused later as the pCTR model of the eCPM reward.
+The model's options are config.sasrec.model (defaults: models/defaults.py).
 """
 
 from __future__ import annotations
 
-import inspect
 import os
 
 from absl import logging
@@ -24,12 +24,6 @@ from sgrec_jax.train.evaluate import rank_with_scores, ranking_report, scalar_me
 from sgrec_jax.train.supervised import check_training_config, train_supervised
 
 
-def sasrec_options() -> dict:
-    """SASRec's size options with their defaults (for configs)."""
-    params = inspect.signature(SASRec.__init__).parameters.values()
-    return {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY and p.name != "rngs"}
-
-
 def _loss(model: SASRec, batch: dict, rng) -> tuple:
     return ce_loss(model, batch, rng), {}
 
@@ -40,10 +34,7 @@ def _check(config: ConfigDict) -> None:
     if config.sasrec.train.get("length_buckets", ()):
         raise ValueError("sasrec.train.length_buckets must be (): SASRec reads full-width "
                          "histories (its positions count from the left)")
-    unknown = set(config.sasrec.model) - set(sasrec_options())
-    if unknown:
-        raise ValueError(f"unknown sasrec.model option(s) {sorted(unknown)}; valid options: "
-                         f"{', '.join(sorted(sasrec_options()))}")
+    STAGES.resolve("sasrec", config.sasrec.model)  # registered with SASRec's options
 
 
 def _run(context: RunContext) -> None:
@@ -79,4 +70,4 @@ def _run(context: RunContext) -> None:
                                 config.sasrec.train.batch_size)})
 
 
-STAGES.register("sasrec")(Stage(run=_run, check=_check))
+STAGE = Stage(run=_run, check=_check)

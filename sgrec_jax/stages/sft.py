@@ -21,8 +21,8 @@ from ml_collections import ConfigDict
 from sgrec_jax.core.distributed import is_primary_process
 from sgrec_jax.data.sources import check_data_source, load_splits
 from sgrec_jax.decoding.beam_search import LEVEL_SCORINGS
-from sgrec_jax.models.registry import MODELS, build_model, parse_options
-from sgrec_jax.stages.pipeline import STAGES, RunContext, Stage
+from sgrec_jax.models.registry import build_model, parse_options
+from sgrec_jax.stages.pipeline import RunContext, Stage
 from sgrec_jax.stages.reports import report_test_split
 from sgrec_jax.train.evaluate import rank_with_generator, ranking_report, scalar_metrics, subsample
 from sgrec_jax.train.augment import crop_histories
@@ -67,8 +67,7 @@ def _check(config: ConfigDict) -> None:
     if config.sft.history_crop_max_keep < 0:
         raise ValueError(f"sft.history_crop_max_keep {config.sft.history_crop_max_keep} must be "
                          ">= 0 (0 = no cap)")
-    MODELS.get(config.model.name)
-    parse_options(dict(config.model.options))
+    parse_options(config.model.name, config.model.options)
     if config.eval.beam_size < 10:
         raise ValueError(f"eval.beam_size {config.eval.beam_size} must be >= 10 (K of ndcg@10)")
     if config.eval.level_scoring not in LEVEL_SCORINGS:
@@ -126,4 +125,4 @@ def _run(context: RunContext) -> None:
     })
 
 
-STAGES.register("sft")(Stage(run=_run, check=_check))
+STAGE = Stage(run=_run, check=_check)

@@ -9,7 +9,7 @@ from sgrec_jax.core.distributed import is_primary_process
 from sgrec_jax.embeddings import EMBEDDING_SOURCES
 from sgrec_jax.sid.build import build_semantic_ids, load_semantic_ids, save_semantic_ids
 from sgrec_jax.sid.quantizers import QUANTIZERS
-from sgrec_jax.stages.pipeline import STAGES, RunContext, Stage
+from sgrec_jax.stages.pipeline import RunContext, Stage
 
 SID_SOURCES = ("quantizer", "index")
 
@@ -19,8 +19,8 @@ def _check(config: ConfigDict) -> None:
     if sid.source not in SID_SOURCES:
         raise ValueError(f"sid.source {sid.source!r} is not one of {', '.join(SID_SOURCES)}")
     if sid.source == "quantizer":
-        EMBEDDING_SOURCES.get(sid.embeddings.source)
-        QUANTIZERS.get(sid.quantizer)
+        EMBEDDING_SOURCES.resolve(sid.embeddings.source, sid.embeddings.options)
+        QUANTIZERS.resolve(sid.quantizer, sid.quantizer_options)
     elif not sid.index_path:
         raise ValueError("sid.source is 'index' but sid.index_path is empty")
 
@@ -48,4 +48,4 @@ def _run(context: RunContext) -> None:
     context.metrics.update({f"sid/{k}": v for k, v in report.items()})
 
 
-STAGES.register("sids")(Stage(run=_run, check=_check))
+STAGE = Stage(run=_run, check=_check)

@@ -6,7 +6,7 @@ from flax import nnx
 
 from sgrec_jax.decoding.beam_search import constrained_beam_search_jit
 from sgrec_jax.decoding.logprob import sequence_logprob
-from sgrec_jax.models import build_model
+from sgrec_jax.models.registry import build_model
 from tests.decoding.toy import histories, tiny_sids
 
 SIDS = tiny_sids()

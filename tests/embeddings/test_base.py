@@ -7,7 +7,7 @@ import scipy.sparse
 
 from sgrec_jax.core.registry import UnknownNameError
 from sgrec_jax.data.dataset import TEXT_FIELDS, Items, SeqRecDataset
-from sgrec_jax.embeddings import EMBEDDING_SOURCES, default_options, item_embeddings
+from sgrec_jax.embeddings import EMBEDDING_SOURCES, item_embeddings
 from sgrec_jax.embeddings.base import fill_empty_rows, l2_normalize_rows, truncated_svd
 
 
@@ -49,13 +49,13 @@ def test_unknown_option_lists_valid_ones():
 
 
 def test_missing_required_option_is_named():
-    assert default_options("npy") == {"normalize": True, "path": None}
+    assert EMBEDDING_SOURCES.options("npy") == {"normalize": True, "path": None}
     with pytest.raises(ValueError, match="'npy' needs option\\(s\\) path"):
-        item_embeddings("npy", DATASET, dim=None, seed=0, **default_options("npy"))
+        item_embeddings("npy", DATASET, dim=None, seed=0, **EMBEDDING_SOURCES.options("npy"))
 
 
 def test_options_pass_through_a_config_dict():
-    options = ml_collections.ConfigDict(default_options("collaborative"))
+    options = ml_collections.ConfigDict(EMBEDDING_SOURCES.options("collaborative"))
     options.window = 2
     from_config = item_embeddings("collaborative", DATASET, dim=3, seed=0, **options)
     direct = item_embeddings("collaborative", DATASET, dim=3, seed=0, window=2)

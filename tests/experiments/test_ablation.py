@@ -91,7 +91,7 @@ def test_sweep_weighs_business_by_w_and_semantic_by_one_minus_w():
     channels = [ChannelSpec("ecpm", 0.0, 100.0, "business"), ChannelSpec("psj", 0.0, 1.0,
                 "semantic"), ChannelSpec("true_ctr", 0.0, 1.0, "truth")]
     # Valid options for the estimator (it rejects unknown names), weights by channel name.
-    estimator = ESTIMATORS.get("weighted_sum")(channels, options)
+    estimator = ESTIMATORS.build("weighted_sum", channels, **options)
     assert dict(estimator.options["weights"]) == {"ecpm": 0.25, "psj": 0.75}
     with pytest.raises(ValueError, match="two channels"):
         ablation.sweep_weights(("ecpm",), 0.5)

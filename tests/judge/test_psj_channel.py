@@ -15,9 +15,9 @@ from sgrec_jax.judge.distill import agreement, predict_rows
 from sgrec_jax.judge.features import feature_aspects, feature_tables
 from sgrec_jax.judge.holistic import holistic_score
 from sgrec_jax.judge.pairs import store_requests
-from sgrec_jax.judge.psj_channel import psj_models  # importing it registers "psj"
+from sgrec_jax.judge.psj_channel import psj_models
 from sgrec_jax.judge.store import EvidenceStore
-from sgrec_jax.rewards import REWARD_CHANNELS, RewardRequests, RewardSetup, channel_options
+from sgrec_jax.rewards.channel import REWARD_CHANNELS, RewardRequests, RewardSetup
 from sgrec_jax.rewards.channel import build_channels
 from sgrec_jax.stages.pipeline import load_configured_dataset
 from tests.rewards.tiny import requests_and_items, tiny_config
@@ -60,7 +60,7 @@ def check_rewards(r_bg, batch):
 
 def test_registered_with_options():
     assert "psj" in REWARD_CHANNELS
-    options = channel_options("psj")
+    options = REWARD_CHANNELS.options("psj")
     assert options["evidence"] == "features" and options["aggregator"] == "grpo"
 
 
@@ -136,7 +136,7 @@ def test_channel_learns_from_an_evidence_store(setup, batch, tmp_path):
     # The scorer reproduces the stored evidence (the rows it was trained on) far better than
     # the stored mean does.
     store = EvidenceStore.load(path)
-    _, scorer = psj_models(setup, {**channel_options("psj"), **options})
+    _, scorer = psj_models(setup, {**REWARD_CHANNELS.options("psj"), **options})
     train = leave_one_out(setup.dataset, max_history=setup.config.data.max_history).train
     request = store_requests(store, setup.dataset, train)
     assert (request >= 0).all()

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from sgrec_jax.models import NEG_INF, SidCodes
-from sgrec_jax.models.layers import causal_mask
+from sgrec_jax.models.generator import SidCodes
+from sgrec_jax.models.layers import NEG_INF, causal_mask
 from tests.models.tiny import (
     CODES,
     NUM_ITEMS,

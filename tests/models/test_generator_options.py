@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from sgrec_jax.models import MODELS, NEG_INF
+from sgrec_jax.models.layers import NEG_INF
+from sgrec_jax.models.registry import MODELS
 from tests.models.tiny import L, batch, forward, tiny
 
 
@@ -69,7 +70,7 @@ def test_head_dim_is_independent_of_d_model(variant):
     from sgrec_jax.models.registry import parse_options
 
     with pytest.raises(ValueError, match="divisible"):
-        parse_options(dict(d_model=16, num_heads=3))
+        parse_options(variant, dict(d_model=16, num_heads=3))
     m = tiny(variant, "item", num_heads=3, head_dim=8)
     history, mask, target = batch()
     teacher = forward(m, history, mask, target)

@@ -4,7 +4,8 @@ import pytest
 from flax import nnx
 
 from sgrec_jax.core.registry import UnknownNameError
-from sgrec_jax.models import MODELS, ModelOptions, build_model, default_options
+from sgrec_jax.models.options import ModelOptions
+from sgrec_jax.models.registry import MODELS, build_model
 
 SIZES = (6, 5, 7, 2)
 CODES = np.array([[0, 0, 0, 0], [5, 4, 6, 1], [1, 2, 3, 0]], np.int32)
@@ -30,7 +31,7 @@ def test_both_variants_are_registered():
 
 @pytest.mark.parametrize("name", MODELS.names())
 def test_default_options_build_and_parameter_count_matches_the_architecture(name):
-    options = default_options()
+    options = MODELS.options(name)
     m = abstract(name, max_history=20, **options)
     d, ff, layers, vocab = options["d_model"], options["d_ff"], options["num_layers"], max(SIZES)
     block = d + 4 * d * d + d + 2 * d * ff  # norm, q / kv / out, norm, MLP (bias-free)
@@ -41,8 +42,9 @@ def test_default_options_build_and_parameter_count_matches_the_architecture(name
 
 
 def test_unknown_option_lists_the_valid_ones():
-    with pytest.raises(ValueError, match=r"unknown model option\(s\) d_hidden, layers; valid "
-                       r"options: d_ff, d_model, dropout, dtype, .*num_layers, param_dtype"):
+    with pytest.raises(ValueError, match=r"unknown option\(s\) d_hidden, layers for model "
+                       r"'encoder_decoder'; valid options: d_ff, d_model, dropout, dtype, "
+                       r".*num_layers, param_dtype"):
         abstract("encoder_decoder", layers=2, d_hidden=8)
 
 

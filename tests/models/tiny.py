@@ -4,7 +4,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from sgrec_jax.models import HISTORY_ENCODINGS, MODELS, SidGenerator, build_model
+from sgrec_jax.models.generator import SidGenerator
+from sgrec_jax.models.history import HISTORY_ENCODINGS
+from sgrec_jax.models.registry import MODELS, build_model
 
 SIZES = (6, 5, 7, 2)  # unequal, so every level but one has padded logits
 V = max(SIZES)

@@ -38,13 +38,14 @@ from absl import logging
 from flax import nnx
 from ml_collections import ConfigDict
 
+import sgrec_jax.registration  # noqa: F401  (run as a script: registers what configs name)
 from experiments.configs.common import base_config, supervised_training
 from sgrec_jax.core.distributed import initialize_distributed
 from sgrec_jax.core.sharding import make_mesh
 from sgrec_jax.data.shards import MANIFEST, ShardedExamples, ShardWriter
 from sgrec_jax.data.split import PAD_ITEM, Examples
 from sgrec_jax.models.registry import build_model
-from sgrec_jax.rewards import REWARD_CHANNELS, RewardChannel, RewardRequests
+from sgrec_jax.rewards.channel import REWARD_CHANNELS, RewardChannel, RewardRequests
 from sgrec_jax.rewards.channel import nan_where_padding, safe_items
 from sgrec_jax.rl.estimators import ESTIMATORS, ChannelSpec
 from sgrec_jax.rl.grpo import init_extra
@@ -185,8 +186,8 @@ def train_rl_run(run_dir: str, mesh_config: ConfigDict, **overrides) -> dict[str
 def fresh_rl_state(mesh_config: ConfigDict, extra: Mapping | None = None) -> TrainState:
     """The initial state `train_rl_run` starts from (its estimator's state in `extra`)."""
     rl = rl_config().rl
-    estimator = ESTIMATORS.get(rl.estimator)([ChannelSpec.of(c) for c in rl_channels()],
-                                             dict(rl.estimator_options[rl.estimator]))
+    estimator = ESTIMATORS.build(rl.estimator, [ChannelSpec.of(c) for c in rl_channels()],
+                                 **rl.estimator_options[rl.estimator])
     optimizer = make_optimizer(rl.learning_rate, rl.warmup_steps * rl.updates_per_batch,
                                rl.num_steps * rl.updates_per_batch,
                                weight_decay=rl.weight_decay, clip_norm=rl.clip_norm)

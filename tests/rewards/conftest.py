@@ -2,8 +2,7 @@
 
 import pytest
 
-from sgrec_jax.rewards import RewardSetup
-from sgrec_jax.rewards.channel import resolve_options
+from sgrec_jax.rewards.channel import REWARD_CHANNELS, RewardSetup
 from sgrec_jax.rewards.ctr_model import build_ctr_model
 from sgrec_jax.stages.pipeline import load_configured_dataset
 from tests.rewards.tiny import CTR_TEST_OPTIONS, tiny_config
@@ -19,4 +18,4 @@ def tiny_setup(tmp_path_factory) -> RewardSetup:
 @pytest.fixture(scope="session")
 def tiny_ctr(tiny_setup):
     """The tiny world's "ecpm" pCTR model, trained on first use (cached in tiny_setup's dir)."""
-    return build_ctr_model(tiny_setup, "ecpm", resolve_options("ecpm", CTR_TEST_OPTIONS))
+    return build_ctr_model(tiny_setup, "ecpm", REWARD_CHANNELS.resolve("ecpm", CTR_TEST_OPTIONS))

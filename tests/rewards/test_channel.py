@@ -7,12 +7,11 @@ import pytest
 
 from sgrec_jax.core.registry import UnknownNameError
 from sgrec_jax.data.split import leave_one_out
-from sgrec_jax.rewards import (
+from sgrec_jax.rewards.channel import (
     REWARD_CHANNELS,
     RewardChannel,
     RewardRequests,
     build_channels,
-    channel_options,
     reward_tensor,
 )
 from tests.rewards.tiny import requests_and_items
@@ -29,7 +28,7 @@ def test_unknown_channel_lists_valid_names(tiny_setup):
     with pytest.raises(UnknownNameError, match="valid names: .*ecpm.*hit.*rank"):
         build_channels(tiny_setup, ["hit", "ctr"], {})
     with pytest.raises(UnknownNameError, match="emb_cosine"):
-        channel_options("nope")
+        REWARD_CHANNELS.options("nope")
 
 
 def test_unknown_option_lists_valid_options(tiny_setup):
@@ -40,11 +39,11 @@ def test_unknown_option_lists_valid_options(tiny_setup):
 
 
 def test_options_expose_defaults():
-    assert channel_options("ecpm")["architecture"] == "sasrec"
-    eval_options = channel_options("ecpm_eval")
+    assert REWARD_CHANNELS.options("ecpm")["architecture"] == "sasrec"
+    eval_options = REWARD_CHANNELS.options("ecpm_eval")
     assert eval_options["architecture"] != "sasrec"
-    assert eval_options["seed_offset"] != channel_options("ecpm")["seed_offset"]
-    assert channel_options("hit") == {}
+    assert eval_options["seed_offset"] != REWARD_CHANNELS.options("ecpm")["seed_offset"]
+    assert REWARD_CHANNELS.options("hit") == {}
 
 
 def test_reward_tensor_stacks_channels_under_jit(tiny_setup):

@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 
 from sgrec_jax.data.split import leave_one_out
-from sgrec_jax.rewards.channel import resolve_options
+from sgrec_jax.rewards.channel import REWARD_CHANNELS
 from sgrec_jax.rewards.ctr_model import (
     CtrOptions,
     MeanPoolScorer,
@@ -73,7 +73,7 @@ def test_ctr_model_learns_and_is_cached(tiny_setup, tiny_ctr):
     assert 0.0 <= report["test_ece"] < 0.1, report
     assert report["test_positive_rate"] == pytest.approx(1 / 5, abs=0.01)  # 4 negatives.
 
-    again = build_ctr_model(tiny_setup, "ecpm", resolve_options("ecpm", CTR_TEST_OPTIONS))
+    again = build_ctr_model(tiny_setup, "ecpm", REWARD_CHANNELS.resolve("ecpm", CTR_TEST_OPTIONS))
     assert not again.trained and again.report == report
     for a, b in zip(jax.tree.leaves(tiny_ctr.state), jax.tree.leaves(again.state), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -85,10 +85,10 @@ def test_ctr_model_learns_and_is_cached(tiny_setup, tiny_ctr):
              test.history != -1, items)
     assert np.all((np.asarray(p) > 0) & (np.asarray(p) < 1))
 
-    changed = resolve_options("ecpm", {**CTR_TEST_OPTIONS, "d_model": 8})
+    changed = REWARD_CHANNELS.resolve("ecpm", {**CTR_TEST_OPTIONS, "d_model": 8})
     with pytest.raises(ValueError, match="remove it or use another work directory"):
         build_ctr_model(tiny_setup, "ecpm", changed)
 
 
 def test_options_dataclass_matches_channel_defaults():
-    assert resolve_options("ecpm", {}) == dataclasses.asdict(CtrOptions())
+    assert REWARD_CHANNELS.resolve("ecpm", {}) == dataclasses.asdict(CtrOptions())

@@ -5,7 +5,7 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
-from sgrec_jax.rewards import REWARD_CHANNELS, RewardRequests
+from sgrec_jax.rewards.channel import REWARD_CHANNELS, RewardRequests
 from sgrec_jax.rewards.ranking import positions_bg
 
 

@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from sgrec_jax.rewards import RewardSetup, build_channels
+from sgrec_jax.rewards.channel import RewardSetup, build_channels
 from tests.rewards.tiny import requests_and_items, score
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from experiments.configs.common import base_config
-from sgrec_jax.rewards import RewardSetup, build_channels
+from sgrec_jax.rewards.channel import RewardSetup, build_channels
 from tests.rewards.tiny import requests_and_items, score
 
 NAMES = ["true_business", "true_ctr", "true_relevance"]

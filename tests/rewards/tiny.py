@@ -7,7 +7,7 @@ from ml_collections import ConfigDict
 
 from experiments.configs.common import base_config
 from sgrec_jax.data.split import PAD_ITEM, leave_one_out
-from sgrec_jax.rewards import RewardChannel, RewardRequests, RewardSetup
+from sgrec_jax.rewards.channel import RewardChannel, RewardRequests, RewardSetup
 
 NUM_ITEMS = 150
 

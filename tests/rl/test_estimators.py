@@ -5,13 +5,7 @@ import pytest
 
 from sgrec_jax.core.registry import UnknownNameError
 from sgrec_jax.rl import estimators
-from sgrec_jax.rl.estimators import (
-    ESTIMATORS,
-    ChannelSpec,
-    build_estimator,
-    channel_advantages,
-    estimator_options,
-)
+from sgrec_jax.rl.estimators import ESTIMATORS, ChannelSpec, channel_advantages
 
 NAN = float("nan")
 ECPM = ChannelSpec("ecpm", 0.0, 10.0, "business")
@@ -32,7 +26,7 @@ def run_many(variants, rewards, channels=CHANNELS, gram=GRAM, states=None):
     """
     key = (repr(variants), channels)
     if key not in _JITTED:
-        estimators = {label: build_estimator(name, channels, options)
+        estimators = {label: ESTIMATORS.build(name, channels, **(options or {}))
                       for label, (name, options) in variants.items()}
         _JITTED[key] = estimators, jax.jit(lambda r, s, g: {
             label: e(r, s[label], gram_kk=g) for label, e in estimators.items()})
@@ -72,28 +66,29 @@ def random_rewards(seed, b=6, g=5):
 def test_registry_and_options():
     assert ESTIMATORS.names() == sorted(
         ["single", "weighted_sum", "adv_sum", "gdpo", "a2po", "popo_light", "popo", "mgda"])
-    assert estimator_options("a2po")["business"] == "ecpm"
+    assert ESTIMATORS.options("a2po")["business"] == "ecpm"
     for name in ESTIMATORS.names():
-        assert estimator_options(name)["impl"] == "xla"
+        assert ESTIMATORS.options(name)["impl"] == "xla"
     with pytest.raises(UnknownNameError, match="valid names"):
         ESTIMATORS.get("nope")
-    with pytest.raises(ValueError, match="unknown options"):
-        build_estimator("adv_sum", CHANNELS, {"weigths": None})
+    with pytest.raises(ValueError, match=r"unknown option\(s\) weigths for advantage estimator "
+                       r"'adv_sum'; valid options: block_b, impl, weights"):
+        ESTIMATORS.build("adv_sum", CHANNELS, weigths=None)
     with pytest.raises(ValueError, match="no reward channel 'hit'"):
-        build_estimator("a2po", CHANNELS, {"business": "hit"})
+        ESTIMATORS.build("a2po", CHANNELS, business="hit")
     with pytest.raises(ValueError, match="low"):
         ChannelSpec("x", 1.0, 1.0, "business")
 
 
 def test_gradient_estimators_need_gram_and_shapes_are_checked():
     for name in ("popo", "mgda"):
-        estimator = build_estimator(name, CHANNELS)
+        estimator = ESTIMATORS.build(name, CHANNELS)
         assert estimator.needs_gradients
         with pytest.raises(ValueError, match="needs gram_kk"):
             estimator(random_rewards(0), estimator.init_state())
-    assert not build_estimator("popo_light", CHANNELS).needs_gradients
+    assert not ESTIMATORS.build("popo_light", CHANNELS).needs_gradients
     with pytest.raises(ValueError, match=r"\[B, G, K=2\]"):
-        build_estimator("single", CHANNELS)(np.zeros((2, 3, 3)), {})
+        ESTIMATORS.build("single", CHANNELS)(np.zeros((2, 3, 3)), {})
 
 
 def test_a2po_hand_worked_example():

@@ -8,7 +8,7 @@ from flax import nnx
 
 from sgrec_jax.core.sharding import make_mesh
 from sgrec_jax.decoding.beam_search import constrained_beam_search_jit
-from sgrec_jax.rewards import REWARD_CHANNELS, RewardChannel
+from sgrec_jax.rewards.channel import REWARD_CHANNELS, RewardChannel
 from sgrec_jax.rl.estimators import ESTIMATORS, ChannelSpec, channel_advantages
 from sgrec_jax.rl.grpo import (
     RLSettings,
@@ -152,7 +152,7 @@ def rl(catalog):
     value = RewardChannel("value", 0.0, 1.0, "business", {"value_n": jnp.zeros(NUM_ITEMS)},
                           _value_score)
     channels = [REWARD_CHANNELS.get("hit")(None, {}), value]
-    estimator = ESTIMATORS.get("popo")([ChannelSpec.of(c) for c in channels], {})
+    estimator = ESTIMATORS.build("popo", [ChannelSpec.of(c) for c in channels])
     graphdef, state, sharding = create_train_state(
         model, optimizer, jax.random.key(0), mesh, extra=init_extra(estimator))
     settings = RLSettings(group_size=G, rollout="beam", temperature=1.0, updates_per_batch=1,
@@ -211,9 +211,10 @@ def test_rl_step_on_eight_devices_matches_one_device():
     out = run_on_fake_devices(8, """
         import jax, jax.numpy as jnp, numpy as np
         from flax import nnx
+        import sgrec_jax.registration
         from sgrec_jax.core.sharding import host_to_global, make_mesh
         from sgrec_jax.models.registry import build_model
-        from sgrec_jax.rewards import REWARD_CHANNELS, RewardChannel
+        from sgrec_jax.rewards.channel import REWARD_CHANNELS, RewardChannel
         from sgrec_jax.rl.estimators import ESTIMATORS, ChannelSpec
         from sgrec_jax.rl.grpo import RLSettings, init_extra, make_rl_step
         from sgrec_jax.sid.catalog import build_catalog
@@ -231,7 +232,7 @@ def test_rl_step_on_eight_devices_matches_one_device():
         channels = [REWARD_CHANNELS.get("hit")(None, {}),
                     RewardChannel("value", 0.0, 1.0, "business", value_n,
                                   lambda value_n, requests, items_bg, _: value_n[items_bg])]
-        estimator = ESTIMATORS.get("popo")([ChannelSpec.of(c) for c in channels], {})
+        estimator = ESTIMATORS.build("popo", [ChannelSpec.of(c) for c in channels])
         optimizer = make_optimizer(1e-3, 0, 10)
         settings = RLSettings(group_size=4, rollout="sample", temperature=1.0,
                               updates_per_batch=2, clip_eps=0.2, beta=1e-3,

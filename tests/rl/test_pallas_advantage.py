@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from jax import export
 
-from sgrec_jax.rl.estimators import ChannelSpec, build_estimator
+from sgrec_jax.rl.estimators import ESTIMATORS, ChannelSpec
 from sgrec_jax.rl.pallas_advantage import (
     MIX_MODES,
     MixSpec,
@@ -87,7 +87,7 @@ def test_estimators_with_the_pallas_impl_match_xla():
     # The kernel's math is checked above; this checks the wiring of the impl option and of the
     # batch-level weights into the kernel's coefficients.
     names = ["popo_light"]
-    pairs = {n: [build_estimator(n, channels, {"impl": impl, "block_b": 4})
+    pairs = {n: [ESTIMATORS.build(n, channels, impl=impl, block_b=4)
                  for impl in ("xla", "pallas")] for n in names}
 
     @jax.jit

@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 
 from sgrec_jax.decoding.beam_search import constrained_beam_search_jit
-from sgrec_jax.models import build_model
+from sgrec_jax.models.registry import build_model
 from sgrec_jax.rl.rollout import generate, score_group
 from tests.decoding.toy import SIDS, B, HashModel, N, histories
 

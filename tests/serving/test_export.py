@@ -5,7 +5,7 @@ import pytest
 from flax import nnx
 
 from sgrec_jax.data.errors import DataFormatError
-from sgrec_jax.models import build_model
+from sgrec_jax.models.registry import build_model
 from sgrec_jax.serving.export import export_decode, load_exported, save_exported
 from sgrec_jax.serving.recommender import Recommender, pack_histories
 from sgrec_jax.sid.build import semantic_ids_from_codes

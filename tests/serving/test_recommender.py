@@ -8,7 +8,7 @@ from sgrec_jax.data.errors import DataFormatError
 from sgrec_jax.data.split import PAD_ITEM, leave_one_out
 from sgrec_jax.data.synthetic import load_synthetic
 from sgrec_jax.decoding.beam_search import constrained_beam_search_jit
-from sgrec_jax.models import build_model
+from sgrec_jax.models.registry import build_model
 from sgrec_jax.serving.recommender import Recommender, pack_histories
 from sgrec_jax.sid.build import save_semantic_ids, semantic_ids_from_codes
 from sgrec_jax.stages.pipeline import load_configured_dataset, run_pipeline

@@ -3,7 +3,7 @@ import pytest
 
 from sgrec_jax.core.registry import UnknownNameError
 from sgrec_jax.data.errors import DataFormatError
-from sgrec_jax.sid.quantizers import QUANTIZERS, default_options, quantize
+from sgrec_jax.sid.quantizers import QUANTIZERS, quantize
 from sgrec_jax.sid.rq_kmeans import rq_kmeans
 
 
@@ -28,11 +28,11 @@ def test_quantize_passes_options(x):
 
 
 def test_default_options_round_trip(x):
-    assert default_options("rq_kmeans") == {"iters": 50, "balanced": False, "init": "kmeans++"}
-    options = default_options("rq_vae")
+    assert QUANTIZERS.options("rq_kmeans") == {"iters": 50, "balanced": False, "init": "kmeans++"}
+    options = QUANTIZERS.options("rq_vae")
     assert options["beta"] == 0.25 and options["hidden_dims"] == (512, 256, 128)
     assert not {"levels", "codebook_size", "seed"} & set(options)
-    options = default_options("rq_kmeans") | {"iters": 5}
+    options = QUANTIZERS.options("rq_kmeans") | {"iters": 5}
     codes = quantize("rq_kmeans", x, levels=1, codebook_size=4, seed=0, **options)
     assert codes.shape == (96, 1)
 

@@ -59,5 +59,6 @@ def test_unknown_option_lists_the_valid_ones():
     config = baseline_config()
     config.baselines.unlock()
     config.baselines.popularity.window = 3
-    with pytest.raises(ValueError, match=r"unknown baselines.popularity option\(s\) \['window'\]"):
+    with pytest.raises(ValueError, match=r"unknown option\(s\) window for pipeline stage "
+                       r"'popularity'; valid options: exclude_history$"):
         check_config(config)

@@ -13,6 +13,7 @@ def test_sft_step_on_eight_devices_matches_one_device():
         import jax, numpy as np
         import optax
         from flax import nnx
+        import sgrec_jax.registration
         from sgrec_jax.core.sharding import MIN_FSDP_SIZE, host_to_global, make_mesh
         from sgrec_jax.models.registry import build_model
         from sgrec_jax.stages.sft import sft_loss

@@ -1,0 +1,79 @@
+"""The options every SID generator variant takes, validated: `ModelOptions`.
+
+Configs list the defaults from models/defaults.py (GENERATOR_OPTIONS, no JAX), the options
+each variant is registered with; tests keep them equal to the fields' defaults here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax.numpy as jnp
+
+from sgrec_jax.models.history import HISTORY_ENCODINGS
+from sgrec_jax.models.layers import Precision
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelOptions:
+    """Sizes and switches shared by every generator variant.
+
+    Attributes:
+      num_layers: blocks per stack (the encoder-decoder has this many in each of its two).
+      d_model, num_heads, d_ff: width, attention heads, MLP width.
+      head_dim: width of each attention head (T5's d_kv); 0 = d_model // num_heads, which then
+        must divide evenly. TIGER's public recipes use 6 heads x 64 at d_model 128.
+      dropout: rate on embeddings and on every residual branch when not deterministic.
+      history_encoding: a name in HISTORY_ENCODINGS ("item": H tokens, "code": H * L tokens).
+      item_id_embedding: add a learned per-item embedding to each history slot (off by default:
+        it does not generalise to items rarely seen in histories, which is what SIDs are for).
+      item_id_dropout: during training, the probability of dropping a history slot's whole
+        item-id vector (with item_id_embedding): on Scientific the id embedding alone overfits
+        (validation peaks early, test recall on targets that do not follow the last item falls).
+      dtype: compute dtype (e.g. "bfloat16"); logits and softmaxes stay float32 regardless.
+      param_dtype: dtype of the parameters.
+    """
+
+    num_layers: int = 4
+    d_model: int = 128
+    num_heads: int = 4
+    head_dim: int = 0
+    d_ff: int = 512
+    dropout: float = 0.1
+    history_encoding: str = "item"
+    item_id_embedding: bool = False
+    item_id_dropout: float = 0.0
+    dtype: Any = "float32"
+    param_dtype: Any = "float32"
+
+    def __post_init__(self):
+        for name in ("num_layers", "d_model", "num_heads", "d_ff"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.head_dim < 0:
+            raise ValueError(f"head_dim must be >= 0 (0 = d_model // num_heads), got "
+                             f"{self.head_dim}")
+        if not self.head_dim and self.d_model % self.num_heads:
+            raise ValueError(
+                f"d_model={self.d_model} must be divisible by num_heads={self.num_heads} "
+                "(or set head_dim)"
+            )
+        for name in ("dropout", "item_id_dropout"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        HISTORY_ENCODINGS.get(self.history_encoding)
+        for name in ("dtype", "param_dtype"):
+            dtype = jnp.dtype(getattr(self, name))
+            if not jnp.issubdtype(dtype, jnp.floating):
+                raise ValueError(f"{name} must be a floating dtype, got {dtype}")
+            object.__setattr__(self, name, dtype)
+
+    @property
+    def attention_head_dim(self) -> int:
+        """The width of each attention head: head_dim, or d_model // num_heads when 0."""
+        return self.head_dim or self.d_model // self.num_heads
+
+    @property
+    def precision(self) -> Precision:
+        return Precision(self.dtype, self.param_dtype)
