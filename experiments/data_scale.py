@@ -35,6 +35,7 @@ from flax import nnx
 from ml_collections import ConfigDict
 
 from experiments.configs.common import supervised_training
+import sgrec_jax.registration  # noqa: F401  (registers everything a config names)
 from sgrec_jax.data.pipeline import train_iterator
 from sgrec_jax.data.shard_pipeline import shard_train_iterator
 from sgrec_jax.data.shards import MANIFEST, ShardedExamples, read_side_table, write_shards

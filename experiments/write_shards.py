@@ -18,9 +18,10 @@ from __future__ import annotations
 from absl import app, flags
 from ml_collections import config_flags
 
+import sgrec_jax.registration  # noqa: F401  (registers everything a config names)
 from sgrec_jax.data.shards import write_shards
 from sgrec_jax.sid.build import load_semantic_ids
-from sgrec_jax.stages.cli import quiet_library_logs, run_or_exit
+from sgrec_jax.stages.cli import quiet_library_logs, run_app, run_or_exit
 from sgrec_jax.stages.pipeline import load_configured_dataset
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -67,4 +68,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_app(main)
