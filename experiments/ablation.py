@@ -9,13 +9,13 @@ What each run writes and how it resumes: see sgrec_jax/stages/ablation.py, which
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 import sgrec_jax.registration  # noqa: F401  (registers everything a config names)
+from sgrec_jax.core.files import as_path
 from sgrec_jax.stages.ablation import (
     backfill_rewards,
     load_finished,
@@ -59,7 +59,7 @@ def main(argv: Sequence[str]) -> None:
     quiet_library_logs()
 
     def run() -> str:
-        workdir = os.path.abspath(_WORKDIR.value)
+        workdir = as_path(_WORKDIR.value)
         seeds = parse_seeds(_SEEDS.value)
         cells = plan_cells([s for s in _SCHEMES.value if s], parse_sweep(_SWEEP.value))
         if _SUMMARIZE_ONLY.value:

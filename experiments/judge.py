@@ -30,7 +30,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 import sgrec_jax.registration  # noqa: F401  (registers everything a config names)
-from sgrec_jax.core.files import write_json
+from sgrec_jax.core.files import as_path, write_json
 from sgrec_jax.data.dataset import SeqRecDataset
 from sgrec_jax.data.split import Examples, leave_one_out
 from sgrec_jax.judge.aspects import ASPECTS
@@ -255,7 +255,7 @@ def separation(store: EvidenceStore, sample: Examples, items_kg: np.ndarray) -> 
 
 
 def run(config, workdir: str) -> dict:
-    workdir = os.path.abspath(workdir)
+    workdir = as_path(workdir)
     judge_dir = os.path.join(workdir, JUDGE_DIR)
     if _BACKEND.value == "llm" and not (_BASE_URL.value and _MODEL.value):
         raise ValueError("--backend=llm needs --base_url and --model")
@@ -298,7 +298,7 @@ def main(argv):
     summary = run_or_exit(lambda: run(_CONFIG.value, _WORKDIR.value))
     for key, value in summary.items():
         print(f"{key:>24s}: {value}")
-    print(f"{'evidence':>24s}: {os.path.join(os.path.abspath(_WORKDIR.value), JUDGE_DIR)}"
+    print(f"{'evidence':>24s}: {as_path(_WORKDIR.value) / JUDGE_DIR}"
           "/evidence.npz")
 
 

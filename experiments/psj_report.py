@@ -24,7 +24,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 import sgrec_jax.registration  # noqa: F401  (registers everything a config names)
-from sgrec_jax.core.files import write_json
+from sgrec_jax.core.files import as_path, write_json
 from sgrec_jax.data.split import leave_one_out
 from sgrec_jax.judge.aggregator import GrpoOptions, train_aggregator
 from sgrec_jax.judge.aspects import ASPECTS
@@ -142,7 +142,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     quiet_library_logs()
-    workdir = os.path.abspath(_WORKDIR.value)
+    workdir = as_path(_WORKDIR.value)
     report = run_or_exit(lambda: psj_report(_CONFIG.value, workdir))
     print(f"PSJ stage 2 on {report['dataset']} (held-out users' pairs; feature evidence)")
     for negative in NEGATIVES:

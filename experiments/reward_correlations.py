@@ -27,7 +27,7 @@ from absl import app, flags
 from ml_collections import ConfigDict, config_flags
 
 import sgrec_jax.registration  # noqa: F401  (registers everything a config names)
-from sgrec_jax.core.files import write_json
+from sgrec_jax.core.files import as_path, write_json
 from sgrec_jax.data.split import leave_one_out
 from sgrec_jax.rewards.channel import RewardRequests, RewardSetup, build_channels, reward_tensor
 from sgrec_jax.stages.cli import quiet_library_logs, run_app, run_or_exit
@@ -84,7 +84,7 @@ def main(argv):
     quiet_library_logs()
     conflicts = [float(c) for c in _CONFLICTS.value]
     report = run_or_exit(lambda: correlations(
-        _CONFIG.value, os.path.abspath(_WORKDIR.value), conflicts,
+        _CONFIG.value, as_path(_WORKDIR.value), conflicts,
         num_requests=_NUM_REQUESTS.value, group=_GROUP.value,
         options=json.loads(_OPTIONS.value)))
     print(f"Spearman over {report['num_requests']} requests x {report['group']} random items")

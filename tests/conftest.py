@@ -33,3 +33,14 @@ def beauty_dir() -> pathlib.Path:
 @pytest.fixture
 def scientific_dir() -> pathlib.Path:
     return data_dir("amazon2018_scientific")
+
+
+@pytest.fixture
+def fake_gcs(monkeypatch):
+    """gs://fake-bucket/... in memory, for epath and Orbax alike (tests/fake_gcs.py); yields the
+    ObjectStore."""
+    from tests.fake_gcs import install
+
+    store, server = install(monkeypatch)
+    yield store
+    server.close()

@@ -1,7 +1,17 @@
-"""Atomic file writes: a crash mid-write never leaves a truncated results or cache file."""
+"""File I/O of a run, through etils.epath: a work directory is a local path or a URI (gs://...).
+
+Writes are atomic, so a crash mid-write never leaves a truncated results or cache file. On a
+local disk the bytes go to a temp file in the same directory, which is fsynced and renamed over
+the path. On an object store (gs://, s3://; every URI epath serves) an object becomes visible
+only once its upload completes and a rename is a copy, so the bytes are built in memory and
+uploaded to the path in one write: a crash before it completes leaves the previous object.
+
+Input data (config.data.dir, SGREC_DATA_DIR) is read from local paths only.
+"""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -9,10 +19,29 @@ from collections.abc import Callable
 from typing import IO, Any
 
 import numpy as np
+from etils import epath
+
+
+def is_local(path: str | os.PathLike) -> bool:
+    """Whether `path` is on the local filesystem (not a URI such as gs://bucket/dir)."""
+    return "://" not in os.fspath(path)
+
+
+def as_path(path: str | os.PathLike) -> epath.Path:
+    """`path` as an epath.Path: a local path made absolute (Orbax refuses relative ones), a URI
+    as it is."""
+    text = os.fspath(path)
+    return epath.Path(text if not is_local(text) else os.path.abspath(text))
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
-    """Calls `write(f)` on a temp file in the same directory, fsyncs it, then renames it to path."""
+    """Calls `write(f)` and puts what it wrote at `path` atomically (module docstring)."""
+    if not is_local(path):
+        buffer = io.BytesIO()
+        write(buffer)
+        with epath.Path(path).open("wb") as f:
+            f.write(buffer.getvalue())
+        return
     path = os.fspath(path)
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
@@ -43,9 +72,29 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
+def read_json(path: str | os.PathLike) -> Any | None:
+    """The parsed file, or None when it does not exist."""
+    path = epath.Path(path)
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())
+
+
 def write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
     """Atomically writes arrays to an .npz file."""
     atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Every array of an .npz file (pickled objects refused), read into memory."""
+    with epath.Path(path).open("rb") as f, np.load(f, allow_pickle=False) as data:
+        return {name: data[name] for name in data.files}
+
+
+def read_npy(path: str | os.PathLike) -> np.ndarray:
+    """The array of an .npy file (pickled objects refused)."""
+    with epath.Path(path).open("rb") as f:
+        return np.load(f, allow_pickle=False)
 
 
 def write_compressed_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:

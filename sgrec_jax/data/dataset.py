@@ -13,6 +13,7 @@ import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from etils import epath
 
 from sgrec_jax.data.errors import DataFormatError
 
@@ -148,7 +149,7 @@ def validate_sequences(
 def file_sha256(path: str | os.PathLike) -> str:
     """The sha256 of a file, recorded as provenance."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with epath.Path(path).open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

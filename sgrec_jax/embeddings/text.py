@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import os
 
 import numpy as np
 import scipy.sparse
 import sentencepiece as spm
+from etils import epath
 
 from sgrec_jax.data.dataset import TEXT_FIELDS, SeqRecDataset
 from sgrec_jax.embeddings.base import (
@@ -128,9 +128,8 @@ def text_embeddings(
     documents = [items.document(i, options.fields) for i in range(dataset.num_items)]
     model = train_sentencepiece(documents, options)
     if workdir is not None:
-        os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, SPM_MODEL_FILE), "wb") as f:
-            f.write(model)
+        epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+        (epath.Path(workdir) / SPM_MODEL_FILE).write_bytes(model)
     processor = spm.SentencePieceProcessor(model_proto=model)
     x_nv = tfidf(piece_counts(processor, documents))
     u_nd, s_d = truncated_svd(x_nv, dim, seed)

@@ -14,8 +14,9 @@ import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from etils import epath
 
-from sgrec_jax.core.files import atomic_write, write_json
+from sgrec_jax.core.files import atomic_write, read_npz, write_json
 from sgrec_jax.evaluation.bootstrap import BootstrapResult, paired_bootstrap_metrics
 from sgrec_jax.evaluation.metrics import PER_USER, ranking_metrics
 
@@ -37,14 +38,13 @@ class UserMetrics:
     values: dict[str, np.ndarray]
 
 
-def user_metrics(path: str, metrics: Sequence[str] = BOOTSTRAP_METRICS) -> UserMetrics:
+def user_metrics(path: str | os.PathLike,
+                 metrics: Sequence[str] = BOOTSTRAP_METRICS) -> UserMetrics:
     """Per-user `metrics` (recall@k / ndcg@k, k <= 10) recomputed from a saved rankings .npz."""
-    if not os.path.exists(path):
+    if not epath.Path(path).exists():
         raise ValueError(f"{path} does not exist")
-    with np.load(path) as rankings:
-        users_u, targets_u, items_uk = (
-            rankings["users_u"], rankings["targets_u"], rankings["items_uk"]
-        )
+    rankings = read_npz(path)
+    users_u, targets_u, items_uk = rankings["users_u"], rankings["targets_u"], rankings["items_uk"]
     order = np.argsort(users_u, kind="stable")
     users_u, targets_u, items_uk = users_u[order], targets_u[order], items_uk[order]
     if np.any(users_u[1:] == users_u[:-1]):
@@ -54,15 +54,16 @@ def user_metrics(path: str, metrics: Sequence[str] = BOOTSTRAP_METRICS) -> UserM
     return UserMetrics(users_u, targets_u, {m: per_user[m] for m in metrics})
 
 
-def with_rewards(metrics: UserMetrics, path: str, names: Sequence[str]) -> UserMetrics:
+def with_rewards(metrics: UserMetrics, path: str | os.PathLike,
+                 names: Sequence[str]) -> UserMetrics:
     """`metrics` plus per-user reward values (e.g. "ecpm@10") from an .npz holding users_u and
     one [U] array per name (the rl stage's test_rewards.npz); names the file lacks are skipped.
     """
-    if not os.path.exists(path):
+    if not epath.Path(path).exists():
         raise ValueError(f"{path} does not exist")
-    with np.load(path) as rewards:
-        users_u = rewards["users_u"]
-        found = {name: rewards[name] for name in names if name in rewards}
+    rewards = read_npz(path)
+    users_u = rewards["users_u"]
+    found = {name: rewards[name] for name in names if name in rewards}
     order = np.argsort(users_u, kind="stable")
     if not np.array_equal(users_u[order], metrics.users_u):
         raise ValueError(f"{path}: its users are not those of the rankings")

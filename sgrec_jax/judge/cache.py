@@ -10,6 +10,10 @@ error), so a rerun does not pay for it again unless asked to retry failures; an 
 never overwritten. Users and items are internal indices; the file remembers a fingerprint of the
 dataset (name, user ids, item ids) and refuses to serve another dataset, whose indices would
 mean other users and items. Nothing secret is stored: no request headers, no API key.
+
+sqlite needs a local file: a cache at a URI (gs://...) is copied to a local temp file, used
+there and uploaded whole every UPLOAD_SECONDS and on close, so a killed process loses the answers
+since the last upload. One process at a time may use such a cache.
 """
 
 from __future__ import annotations
@@ -19,15 +23,22 @@ import hashlib
 import json
 import math
 import os
+import pathlib
+import shutil
 import sqlite3
+import tempfile
 import time
 from collections.abc import Iterable, Iterator
 
+from etils import epath
+
+from sgrec_jax.core.files import atomic_write, is_local
 from sgrec_jax.data.dataset import SeqRecDataset
 from sgrec_jax.judge.aspects import ASPECTS
 
 OK = "ok"
 FAILED = "failed"
+UPLOAD_SECONDS = 60.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -112,8 +123,16 @@ class JudgeCache:
 
     def __init__(self, path: str | os.PathLike, *, fingerprint: str):
         self.path = os.fspath(path)
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        self._conn = sqlite3.connect(self.path, isolation_level=None)
+        self._staging = None if is_local(self.path) else tempfile.mkdtemp(prefix="judge_cache_")
+        if self._staging is None:
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            self._local = self.path
+        else:
+            self._local = os.path.join(self._staging, "cache.sqlite")
+            if epath.Path(self.path).exists():
+                pathlib.Path(self._local).write_bytes(epath.Path(self.path).read_bytes())
+        self._uploaded = time.monotonic()
+        self._conn = sqlite3.connect(self._local, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.executescript(_SCHEMA)
@@ -134,7 +153,19 @@ class JudgeCache:
         self.close()
 
     def close(self) -> None:
+        staged = self._staging is not None and os.path.exists(self._staging)
+        if staged:
+            self._upload()
         self._conn.close()
+        if staged:
+            shutil.rmtree(self._staging)
+
+    def _upload(self) -> None:
+        """Copies the local database to the cache's URI, its WAL folded in first."""
+        self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        data = pathlib.Path(self._local).read_bytes()
+        atomic_write(self.path, lambda f: f.write(data))
+        self._uploaded = time.monotonic()
 
     def put(self, model: str, prompt_version: str, record: Record) -> None:
         """Stores one record and commits it (an existing answer is kept as it is)."""
@@ -154,6 +185,8 @@ class JudgeCache:
         with self._conn:
             self._conn.execute("BEGIN")
             self._conn.executemany(_UPSERT, rows)
+        if self._staging is not None and time.monotonic() - self._uploaded >= UPLOAD_SECONDS:
+            self._upload()
 
     def statuses(self, model: str, prompt_version: str) -> dict[tuple[int, int], str]:
         """{(user, item): "ok" | "failed"} of every stored pair of (model, prompt version)."""

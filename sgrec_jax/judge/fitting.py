@@ -28,7 +28,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
-from sgrec_jax.core.files import write_npz
+from sgrec_jax.core.files import read_npz, write_npz
 from sgrec_jax.core.sharding import batch_sharding, make_mesh, replicated
 from sgrec_jax.train.train_state import (
     LossFn,
@@ -140,8 +140,7 @@ def save_params(path: str | os.PathLike, model: nnx.Module) -> None:
 def restore_params(path: str | os.PathLike, model: nnx.Module) -> nnx.Module:
     """Loads `save_params`'s file into `model` (built with the same shapes); returns it."""
     want = _flat_params(model)
-    with np.load(path, allow_pickle=False) as data:
-        got = {k: data[k] for k in data.files}
+    got = read_npz(path)
     bad = sorted(k for k in set(want) | set(got)
                  if k not in got or k not in want or got[k].shape != want[k].shape)
     if bad:

@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sgrec_jax.core.files import read_npz
 from sgrec_jax.data.dataset import SeqRecDataset
 from sgrec_jax.data.errors import DataFormatError
 from sgrec_jax.data.split import PAD_ITEM, Examples, training_sequences
@@ -283,8 +284,7 @@ def load_pairwise_labels(
     (int32, label as float32). Raises DataFormatError naming the file, field and first bad row.
     """
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
+        arrays = read_npz(path)
     except (OSError, ValueError) as e:
         raise DataFormatError(path, f"cannot read pairwise labels: {e}") from None
     missing = [f for f in LABEL_FIELDS if f not in arrays]

@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
+from etils import epath
 from flax import nnx
 from jax.sharding import Mesh
 
@@ -240,7 +241,7 @@ def psj_models(setup: RewardSetup, options: Mapping[str, Any]
     for path, skeleton, train in wanted:
         if path is None:
             models.append(None)
-        elif os.path.exists(path):
+        elif epath.Path(path).exists():
             logging.info("psj: reusing %s", path)
             models.append(restore_params(path, skeleton))
         else:

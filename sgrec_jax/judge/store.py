@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from sgrec_jax.core.files import write_npz
+from sgrec_jax.core.files import read_npz, write_npz
 from sgrec_jax.data.errors import DataFormatError
 from sgrec_jax.judge.aspects import ASPECTS, NUM_ASPECTS, missing_evidence
 from sgrec_jax.judge.cache import JudgeCache
@@ -67,11 +67,11 @@ class EvidenceStore:
     def load(cls, path: str | os.PathLike) -> EvidenceStore:
         """Reads a file written by save(); a malformed file raises DataFormatError."""
         try:
-            with np.load(path, allow_pickle=False) as f:
-                aspects = tuple(str(a) for a in f["aspects"])
-                if aspects != ASPECTS:
-                    raise DataFormatError(path, f"aspects {aspects}, expected {ASPECTS}")
-                return cls(f["users"], f["items"], f["evidence"], source=str(f["source"]))
+            f = read_npz(path)
+            aspects = tuple(str(a) for a in f["aspects"])
+            if aspects != ASPECTS:
+                raise DataFormatError(path, f"aspects {aspects}, expected {ASPECTS}")
+            return cls(f["users"], f["items"], f["evidence"], source=str(f["source"]))
         except (KeyError, ValueError, OSError) as e:
             if isinstance(e, DataFormatError):
                 raise

@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -30,9 +29,10 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from ml_collections import ConfigDict
 
-from sgrec_jax.core.files import atomic_write
+from sgrec_jax.core.files import as_path, atomic_write, read_npy
 from sgrec_jax.core.registry import Registry
 from sgrec_jax.data.dataset import SeqRecDataset
 from sgrec_jax.data.split import PAD_ITEM, Examples
@@ -154,7 +154,7 @@ class RewardSetup:
 
     config: ConfigDict
     dataset: SeqRecDataset
-    workdir: str
+    workdir: epath.Path
     seed: int
     artifacts: dict[str, Any] = dataclasses.field(default_factory=dict)
     _world: SyntheticWorld | None = dataclasses.field(default=None, init=False, repr=False)
@@ -163,11 +163,11 @@ class RewardSetup:
     )
 
     def __post_init__(self):
-        self.workdir = os.path.abspath(self.workdir)
+        self.workdir = as_path(self.workdir)
 
     @property
-    def rewards_dir(self) -> str:
-        return os.path.join(self.workdir, REWARDS_DIR)
+    def rewards_dir(self) -> epath.Path:
+        return self.workdir / REWARDS_DIR
 
     def world(self) -> SyntheticWorld | None:
         """The synthetic world behind the dataset (regenerated from config.data), else None.
@@ -213,14 +213,14 @@ class RewardSetup:
         key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=list).encode())
         key = key.hexdigest()[:16]
         if key not in self._embeddings:
-            path = os.path.join(self.rewards_dir, f"text_emb_{key}.npy")
-            if os.path.exists(path):
-                x_nd = np.load(path)
+            path = self.rewards_dir / f"text_emb_{key}.npy"
+            if path.exists():
+                x_nd = read_npy(path)
             else:
                 x_nd = item_embeddings("text", self.dataset, dim=dim, seed=self.seed,
-                                       workdir=os.path.join(self.rewards_dir, "text_emb"),
+                                       workdir=self.rewards_dir / "text_emb",
                                        **{**text_options, "normalize": True})
-                os.makedirs(self.rewards_dir, exist_ok=True)
+                self.rewards_dir.mkdir(parents=True, exist_ok=True)
                 atomic_write(path, lambda f: np.save(f, x_nd))
             self._embeddings[key] = x_nd.astype(np.float32)
         return self._embeddings[key]

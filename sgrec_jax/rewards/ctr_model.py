@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -41,10 +39,11 @@ import scipy.optimize
 import scipy.special
 import scipy.stats
 from absl import logging
+from etils import epath
 from flax import nnx
 from ml_collections import ConfigDict
 
-from sgrec_jax.core.files import write_json
+from sgrec_jax.core.files import read_json, write_json
 from sgrec_jax.core.sharding import make_mesh
 from sgrec_jax.data.split import PAD_ITEM, Examples, leave_one_out
 from sgrec_jax.models.sasrec import NO_ITEM_LOGIT, SASRec
@@ -286,20 +285,19 @@ def pctr_bg(graphdef: nnx.GraphDef, state: nnx.State, scale: jax.Array, bias: ja
     return jax.nn.sigmoid(scale * logits_bg + bias)
 
 
-def _check_cached_options(run_dir: str, record: dict[str, Any]) -> None:
-    path = os.path.join(run_dir, OPTIONS_FILE)
-    if os.path.exists(path):
-        with open(path) as f:
-            saved = json.load(f)
+def _check_cached_options(run_dir: epath.Path, record: dict[str, Any]) -> None:
+    path = run_dir / OPTIONS_FILE
+    saved = read_json(path)
+    if saved is not None:
         if saved != record:
             raise ValueError(f"{run_dir} holds a pCTR model trained with {saved}, not the "
                              f"requested {record}; remove it or use another work directory")
     else:
-        os.makedirs(run_dir, exist_ok=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
         write_json(path, record)
 
 
-def _restore(model: nnx.Module, options: CtrOptions, run_dir: str, step: int,
+def _restore(model: nnx.Module, options: CtrOptions, run_dir: epath.Path, step: int,
              mesh_config: ConfigDict, seed: int) -> nnx.Module:
     """The model saved at `step` by the training run in run_dir (optimizer state discarded)."""
     train = options.training_config()
@@ -307,7 +305,7 @@ def _restore(model: nnx.Module, options: CtrOptions, run_dir: str, step: int,
                                weight_decay=train.weight_decay, clip_norm=train.clip_norm)
     mesh = make_mesh(data=mesh_config.data, fsdp=mesh_config.fsdp)
     graphdef, state, _ = create_train_state(model, optimizer, jax.random.key(seed), mesh)
-    with Checkpointer(os.path.join(run_dir, "checkpoints"), keep=train.keep_checkpoints,
+    with Checkpointer(run_dir / "checkpoints", keep=train.keep_checkpoints,
                       best_metric="valid/auc") as checkpointer:
         state = checkpointer.restore(step, state)
     return nnx.merge(graphdef, state.params, state.model_state)
@@ -319,16 +317,15 @@ def build_ctr_model(setup: RewardSetup, name: str, options: Mapping[str, Any]) -
     seed = setup.seed + opts.seed_offset
     dataset, config = setup.dataset, setup.config
     max_history = int(config.data.max_history)
-    run_dir = os.path.join(setup.rewards_dir, f"{name}_seed{seed}")
+    run_dir = setup.rewards_dir / f"{name}_seed{seed}"
     _check_cached_options(run_dir, {**dataclasses.asdict(opts), "seed": seed,
                                     "dataset": dataset.name, "num_items": dataset.num_items,
                                     "max_history": max_history})
     splits = leave_one_out(dataset, max_history)
     model = make_ctr_network(opts, dataset.num_items, max_history, seed)
-    report_path = os.path.join(run_dir, REPORT_FILE)
-    if os.path.exists(report_path):
-        with open(report_path) as f:
-            report = json.load(f)
+    report_path = run_dir / REPORT_FILE
+    report = read_json(report_path)
+    if report is not None:
         model = _restore(model, opts, run_dir, report["best_step"], config.mesh, seed)
         logging.info("pCTR %s: loaded from %s", name, run_dir)
         graphdef, state = nnx.split(model)

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+from etils import epath
 from flax import nnx
 
 from sgrec_jax.core.files import atomic_write
@@ -72,8 +73,7 @@ def save_exported(path: str | os.PathLike, exported: jax.export.Exported) -> Non
 
 def load_exported(path: str | os.PathLike) -> jax.export.Exported:
     """The module `save_exported` wrote; call it with `.call(history_bh, history_mask_bh)`."""
-    with open(path, "rb") as f:
-        blob = f.read()
+    blob = epath.Path(path).read_bytes()
     try:
         return jax.export.deserialize(bytearray(blob))
     except ImportError:  # jax's optional `flatbuffers` is missing: not the file's fault

@@ -22,9 +22,11 @@ from collections.abc import Callable, Sequence
 
 import jax
 import numpy as np
+from etils import epath
 from flax import nnx
 from ml_collections import ConfigDict
 
+from sgrec_jax.core.files import as_path, read_npz
 from sgrec_jax.core.sharding import make_mesh
 from sgrec_jax.data.errors import DataFormatError
 from sgrec_jax.data.split import PAD_ITEM
@@ -224,12 +226,12 @@ class Recommender:
         removes unfinished saves (as resuming does), so do not load from a directory a live run
         is writing to.
         """
-        workdir = os.path.abspath(workdir)  # Orbax rejects relative checkpoint paths.
-        config = _read_config(os.path.join(workdir, CONFIG_FILE))
-        codes_path = os.path.join(workdir, CODES_FILE)
+        workdir = as_path(workdir)
+        config = _read_config(workdir / CONFIG_FILE)
+        codes_path = workdir / CODES_FILE
         codes_nl, level_sizes = _read_sids(codes_path)
-        checkpoints = os.path.join(workdir, "sft", "checkpoints")
-        if not os.path.isdir(checkpoints):
+        checkpoints = workdir / "sft" / "checkpoints"
+        if not checkpoints.is_dir():
             raise FileNotFoundError(f"no SFT checkpoints in {checkpoints}")
         model = nnx.jit(  # one compile of the initialisers instead of one per parameter shape
             lambda: build_model(
@@ -267,18 +269,17 @@ class Recommender:
         )
 
 
-def _read_config(path: str) -> ConfigDict:
+def _read_config(path: epath.Path) -> ConfigDict:
     try:
-        with open(path) as f:
-            return ConfigDict(json.load(f))
+        return ConfigDict(json.loads(path.read_text()))
     except (OSError, ValueError) as e:
         raise DataFormatError(path, f"unreadable run config ({e})") from e
 
 
-def _read_sids(path: str) -> tuple[np.ndarray, tuple[int, ...]]:
+def _read_sids(path: epath.Path) -> tuple[np.ndarray, tuple[int, ...]]:
     """The SID table and level sizes the sids stage cached (see `sid.build`)."""
     try:
-        with np.load(path) as f:
-            return f["codes_nl"], tuple(int(v) for v in f["level_sizes"])
+        f = read_npz(path)
+        return f["codes_nl"], tuple(int(v) for v in f["level_sizes"])
     except (OSError, ValueError, KeyError) as e:
         raise DataFormatError(path, f"unreadable SID cache ({e})") from e

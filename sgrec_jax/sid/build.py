@@ -15,8 +15,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from etils import epath
 
-from sgrec_jax.core.files import write_json, write_npz
+from sgrec_jax.core.files import read_npz, write_json, write_npz
 from sgrec_jax.data.dataset import SeqRecDataset
 from sgrec_jax.data.errors import DataFormatError
 from sgrec_jax.data.sid_index import load_sid_index
@@ -112,14 +113,13 @@ def save_semantic_ids(workdir: str | os.PathLike, sids: SemanticIds) -> None:
 
 def load_semantic_ids(workdir: str | os.PathLike, num_items: int) -> SemanticIds | None:
     """The SIDs cached in `workdir`, or None if there are none yet."""
-    path = os.path.join(workdir, CODES_FILE)
-    if not os.path.exists(path):
+    path = epath.Path(workdir) / CODES_FILE
+    if not path.exists():
         return None
     try:
-        with np.load(path) as f:
-            codes_nl, level_sizes = f["codes_nl"], tuple(int(v) for v in f["level_sizes"])
-        with open(os.path.join(workdir, REPORT_FILE)) as f:
-            report = json.load(f)
+        f = read_npz(path)
+        codes_nl, level_sizes = f["codes_nl"], tuple(int(v) for v in f["level_sizes"])
+        report = json.loads((epath.Path(workdir) / REPORT_FILE).read_text())
     except (OSError, ValueError, KeyError) as e:
         raise DataFormatError(path, f"unreadable SID cache ({e}); delete it to rebuild") from e
     if codes_nl.shape[0] != num_items:

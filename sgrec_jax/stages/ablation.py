@@ -52,9 +52,10 @@ from typing import Any
 
 import numpy as np
 from absl import logging
+from etils import epath
 from ml_collections import ConfigDict
 
-from sgrec_jax.core.files import atomic_write, write_json
+from sgrec_jax.core.files import as_path, atomic_write, read_json, write_json
 from sgrec_jax.evaluation.bootstrap import BootstrapResult
 from sgrec_jax.evaluation.paired import (
     BOOTSTRAP_METRICS,
@@ -78,7 +79,7 @@ from sgrec_jax.evaluation.tables import ResultsTable, results_table, to_csv, to_
 from sgrec_jax.rl.estimators import ESTIMATORS
 from sgrec_jax.stages.pipeline import RESULTS_FILE, check_config, run_pipeline
 from sgrec_jax.stages.rl import TEST_REWARDS_FILE, TRUE_FRONT_FILE, backfill_test_rewards
-from sgrec_jax.stages.runs import read_json, run_or_load
+from sgrec_jax.stages.runs import run_or_load
 
 SFT = "sft"  # The start policy: config.rl.num_steps = 0.
 SWEEP_ESTIMATOR = "weighted_sum"
@@ -191,8 +192,8 @@ def prepare_sft(
                 "config.stages lists neither 'sids' nor 'sft', so config.rl.init_workdir must "
                 "name the SFT workdir to start from"
             )
-        return os.path.abspath(config.rl.init_workdir)
-    directory = os.path.join(os.path.abspath(workdir), BASE_DIR)
+        return os.fspath(as_path(config.rl.init_workdir))
+    directory = os.fspath(as_path(workdir) / BASE_DIR)
     if not dry:
         base = config.copy_and_resolve_references()
         base.stages = stages
@@ -216,7 +217,7 @@ def run_cells(
     `defaults` (the code's default config), a finished cell whose config lacks a field added
     since passes when the field holds its default (`runs.check_same_config`).
     """
-    workdir = os.path.abspath(workdir)  # Orbax rejects relative checkpoint paths.
+    workdir = as_path(workdir)
     init_workdir = prepare_sft(config, workdir, dry=True)
     configs = {
         (cell.name, seed): cell_config(config, cell, seed, init_workdir, channels)
@@ -330,8 +331,8 @@ def load_true_front(workdir: str, results: Results) -> np.ndarray | None:
     for name, by_seed in results.items():
         for seed in by_seed:
             path = os.path.join(workdir, CELLS_DIR, name, f"seed_{seed}", "rl", TRUE_FRONT_FILE)
-            if os.path.exists(path):
-                front = read_json(path)
+            front = read_json(path)
+            if front is not None:
                 return np.stack([front[TRUE_BUSINESS], front[TRUE_RELEVANCE]], 1)
     return None
 
@@ -375,7 +376,9 @@ def bootstrap_vs_sft(
     def cell_values(directory: str) -> UserMetrics:
         values = user_metrics(os.path.join(directory, RANKINGS), BOOTSTRAP_METRICS)
         rewards = os.path.join(directory, REWARDS)
-        return with_rewards(values, rewards, REWARD_METRICS) if os.path.exists(rewards) else values
+        if not epath.Path(rewards).exists():
+            return values
+        return with_rewards(values, rewards, REWARD_METRICS)
 
     out = {}
     for name, by_seed in results.items():

@@ -53,9 +53,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from absl import logging
+from etils import epath
 from ml_collections import ConfigDict
 
-from sgrec_jax.core.files import atomic_write, write_json
+from sgrec_jax.core.files import as_path, atomic_write, read_json, write_json
 from sgrec_jax.evaluation.bootstrap import BootstrapResult
 from sgrec_jax.evaluation.paired import (
     BOOTSTRAP_METRICS,
@@ -69,7 +70,7 @@ from sgrec_jax.evaluation.paired import (
 from sgrec_jax.evaluation.results_file import merged_provenance, results_file
 from sgrec_jax.evaluation.tables import results_table, to_markdown, write_table
 from sgrec_jax.stages.pipeline import RESULTS_FILE
-from sgrec_jax.stages.runs import read_json, run_or_load
+from sgrec_jax.stages.runs import run_or_load
 
 # System name -> prefix of its metrics in results.json (the sasrec stage reports "sasrec/...").
 SYSTEMS = {
@@ -101,7 +102,7 @@ def run_seeds(
     defaults as in `runs.check_same_config`: a finished seed adopts fields added after it ran
     that hold their default.
     """
-    workdir = os.path.abspath(workdir)  # Orbax rejects relative checkpoint paths.
+    workdir = as_path(workdir)
     results = {}
     for seed in seeds:
         seed_config = config.copy_and_resolve_references()
@@ -124,14 +125,13 @@ def load_results(workdir: str, seeds: Sequence[int]) -> dict[int, dict]:
 
 def finished_seeds(workdir: str) -> list[int]:
     """The seeds of `workdir`'s seed_<s> folders that hold a results.json, ascending."""
-    if not os.path.isdir(workdir):
+    directory = epath.Path(workdir)
+    if not directory.is_dir():
         raise ValueError(f"{workdir} is not a directory")
     seeds = []
-    for name in os.listdir(workdir):
-        seed = name.removeprefix("seed_")
-        if seed != name and seed.isdigit() and os.path.exists(
-            os.path.join(workdir, name, RESULTS_FILE)
-        ):
+    for path in directory.iterdir():
+        seed = path.name.removeprefix("seed_")
+        if seed != path.name and seed.isdigit() and (path / RESULTS_FILE).exists():
             seeds.append(int(seed))
     return sorted(seeds)
 

@@ -18,10 +18,11 @@ from collections.abc import Callable
 from typing import Any
 
 from absl import logging
+from etils import epath
 from ml_collections import ConfigDict
 
 from sgrec_jax.core.distributed import is_primary_process
-from sgrec_jax.core.files import write_json
+from sgrec_jax.core.files import as_path, write_json
 from sgrec_jax.core.provenance import provenance
 from sgrec_jax.core.registry import Registry
 from sgrec_jax.data.dataset import SeqRecDataset
@@ -36,7 +37,7 @@ class RunContext:
     """What stages share: the config, the work directory, the data and each stage's outputs."""
 
     config: ConfigDict
-    workdir: str
+    workdir: epath.Path
     dataset: SeqRecDataset
     artifacts: dict[str, Any] = dataclasses.field(default_factory=dict)
     metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -68,13 +69,14 @@ def load_configured_dataset(config: ConfigDict) -> SeqRecDataset:
     )
 
 
-def run_pipeline(config: ConfigDict, workdir: str) -> dict[str, Any]:
-    """Runs `config.stages` in `workdir` and writes results.json; returns its content."""
+def run_pipeline(config: ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
+    """Runs `config.stages` in `workdir` (a local path or a URI such as gs://bucket/run) and
+    writes results.json; returns its content."""
     check_config(config)
-    workdir = os.path.abspath(workdir)
-    os.makedirs(workdir, exist_ok=True)
+    workdir = as_path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
     if is_primary_process():  # every process computes the same; one writes
-        write_json(os.path.join(workdir, CONFIG_FILE), config.to_dict())
+        write_json(workdir / CONFIG_FILE, config.to_dict())
 
     start = time.perf_counter()
     dataset = load_configured_dataset(config)
@@ -95,6 +97,6 @@ def run_pipeline(config: ConfigDict, workdir: str) -> dict[str, Any]:
         "provenance": provenance(dataset.source_files, config),
     }
     if is_primary_process():
-        write_json(os.path.join(workdir, RESULTS_FILE), results)
-    logging.info("results written to %s", os.path.join(workdir, RESULTS_FILE))
+        write_json(workdir / RESULTS_FILE, results)
+    logging.info("results written to %s", workdir / RESULTS_FILE)
     return results

@@ -11,7 +11,7 @@ after another; a directory holding results.json of the same config (up to run-co
 sgrec_jax/stages/runs.py) is loaded instead, so rerunning the command resumes variant by variant.
 DIR/<name> may be a symlink to a run made earlier with the same config: that run is adopted,
 read and never written (a symlink to a run without results.json is refused, as that run may
-still be training elsewhere).
+still be training elsewhere). Object stores (DIR = gs://...) have no symlinks.
 
 Rows: one per variant (its generator, the "sft" stage), then the floors "item_transition" and
 "popularity" of the reference variant's run (deterministic counts on the same data; another
@@ -38,9 +38,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from absl import logging
+from etils import epath
 from ml_collections import ConfigDict
 
-from sgrec_jax.core.files import atomic_write, write_json
+from sgrec_jax.core.files import as_path, atomic_write, is_local, write_json
 from sgrec_jax.core.registry import UnknownNameError
 from sgrec_jax.evaluation.bootstrap import BootstrapResult
 from sgrec_jax.evaluation.paired import UserMetrics, paired_bootstrap_by_seed, user_metrics
@@ -153,7 +154,7 @@ def _check_directory(name: str, directory: str, config: ConfigDict,
     if os.path.islink(directory) and not os.path.exists(directory):
         raise ValueError(f"variant {name!r}: {directory} is a symlink to "
                          f"{os.readlink(directory)}, which does not exist")
-    finished = os.path.exists(os.path.join(directory, RESULTS_FILE))
+    finished = epath.Path(directory, RESULTS_FILE).exists()
     if os.path.islink(directory) and not finished:
         # Its run may still be training elsewhere: resuming it from here could collide.
         raise ValueError(f"variant {name!r}: {directory} links to {os.readlink(directory)}, "
@@ -180,7 +181,7 @@ def run_variants(
     finished run adopt fields added after it ran that hold their default
     (`runs.check_same_config`); None compares strictly.
     """
-    workdir = os.path.abspath(workdir)  # Orbax rejects relative checkpoint paths.
+    workdir = as_path(workdir)
     configs = variant_configs(config, variants)
     for name, (variant_config, _) in configs.items():
         if GENERATOR not in variant_config.stages:
@@ -334,7 +335,8 @@ def ablation_results(
     for name, row in rows.items():
         if "provenance" not in row.results or "dataset" not in row.results:
             raise ValueError(f"{name}: its results.json has no provenance or dataset record")
-    real = {name: os.path.realpath(row.directory) for name, row in rows.items()}
+    real = {name: os.path.realpath(row.directory) if is_local(row.directory) else row.directory
+            for name, row in rows.items()}
     provenance = merged_provenance(
         {f"{name}/seed_{row.seed}": row.results["provenance"] for name, row in rows.items()},
         sources=real,

@@ -30,11 +30,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
+from etils import epath
 from flax import nnx
 from ml_collections import ConfigDict
 
 from sgrec_jax.core.distributed import is_primary_process
-from sgrec_jax.core.files import write_json, write_npz
+from sgrec_jax.core.files import as_path, read_json, write_json, write_npz
 from sgrec_jax.core.sharding import host_to_global, make_mesh
 from sgrec_jax.data.pipeline import eval_batches
 from sgrec_jax.data.shards import ShardedExamples
@@ -55,7 +56,6 @@ from sgrec_jax.rl.grpo import RLSettings, init_extra, make_rl_step, select_param
 from sgrec_jax.rl.rollout import ROLLOUT_MODES
 from sgrec_jax.sid.build import SemanticIds, load_semantic_ids
 from sgrec_jax.stages.pipeline import CONFIG_FILE, RunContext, Stage, load_configured_dataset
-from sgrec_jax.stages.runs import read_json
 from sgrec_jax.train.checkpointing import Checkpointer
 from sgrec_jax.train.evaluate import (
     Rankings,
@@ -114,16 +114,15 @@ def _check(config: ConfigDict) -> None:
 
 def _sft_policy(config: ConfigDict, num_items: int) -> tuple[SemanticIds, nnx.Module]:
     """The SIDs and the best SFT checkpoint of the work directory config.rl.init_workdir."""
-    init = os.path.abspath(config.rl.init_workdir)
+    init = as_path(config.rl.init_workdir)
     sids = load_semantic_ids(init, num_items)
-    checkpoints = os.path.join(init, "sft", "checkpoints")
-    if sids is None or not os.path.isdir(checkpoints):
+    checkpoints = init / "sft" / "checkpoints"
+    if sids is None or not checkpoints.is_dir():
         raise ValueError(f"rl.init_workdir {init} is not an SFT work directory (it needs "
                          "sids.npz and sft/checkpoints)")
-    saved_config = os.path.join(init, "config.json")
-    if os.path.exists(saved_config):
-        with open(saved_config) as f:
-            saved_model = json.load(f)["model"]
+    saved_config = read_json(init / CONFIG_FILE)
+    if saved_config is not None:
+        saved_model = saved_config["model"]
         if saved_model != json.loads(json.dumps(config.model.to_dict())):
             raise ValueError(f"config.model differs from the model of {init}: {saved_model}")
     model = build_model(
@@ -193,7 +192,8 @@ def test_rewards(config: ConfigDict, channels: Sequence[RewardChannel], examples
             for name, channel in reward_names(config).items() if channel in index}
 
 
-def save_test_rewards(path: str, users_u: np.ndarray, values: dict[str, np.ndarray]) -> None:
+def save_test_rewards(path: str | os.PathLike, users_u: np.ndarray,
+                      values: dict[str, np.ndarray]) -> None:
     """DIR/rl/test_rewards.npz: users_u and the per-user rewards by result name, so eCPM@10 and
     semantic@10 can be compared user by user (evaluation/paired.py)."""
     write_npz(path, users_u=users_u, **values)
@@ -218,7 +218,7 @@ def _evaluate(model: nnx.Module, catalog: Any, examples: Examples, channels, con
 def train_rl(config: ConfigDict, num_items: int, model: nnx.Module, catalog: Any,
              channels: list[RewardChannel], eval_channels: list[RewardChannel],
              train: Examples | ShardedExamples,
-             valid: Examples, run_dir: str) -> tuple[nnx.Module, dict[str, Any]]:
+             valid: Examples, run_dir: str | os.PathLike) -> tuple[nnx.Module, dict[str, Any]]:
     """Runs (or resumes) the RL steps of `config.rl` from the start policy `model`, rewarded by
     `channels`; returns the final policy and the training summary. Needs no pipeline, so the
     reliability tests run this very loop on a tiny generator."""
@@ -318,7 +318,7 @@ def backfill_test_rewards(workdir: str) -> bool:
     reward models load from their cache, so the scores are the ones the run reported.
     """
     path = os.path.join(workdir, "rl", TEST_REWARDS_FILE)
-    if os.path.exists(path):
+    if epath.Path(path).exists():
         return False
     stored = read_json(os.path.join(workdir, CONFIG_FILE))
     if stored is None:
@@ -332,7 +332,7 @@ def backfill_test_rewards(workdir: str) -> bool:
     rl = config.rl
     rewards_dir = (rl.rewards_workdir or (rl.init_workdir if "sft" not in config.stages else "")
                    or workdir)
-    setup = RewardSetup(config=config, dataset=dataset, workdir=os.path.abspath(rewards_dir),
+    setup = RewardSetup(config=config, dataset=dataset, workdir=as_path(rewards_dir),
                         seed=rl.reward_seed)
     channels = build_channels(setup, _eval_channel_names(config, setup.world() is not None),
                               rl.channel_options)
@@ -340,16 +340,16 @@ def backfill_test_rewards(workdir: str) -> bool:
     return True
 
 
-def _rewards_workdir(context: RunContext) -> str:
+def _rewards_workdir(context: RunContext) -> epath.Path:
     """Where the reward models are trained and cached: rl.rewards_workdir, else the SFT work
     directory the policy starts from, else this one. The rewards are the environment, not part
     of the run: every scheme and seed started from one SFT checkpoint is graded by the same
     reward models (seeded by rl.reward_seed, not by the run's seed), trained once."""
     rl = context.config.rl
     if rl.rewards_workdir:
-        return os.path.abspath(rl.rewards_workdir)
+        return as_path(rl.rewards_workdir)
     if rl.init_workdir and "sft" not in context.config.stages:
-        return os.path.abspath(rl.init_workdir)
+        return as_path(rl.init_workdir)
     return context.workdir
 
 
@@ -367,7 +367,7 @@ def _run(context: RunContext) -> None:
                         seed=rl.reward_seed, artifacts=context.artifacts)
     eval_channels = build_channels(setup, _eval_channel_names(config, setup.world() is not None),
                                    rl.channel_options)
-    run_dir = os.path.join(context.workdir, "rl")
+    run_dir = context.workdir / "rl"
 
     summary: dict[str, Any] = {"rl/last_step": 0, "rl/nonfinite_steps": 0,
                                "rl/sign_agreement": math.nan}
@@ -385,11 +385,11 @@ def _run(context: RunContext) -> None:
                              dataset.num_items, weights=TRUE_FRONT_WEIGHTS, k=TOP_K,
                              batch_size=config.eval.batch_size)
     if is_primary_process():
-        os.makedirs(run_dir, exist_ok=True)
-        rankings.save(os.path.join(run_dir, "test_rankings.npz"))
-        save_test_rewards(os.path.join(run_dir, TEST_REWARDS_FILE), rankings.users_u, per_user)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        rankings.save(run_dir / "test_rankings.npz")
+        save_test_rewards(run_dir / TEST_REWARDS_FILE, rankings.users_u, per_user)
         if front is not None:
-            write_json(os.path.join(run_dir, TRUE_FRONT_FILE), {
+            write_json(run_dir / TRUE_FRONT_FILE, {
                 "business_weight": TRUE_FRONT_WEIGHTS.tolist(),
                 "true_business@10": front[:, 0].tolist(),
                 "true_relevance@10": front[:, 1].tolist(),

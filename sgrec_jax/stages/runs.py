@@ -17,18 +17,11 @@ from typing import Any
 from absl import logging
 from ml_collections import ConfigDict
 
+from sgrec_jax.core.files import read_json
 from sgrec_jax.stages.pipeline import CONFIG_FILE, RESULTS_FILE, run_pipeline
 
 RUN_CONTROL_FIELDS = ("max_steps_per_run", "log_every", "keep_checkpoints")
 RUN_CONTROL_SECTIONS = ("distributed",)
-
-
-def read_json(path: str) -> Any | None:
-    """The parsed file, or None when it does not exist."""
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
 
 
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -17,6 +17,10 @@ state the caller passes in, so a checkpoint written on N devices restores on M.
 
 Kept: the `keep` latest checkpoints (for resuming, and to fall back on if the latest cannot be
 read) plus the `keep_best` best by `best_metric` among those saved with metrics.
+
+The directory may be local or on GCS (gs://bucket/...): Orbax writes local checkpoints to a
+temporary directory it renames when complete, and GCS ones in place, marking each complete with a
+commit_success.txt file (see the README for the packages gs:// needs).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
+from sgrec_jax.core.files import as_path
 from sgrec_jax.train.train_state import TrainState
 
 STATE, DATA, METADATA = "state", "data", "metadata"
@@ -78,7 +83,7 @@ class Checkpointer:
             )
         if best_mode not in ("max", "min"):
             raise ValueError(f"best_mode must be 'max' or 'min', got {best_mode!r}")
-        self.directory = os.path.abspath(directory)  # Orbax refuses relative paths.
+        self.directory = as_path(directory)
         self.best_metric = best_metric
         policies_lib = ocp.checkpoint_managers
         keep_policies: list[policies_lib.PreservationPolicy] = [policies_lib.LatestN(n=keep)]
@@ -225,9 +230,9 @@ class Checkpointer:
         return restored[STATE]
 
     def _set_aside(self, step: int) -> None:
-        path = os.path.join(self.directory, str(step))
-        if jax.process_index() == 0:
-            os.replace(path, path + UNRESTORABLE_SUFFIX)
+        path = self.directory / str(step)
+        if jax.process_index() == 0:  # On GCS a rename copies every object of the step.
+            path.rename(path.with_name(path.name + UNRESTORABLE_SUFFIX))
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices(f"set aside checkpoint {step}")
         self._manager.reload()

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from sgrec_jax.core.files import write_npz
+from sgrec_jax.core.files import read_npz, write_npz
 from sgrec_jax.data.pipeline import eval_batches
 from sgrec_jax.data.split import Examples
 from sgrec_jax.decoding.beam_search import constrained_beam_search_jit
@@ -48,9 +48,8 @@ class Rankings:
     @classmethod
     def load(cls, path: str | os.PathLike) -> Rankings:
         """The rankings `save` wrote."""
-        with np.load(path) as arrays:
-            return cls(**{f.name: arrays[f.name] for f in dataclasses.fields(cls)
-                          if f.name in arrays})
+        arrays = read_npz(path)
+        return cls(**{f.name: arrays[f.name] for f in dataclasses.fields(cls) if f.name in arrays})
 
 
 def subsample(examples: Examples, max_examples: int, seed: int) -> Examples:

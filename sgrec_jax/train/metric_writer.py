@@ -11,6 +11,11 @@ imported. `metrics.jsonl` holds one flushed JSON object per write, {"step": s, n
 so results can be read without TensorBoard. Only process 0 writes, so a multi-host run produces
 one set of files. Reading a metric fetches it from the device (a sync): write every few steps,
 not every step, when steps are fast.
+
+Both files grow by appending, which object stores cannot do: for a logdir such as gs://bucket/run
+they are written in a local staging directory and uploaded whole every UPLOAD_SECONDS, on
+`flush` and on `close` (a preempted run closes the writer; a killed one loses the points written
+since the last upload).
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import pathlib
+import shutil
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -27,9 +35,10 @@ import numpy as np
 from absl import logging
 from tensorboardX import SummaryWriter
 
-from sgrec_jax.core.files import atomic_write
+from sgrec_jax.core.files import as_path, atomic_write, is_local
 
 METRICS_FILE = "metrics.jsonl"
+UPLOAD_SECONDS = 60.0
 
 
 def _scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -55,21 +64,33 @@ class MetricWriter:
             interrupted run at steps >= s + 1 are dropped from metrics.jsonl and hidden by
             TensorBoard, so the resumed run does not show them twice.
         """
-        self.logdir = os.fspath(logdir)
-        self.path = os.path.join(self.logdir, METRICS_FILE)
+        self.logdir = as_path(logdir)
+        self.path = self.logdir / METRICS_FILE
         self._active = jax.process_index() == 0
         if not self._active:
             return
-        os.makedirs(self.logdir, exist_ok=True)
-        if purge_step is not None and os.path.exists(self.path):
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        if purge_step is not None and self.path.exists():
             self._purge_jsonl(purge_step)
-        self._summary = SummaryWriter(self.logdir, purge_step=purge_step, flush_secs=30)
-        self._jsonl = open(self.path, "a", encoding="utf-8")
+        self._staging = None if is_local(self.logdir) else tempfile.mkdtemp(prefix="metrics_")
+        local = pathlib.Path(self._staging or self.logdir)
+        if self._staging and self.path.exists():
+            (local / METRICS_FILE).write_bytes(self.path.read_bytes())
+        self._summary = SummaryWriter(os.fspath(local), purge_step=purge_step, flush_secs=30)
+        self._jsonl = open(local / METRICS_FILE, "a", encoding="utf-8")
+        self._uploaded = time.monotonic()
 
     def _purge_jsonl(self, purge_step: int) -> None:
-        with open(self.path, encoding="utf-8") as f:
-            kept = [line for line in f if line.strip() and json.loads(line)["step"] < purge_step]
+        lines = self.path.read_text().splitlines(keepends=True)
+        kept = [line for line in lines if line.strip() and json.loads(line)["step"] < purge_step]
         atomic_write(self.path, lambda f: f.write("".join(kept).encode()))
+
+    def _upload(self) -> None:
+        """Copies the staged files to the remote logdir, each replacing its previous upload."""
+        for local in sorted(pathlib.Path(self._staging).iterdir()):
+            data = local.read_bytes()
+            atomic_write(self.logdir / local.name, lambda f, data=data: f.write(data))
+        self._uploaded = time.monotonic()
 
     def write_scalars(self, step: int, metrics: Mapping[str, Any]) -> None:
         """Records every metric (a scalar) at `step`."""
@@ -83,16 +104,23 @@ class MetricWriter:
         # NaN and inf are written as JSON's NaN/Infinity tokens, which json.loads reads back.
         self._jsonl.write(json.dumps({"step": int(step), **scalars}) + "\n")
         self._jsonl.flush()
+        if self._staging and time.monotonic() - self._uploaded >= UPLOAD_SECONDS:
+            self.flush()
 
     def flush(self) -> None:
         if self._active:
             self._summary.flush()
             self._jsonl.flush()
+            if self._staging:
+                self._upload()
 
     def close(self) -> None:
         if self._active and not self._jsonl.closed:
             self._summary.close()
             self._jsonl.close()
+            if self._staging:
+                self._upload()
+                shutil.rmtree(self._staging)
 
     def __enter__(self) -> MetricWriter:
         return self

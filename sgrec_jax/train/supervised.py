@@ -88,7 +88,7 @@ def train_supervised(
     valid: Examples,
     config: ConfigDict,
     mesh_config: ConfigDict,
-    run_dir: str,
+    run_dir: str | os.PathLike,
     seed: int,
 ) -> TrainOutcome:
     """Trains `model` on `train`, validating on `valid`; resumes from `run_dir` if it holds a run.

@@ -1,4 +1,5 @@
-"""The answer cache (sqlite) and the evidence store read from it or from its npz export."""
+"""The answer cache (sqlite) and the evidence store read from it or from its npz export, locally and
+on GCS (tests/fake_gcs.py)."""
 
 import math
 
@@ -7,6 +8,7 @@ import pytest
 
 from sgrec_jax.data.errors import DataFormatError
 from sgrec_jax.judge.aspects import NUM_ASPECTS
+from sgrec_jax.judge import cache as cache_lib
 from sgrec_jax.judge.cache import FAILED, OK, JudgeCache, Record
 from sgrec_jax.judge.store import EvidenceStore
 
@@ -30,6 +32,26 @@ def test_answers_survive_reopening_and_are_never_overwritten(tmp_path):
         assert second.context == (5, 6) and second.attempts == 2 and second.error is None
     with pytest.raises(ValueError, match="another dataset"):
         JudgeCache(path, fingerprint="data-2")
+
+
+def test_a_cache_on_gcs_is_uploaded_as_it_fills_and_on_close(fake_gcs, monkeypatch):
+    path, key = "gs://fake-bucket/run/judge/cache.sqlite", "fake-bucket/run/judge/cache.sqlite"
+    with JudgeCache(path, fingerprint="data-1") as cache:
+        cache.put(M, V, Record(1, 2, (0.1, 0.2, 0.3)))
+        assert fake_gcs.get(key) is None  # uploaded every UPLOAD_SECONDS
+        monkeypatch.setattr(cache_lib, "UPLOAD_SECONDS", 0.0)
+        cache.put(M, V, Record(0, 7, (1.0, 0.0, 0.5)))
+        assert fake_gcs.get(key) is not None
+        cache.put(M, V, Record(3, 3, None, error="x"))
+        store = EvidenceStore.from_cache(cache, M, V)
+    assert fake_gcs.keys("fake-bucket/run/judge/") == [key]  # no WAL or journal beside it
+    with JudgeCache(path, fingerprint="data-1") as cache:
+        assert cache.statuses(M, V) == {(1, 2): OK, (0, 7): OK, (3, 3): FAILED}
+    with pytest.raises(ValueError, match="another dataset"):
+        JudgeCache(path, fingerprint="data-2")
+    store.save("gs://fake-bucket/run/judge/evidence.npz")
+    loaded = EvidenceStore.load("gs://fake-bucket/run/judge/evidence.npz")
+    np.testing.assert_array_equal(loaded.evidence_na, store.evidence_na)
 
 
 def test_store_lookup_and_npz_roundtrip(tmp_path):

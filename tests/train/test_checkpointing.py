@@ -1,5 +1,5 @@
 """Checkpoints: exact resume of state and data, fallback past a corrupt checkpoint, keep-latest and
-keep-best, SIGTERM, and restoring on a different number of devices."""
+keep-best, SIGTERM, restoring on a different number of devices, and all of it on GCS."""
 
 import gc
 import logging
@@ -147,6 +147,34 @@ def test_no_restorable_checkpoint_is_an_error(trainer, tmp_path):
     with Checkpointer(tmp_path) as ckpt, pytest.raises(CheckpointRestoreError, match=r"\[1\]"):
         ckpt.restore_or_init(fresh_state())
     assert (tmp_path / "1").is_dir()  # nothing is set aside when nothing restores
+    gc.collect()
+
+
+@unread_failures
+def test_on_gcs_resume_keep_and_set_aside(trainer, fake_gcs):
+    """Orbax's GCS path (tests/fake_gcs.py): steps written in place and committed by
+    commit_success.txt, old ones deleted, a corrupt one set aside by a (copying) rename."""
+    fresh_state, train_step = trainer
+    directory = "gs://fake-bucket/run/checkpoints"
+    prefix = "fake-bucket/run/checkpoints/"
+    data = iterator()
+    with Checkpointer(directory, keep=2) as ckpt:
+        _, reference = train(fresh_state(), train_step, data, 3,
+                             on_step=lambda step, state: ckpt.save(step, state, data))
+        ckpt.wait_until_finished()
+        assert ckpt.all_steps() == [2, 3]
+    assert f"{prefix}3/commit_success.txt" in fake_gcs.keys()
+    assert not fake_gcs.keys(f"{prefix}1/")
+    biggest = max(fake_gcs.keys(f"{prefix}3/state/"), key=lambda k: len(fake_gcs.get(k)[0]))
+    fake_gcs.put(biggest, fake_gcs.get(biggest)[0][:8])
+
+    resumed_data = iterator()
+    with Checkpointer(directory, keep=2) as ckpt:
+        state, _ = ckpt.restore_or_init(fresh_state(), resumed_data)
+        assert int(state.step) == 2 and ckpt.all_steps() == [2]
+    assert fake_gcs.keys(f"{prefix}3{UNRESTORABLE_SUFFIX}/") and not fake_gcs.keys(f"{prefix}3/")
+    _, rest = train(state, train_step, resumed_data, 1)
+    assert rest == reference[2:]
     gc.collect()
 
 

@@ -79,6 +79,40 @@ def test_resume_purges_the_points_after_the_checkpoint(tmp_path):
     assert starts == [4]
 
 
+def download(store, prefix, local_dir):
+    """The objects under `prefix` as files of local_dir (emptied first)."""
+    for path in local_dir.iterdir():
+        path.unlink()
+    for key in store.keys(prefix):
+        (local_dir / key.removeprefix(prefix)).write_bytes(store.get(key)[0])
+    return local_dir
+
+
+def test_on_gcs_files_are_staged_and_uploaded_whole(fake_gcs, tmp_path):
+    """Object stores cannot append: metrics.jsonl and the event file reach gs:// on flush and
+    close, and a resumed writer purges and extends what is there."""
+    logdir, prefix = "gs://fake-bucket/run/sft", "fake-bucket/run/sft/"
+    with MetricWriter(logdir) as writer:
+        for step in range(1, 6):
+            writer.write_scalars(step, {"loss": float(step)})
+        assert not fake_gcs.keys(prefix)  # staged locally until a flush
+        writer.flush()
+        assert read_jsonl(download(fake_gcs, prefix, tmp_path))[-1] == {"step": 5, "loss": 5.0}
+    assert sorted(scalars(read_events(download(fake_gcs, prefix, tmp_path)))) == [
+        (s, "loss", float(s)) for s in range(1, 6)
+    ]
+    with MetricWriter(logdir, purge_step=4) as writer:
+        writer.write_scalars(4, {"loss": 40.0})
+    download(fake_gcs, prefix, tmp_path)
+    assert [(r["step"], r["loss"]) for r in read_jsonl(tmp_path)] == [
+        (1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0)
+    ]
+    events = read_events(tmp_path)
+    assert (4, "loss", 40.0) in scalars(events)
+    assert [e.step for e in events if e.HasField("session_log")
+            and e.session_log.status == event_pb2.SessionLog.START] == [4]
+
+
 def test_progress_line_reports_rate_eta_and_metrics():
     progress = ProgressLogger(100, every=10, keys=("loss", "accuracy"))
     assert progress.line(1, {"loss": 9.0}, now=0.0) is None
