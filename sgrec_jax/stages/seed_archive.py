@@ -19,14 +19,13 @@ different sessions are seeds of one experiment.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Sequence
 
 import numpy as np
 from absl import logging
 from ml_collections import ConfigDict
 
-from sgrec_jax.core.files import write_compressed_npz
+from sgrec_jax.core.files import as_path, atomic_write, read_json, read_npz, write_compressed_npz
 from sgrec_jax.stages.multi_seed import (
     RANKINGS_FILE,
     SystemRuns,
@@ -37,17 +36,16 @@ from sgrec_jax.stages.multi_seed import (
     systems_in,
 )
 from sgrec_jax.stages.pipeline import CONFIG_FILE, RESULTS_FILE
-from sgrec_jax.stages.runs import check_same_config, read_json
+from sgrec_jax.stages.runs import check_same_config
 
 TOP_K = 10  # The bootstrap metrics are recall/ndcg at 5 and 10.
 
 
-def archive_rankings(source: str, destination: str, top_k: int = TOP_K) -> None:
+def archive_rankings(source: str | os.PathLike, destination: str | os.PathLike,
+                     top_k: int = TOP_K) -> None:
     """Copies a test_rankings.npz keeping users, targets and the top_k items, compressed."""
-    with np.load(source) as rankings:
-        users_u, targets_u, items_uk = (
-            rankings["users_u"], rankings["targets_u"], rankings["items_uk"]
-        )
+    rankings = read_npz(source)
+    users_u, targets_u, items_uk = rankings["users_u"], rankings["targets_u"], rankings["items_uk"]
     if items_uk.ndim != 2 or items_uk.shape[1] < top_k:
         raise ValueError(f"{source}: items_uk has shape {items_uk.shape}, need [users, >= {top_k}]")
     write_compressed_npz(destination, users_u=users_u, targets_u=targets_u,
@@ -55,7 +53,7 @@ def archive_rankings(source: str, destination: str, top_k: int = TOP_K) -> None:
 
 
 def _stored_config(directory: str) -> ConfigDict:
-    stored = read_json(os.path.join(directory, CONFIG_FILE))
+    stored = read_json(as_path(directory) / CONFIG_FILE)
     if stored is None:
         raise ValueError(f"{directory} has {RESULTS_FILE} but no {CONFIG_FILE}")
     return ConfigDict(stored)
@@ -85,12 +83,12 @@ def archive_seeds(workdir: str, archive: str, seeds: Sequence[int] | None = None
     missing = sorted(set(seeds) - set(available))
     if missing:
         raise ValueError(f"{workdir}: seeds {', '.join(map(str, missing))} have not finished")
-    os.makedirs(archive, exist_ok=True)
+    as_path(archive).mkdir(parents=True, exist_ok=True)
     results = load_results(workdir, seeds)
     archived = finished_seeds(archive)
     added = []
     for seed in seeds:
-        run_dir, out_dir = seed_dir(workdir, seed), seed_dir(archive, seed)
+        run_dir, out_dir = as_path(seed_dir(workdir, seed)), as_path(seed_dir(archive, seed))
         systems = systems_in({seed: results[seed]})
         if seed in archived:
             kept = load_results(archive, [seed])
@@ -101,12 +99,12 @@ def archive_seeds(workdir: str, archive: str, seeds: Sequence[int] | None = None
             continue
         _check_same_experiment(archive, run_dir, seed)
         for system in systems:
-            os.makedirs(os.path.join(out_dir, system), exist_ok=True)
-            archive_rankings(os.path.join(run_dir, system, RANKINGS_FILE),
-                             os.path.join(out_dir, system, RANKINGS_FILE))
-        shutil.copyfile(os.path.join(run_dir, CONFIG_FILE), os.path.join(out_dir, CONFIG_FILE))
-        # results.json last: its presence marks the archived seed as complete.
-        shutil.copyfile(os.path.join(run_dir, RESULTS_FILE), os.path.join(out_dir, RESULTS_FILE))
+            archive_rankings(run_dir / system / RANKINGS_FILE, out_dir / system / RANKINGS_FILE)
+        # Whole-file copies (atomic where the filesystem allows); results.json last: its
+        # presence marks the archived seed as complete.
+        for name in (CONFIG_FILE, RESULTS_FILE):
+            atomic_write(out_dir / name, lambda f, source=run_dir / name: f.write(
+                source.read_bytes()))
         added.append(seed)
         logging.info("archived seed %d (%s) into %s", seed, ", ".join(systems), out_dir)
     return added
