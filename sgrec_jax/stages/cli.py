@@ -25,7 +25,7 @@ from ml_collections.config_flags.config_flags import ConfigFileFlagParser
 
 from sgrec_jax.core.registry import UnknownNameError
 from sgrec_jax.data.errors import DataFormatError
-from sgrec_jax.train.supervised import Preempted
+from sgrec_jax.train.loop import Preempted
 
 T = TypeVar("T")
 PREEMPTED_EXIT_CODE = 143

@@ -1,13 +1,11 @@
 """The "rl" stage: align the SFT generator with reward channels by a GRPO-family update.
 
 Starts from the generator of the "sft" stage in this pipeline, or else from the best SFT
-checkpoint of `config.rl.init_workdir` (its sids.npz and sft/checkpoints). Each step draws
-`rl.batch_size` leave-one-out training requests, rolls out G candidates per request, scores them
-with the configured reward channels and advantage estimator, and applies `updates_per_batch`
-clipped updates with a k3 KL penalty to the frozen SFT policy (`rl.grpo.make_rl_step`, one
-jitted call). Semantic channels judge only a seeded `semantic_sample_ratio` of the requests.
-Checkpoints (train state with the estimator's state, data position) go to DIR/rl/checkpoints and
-a rerun resumes; metrics to DIR/rl (TensorBoard, metrics.jsonl, progress log).
+checkpoint of `config.rl.init_workdir` (its sids.npz and sft/checkpoints), and trains it on
+leave-one-out training requests with `rl.training.train_rl` (GRPO-family updates rewarded by the
+configured channels and advantage estimator; semantic channels judge only a seeded
+`semantic_sample_ratio` of the requests). Checkpoints go to DIR/rl/checkpoints and a rerun
+resumes; metrics to DIR/rl (TensorBoard, metrics.jsonl, progress log).
 
 At the end the final policy ranks the test split by beam search (config.eval.beam_size); results:
 rl/recall@5, rl/ndcg@5, rl/recall@10, rl/ndcg@10, rl/valid_rate, rl/coverage@10,
@@ -23,11 +21,9 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from etils import epath
@@ -35,42 +31,30 @@ from flax import nnx
 from ml_collections import ConfigDict
 
 from sgrec_jax.core.distributed import is_primary_process
-from sgrec_jax.core.files import as_path, read_json, write_json, write_npz
-from sgrec_jax.core.sharding import host_to_global, make_mesh
-from sgrec_jax.data.pipeline import eval_batches
-from sgrec_jax.data.shards import ShardedExamples
-from sgrec_jax.data.sources import check_data_source, load_splits, train_iterator_for
-from sgrec_jax.data.split import Examples, leave_one_out
+from sgrec_jax.core.files import as_path, read_json, write_json
+from sgrec_jax.core.sharding import make_mesh
+from sgrec_jax.data.sources import check_data_source, load_splits
+from sgrec_jax.data.split import leave_one_out
 from sgrec_jax.models.registry import build_model
-from sgrec_jax.rewards.channel import (
-    REWARD_CHANNELS,
-    RewardChannel,
-    RewardRequests,
-    RewardSetup,
-    build_channels,
-    reward_tensor,
-)
+from sgrec_jax.rewards.channel import REWARD_CHANNELS, RewardSetup, build_channels
 from sgrec_jax.rewards.truth import oracle_front
-from sgrec_jax.rl.estimators import ESTIMATORS, ChannelSpec
-from sgrec_jax.rl.grpo import RLSettings, init_extra, make_rl_step, select_params
+from sgrec_jax.rl.estimators import ESTIMATORS
+from sgrec_jax.rl.evaluation import (
+    EVAL_BUSINESS,
+    TOP_K,
+    TRUTH_AT_10,
+    evaluate_policy,
+    save_test_rewards,
+    test_rewards,
+)
 from sgrec_jax.rl.rollout import ROLLOUT_MODES
+from sgrec_jax.rl.training import train_rl
 from sgrec_jax.sid.build import SemanticIds, load_semantic_ids
 from sgrec_jax.stages.pipeline import CONFIG_FILE, RunContext, Stage, load_configured_dataset
 from sgrec_jax.train.checkpointing import Checkpointer
-from sgrec_jax.train.evaluate import (
-    Rankings,
-    rank_with_generator,
-    ranking_report,
-    scalar_metrics,
-    subsample,
-)
-from sgrec_jax.train.metric_writer import MetricWriter, ProgressLogger
-from sgrec_jax.train.supervised import Preempted
+from sgrec_jax.train.evaluate import Rankings, subsample
 from sgrec_jax.train.train_state import create_train_state, make_optimizer
 
-EVAL_BUSINESS = "ecpm_eval"
-TRUTH_AT_10 = {"true_business": "true_business@10", "true_relevance": "true_relevance@10"}
-TOP_K = 10
 TEST_REWARDS_FILE = "test_rewards.npz"  # In DIR/rl/: per-user rewards of the test rankings.
 TRUE_FRONT_FILE = "true_front.json"  # In DIR/rl/ on the synthetic world (rewards/truth.py).
 TRUE_FRONT_WEIGHTS = np.linspace(0.0, 1.0, 41)  # Business weights of the oracle scalarisations.
@@ -151,157 +135,7 @@ def _start_policy(context: RunContext) -> tuple[SemanticIds, nnx.Module]:
     return sids, model
 
 
-# -- evaluation ---------------------------------------------------------------------------------
-
-@jax.jit
-def _user_means(channels: Sequence[RewardChannel], requests: RewardRequests, items_bk: jax.Array,
-                logprob_bk: jax.Array) -> jax.Array:
-    rewards_bkc = reward_tensor(channels, requests, items_bk, logprob_bk)
-    return jnp.nanmean(rewards_bkc, axis=1)
-
-
-def reward_per_user(channels: Sequence[RewardChannel], examples: Examples, rankings: Rankings,
-                    *, k: int, batch_size: int) -> np.ndarray:
-    """float64 [U, C]: per user (the order of `examples` and `rankings`) and channel, the mean
-    reward of their top-k ranked items; NaN where all k are NaN. Every request is judged
-    (semantic channels score all of them)."""
-    means = []
-    for start, batch in zip(range(0, len(examples), batch_size),
-                            eval_batches(examples, batch_size=batch_size), strict=True):
-        rows = np.minimum(np.arange(start, start + batch_size), len(examples) - 1)
-        requests = RewardRequests.from_batch(batch)
-        user_means = _user_means(channels, requests, rankings.items_uk[rows, :k],
-                                 rankings.scores_uk[rows, :k])
-        means.append(np.asarray(user_means, np.float64)[batch["valid"]])
-    return np.concatenate(means)
-
-
-def reward_names(config: ConfigDict) -> dict[str, str]:
-    """Result name -> the eval channel that scores it: ecpm@10, semantic@10 (+ the truth)."""
-    return {"ecpm@10": EVAL_BUSINESS, "semantic@10": config.rl.semantic_eval_channel,
-            **{name: channel for channel, name in TRUTH_AT_10.items()}}
-
-
-def test_rewards(config: ConfigDict, channels: Sequence[RewardChannel], examples: Examples,
-                 rankings: Rankings) -> dict[str, np.ndarray]:
-    """Result name (reward_names, of the channels given) -> the users' top-10 mean reward [U]."""
-    per_user = reward_per_user(channels, examples, rankings, k=TOP_K,
-                               batch_size=config.eval.batch_size)
-    index = {c.name: i for i, c in enumerate(channels)}
-    return {name: per_user[:, index[channel]]
-            for name, channel in reward_names(config).items() if channel in index}
-
-
-def save_test_rewards(path: str | os.PathLike, users_u: np.ndarray,
-                      values: dict[str, np.ndarray]) -> None:
-    """DIR/rl/test_rewards.npz: users_u and the per-user rewards by result name, so eCPM@10 and
-    semantic@10 can be compared user by user (evaluation/paired.py)."""
-    write_npz(path, users_u=users_u, **values)
-
-
-def _evaluate(model: nnx.Module, catalog: Any, examples: Examples, channels, config: ConfigDict,
-              num_items: int) -> tuple[Rankings, dict[str, float], dict[str, np.ndarray]]:
-    """Beam-search rankings of `examples`, their metrics by result name (no "rl/" prefix) and
-    the per-user rewards behind the reward metrics (test_rewards)."""
-    rankings = rank_with_generator(model, catalog, examples, beam_size=config.eval.beam_size,
-                                   k=TOP_K, batch_size=config.eval.batch_size,
-                                   level_scoring=config.eval.level_scoring)
-    report = scalar_metrics(ranking_report(rankings, num_items))
-    per_user = test_rewards(config, channels, examples, rankings)
-    with np.errstate(invalid="ignore"):
-        report.update({name: float(np.nanmean(values)) for name, values in per_user.items()})
-    return rankings, report, per_user
-
-
 # -- the stage ----------------------------------------------------------------------------------
-
-def train_rl(config: ConfigDict, num_items: int, model: nnx.Module, catalog: Any,
-             channels: list[RewardChannel], eval_channels: list[RewardChannel],
-             train: Examples | ShardedExamples,
-             valid: Examples, run_dir: str | os.PathLike) -> tuple[nnx.Module, dict[str, Any]]:
-    """Runs (or resumes) the RL steps of `config.rl` from the start policy `model`, rewarded by
-    `channels`; returns the final policy and the training summary. Needs no pipeline, so the
-    reliability tests run this very loop on a tiny generator."""
-    rl = config.rl
-    estimator = ESTIMATORS.build(rl.estimator, [ChannelSpec.of(c) for c in channels],
-                                 **rl.estimator_options.get(rl.estimator, {}))
-    mesh = make_mesh(data=config.mesh.data, fsdp=config.mesh.fsdp)
-    updates = rl.updates_per_batch
-    optimizer = make_optimizer(rl.learning_rate, rl.warmup_steps * updates, rl.num_steps * updates,
-                               weight_decay=rl.weight_decay, clip_norm=rl.clip_norm)
-    # The reference is a copy made before the state exists: the step donates the state.
-    ref_params = jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))
-    graphdef, state, state_sharding = create_train_state(
-        model, optimizer, jax.random.key(config.seed), mesh, extra=init_extra(estimator)
-    )
-    ref_params = jax.device_put(ref_params, state_sharding.params)
-    if estimator.needs_gradients:
-        select_params(state.params, rl.gradient_params)  # fails now on a pattern matching nothing
-    settings = RLSettings(
-        group_size=rl.group_size, rollout=rl.rollout, temperature=rl.temperature,
-        updates_per_batch=updates, clip_eps=rl.clip_eps, beta=rl.beta,
-        semantic_sample_ratio=rl.semantic_sample_ratio, judge_seed=config.seed,
-        gradient_params=rl.gradient_params,
-    )
-    rl_step = make_rl_step(graphdef=graphdef, optimizer=optimizer, channels=channels,
-                           estimator=estimator, settings=settings, mesh=mesh,
-                           state_sharding=state_sharding)
-    data = train_iterator_for(train, batch_size=rl.batch_size, seed=config.seed)
-
-    def policy(state) -> nnx.Module:
-        return nnx.merge(graphdef, state.params, state.model_state)
-
-    with Checkpointer(os.path.join(run_dir, "checkpoints"), keep=rl.keep_checkpoints,
-                      save_interval_steps=rl.eval_every) as checkpointer:
-        checkpointer.install_sigterm_handler()
-        state, metadata = checkpointer.restore_or_init(state, data)
-        step = start_step = int(state.step)
-        if metadata is not None:
-            logging.info("resumed at step %d", step)
-
-        def stop(why: str) -> None:
-            checkpointer.save(step, state, data, force=True)
-            checkpointer.wait_until_finished()
-            raise Preempted(f"{why}: saved step {step} in {run_dir}; run the same command "
-                            "again to resume")
-
-        # Also from step 0: a run killed before its first checkpoint leaves records that the
-        # restarted run replaces.
-        with MetricWriter(run_dir, purge_step=step + 1) as writer:
-            logger = ProgressLogger(rl.num_steps, every=rl.log_every,
-                                    keys=("loss", "kl", "clip_frac", "entropy"))
-            while step < rl.num_steps:
-                state, metrics = rl_step(state, ref_params, channels, catalog,
-                                         host_to_global(next(data), mesh))
-                step += 1
-                if step % rl.log_every == 0 or step == rl.num_steps:
-                    metrics = jax.device_get(metrics)
-                    writer.write_scalars(step, {f"train/{k}": v for k, v in metrics.items()})
-                    logger.log(step, metrics)
-                if step % rl.eval_every == 0 or step == rl.num_steps:
-                    _, report, _ = _evaluate(policy(state), catalog, valid, eval_channels, config,
-                                             num_items)
-                    writer.write_scalars(step, {f"valid/{k}": v for k, v in report.items()})
-                    logging.info("step %d valid: %s", step,
-                                 " ".join(f"{k} {v:.4f}" for k, v in report.items()))
-                    checkpointer.save(step, state, data, force=True)
-                # After validation: a run resumed from this step never redoes that step's.
-                if checkpointer.should_stop(step):
-                    stop("preempted")
-                if rl.max_steps_per_run and step - start_step >= rl.max_steps_per_run \
-                        and step < rl.num_steps:
-                    stop("paused")
-        checkpointer.wait_until_finished()
-    totals = jax.device_get(state.extra["totals"])
-    agreement_steps = int(totals["sign_agreement_steps"])
-    summary = {
-        "rl/last_step": step,
-        "rl/nonfinite_steps": int(state.nonfinite_steps),
-        "rl/sign_agreement": (float(totals["sign_agreement_sum"]) / agreement_steps
-                              if agreement_steps else math.nan),
-    }
-    return policy(state), summary
-
 
 def _eval_channel_names(config: ConfigDict, synthetic: bool) -> list[str]:
     names = [EVAL_BUSINESS, config.rl.semantic_eval_channel]
@@ -376,8 +210,8 @@ def _run(context: RunContext) -> None:
         channels = build_channels(setup, list(rl.channels), rl.channel_options)
         model, summary = train_rl(config, dataset.num_items, model, catalog, channels,
                                   eval_channels, splits.train, valid, run_dir)
-    rankings, report, per_user = _evaluate(model, catalog, splits.test, eval_channels, config,
-                                           dataset.num_items)
+    rankings, report, per_user = evaluate_policy(model, catalog, splits.test, eval_channels, config,
+                                                  dataset.num_items)
     front = None
     if setup.world() is not None:
         truth = {c.name: c for c in eval_channels}

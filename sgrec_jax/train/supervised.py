@@ -1,41 +1,32 @@
-"""The supervised training loop shared by the SID generator (SFT) and the SASRec baseline.
+"""Supervised training of a model on next-item examples: the SID generator (SFT), the SASRec
+baseline and the pCTR reward models.
 
-One loop, big_vision style: build the state on the mesh, resume from the newest checkpoint in the
-run directory, then step -> log -> (every `eval_every` steps) validate, checkpoint, early-stop.
-The jitted step is `train_state.make_train_step` (pure, donated, explicit shardings); everything
-with side effects (I/O, logging, checkpoints) lives here, outside it. Early-stopping state (best
-validation metric, evaluations since it improved) is saved with each checkpoint, so a run killed
-at any point resumes on the same trajectory.
+Builds the train state on the mesh, the jitted step (`train_state.make_train_step`: pure,
+donated, explicit shardings) and the data iterator, and hands them to the loop skeleton
+(`train.loop.run_loop`: resume, step, validate, checkpoint, early-stop, pause, SIGTERM). The model
+that comes back is the one at the best validation step.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
-import numpy as np
-from absl import logging
 from flax import nnx
 from ml_collections import ConfigDict
 
-from sgrec_jax.core.sharding import host_to_global, make_mesh
+from sgrec_jax.core.sharding import make_mesh
 from sgrec_jax.data.shards import ShardedExamples
 from sgrec_jax.data.sources import train_iterator_for
 from sgrec_jax.data.split import Examples
-from sgrec_jax.train.checkpointing import Checkpointer
-from sgrec_jax.train.metric_writer import MetricWriter, ProgressLogger
+from sgrec_jax.train.loop import LoopSettings, run_loop
 from sgrec_jax.train.train_state import LossFn, create_train_state, make_optimizer, make_train_step
 
 # Evaluates a model on examples; returns scalar metrics by name (may hold more, e.g. per_user).
 EvalFn = Callable[[nnx.Module, Examples], Mapping[str, Any]]
-
-
-class Preempted(Exception):
-    """Training stopped on SIGTERM after saving a checkpoint; rerunning resumes it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,10 +66,6 @@ def check_training_config(config: ConfigDict, section: str) -> None:
         raise ValueError(f"{section}: " + "; ".join(problems))
 
 
-def _scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in metrics.items() if np.ndim(v) == 0}
-
-
 def train_supervised(
     *,
     model: nnx.Module,
@@ -112,84 +99,25 @@ def train_supervised(
     graphdef, state, state_sharding = create_train_state(
         model, optimizer, jax.random.key(seed), mesh
     )
-    train_step = make_train_step(graphdef, loss_fn, optimizer, mesh, state_sharding)
     data = train_iterator_for(train, batch_size=config.batch_size, seed=seed,
                               length_buckets=tuple(config.get("length_buckets", ())))
-    metric_name = f"valid/{config.best_metric}"
-    progress: dict[str, Any] = {"best_metric": float("-inf"), "best_step": 0, "bad_evals": 0,
-                                "train_seconds": 0.0}
 
-    with Checkpointer(
-        os.path.join(run_dir, "checkpoints"), keep=config.keep_checkpoints,
-        best_metric=metric_name, best_mode="max", save_interval_steps=config.eval_every,
-    ) as checkpointer:
-        checkpointer.install_sigterm_handler()
-        state, metadata = checkpointer.restore_or_init(state, data)
-        step = start_step = int(state.step)
-        if metadata is not None:
-            progress.update(metadata["progress"])
-            logging.info("resumed at step %d (best %s %.4f at step %d)", step, metric_name,
-                         progress["best_metric"], progress["best_step"])
-        stopped_early = config.patience > 0 and progress["bad_evals"] >= config.patience
+    def current_model(state) -> nnx.Module:
+        return nnx.merge(graphdef, state.params, state.model_state)
 
-        def stop(step: int, state, why: str) -> None:
-            jax.block_until_ready(state)
-            progress["train_seconds"] += time.perf_counter() - step_clock
-            checkpointer.save(step, state, data, metadata={"progress": dict(progress)}, force=True)
-            checkpointer.wait_until_finished()
-            raise Preempted(f"{why}: saved step {step} in {run_dir}; run the same command "
-                            "again to resume")
-
-        def current_model(state) -> nnx.Module:
-            return nnx.merge(graphdef, state.params, state.model_state)
-
-        # Also from step 0: a run killed before its first checkpoint leaves records that the
-        # restarted run replaces.
-        with MetricWriter(run_dir, purge_step=step + 1) as writer:
-            logger = ProgressLogger(config.num_steps, every=config.log_every,
-                                    keys=("loss", "grad_norm"))
-            step_clock = time.perf_counter()
-            while step < config.num_steps and not stopped_early:
-                batch = host_to_global(next(data), mesh)
-                state, metrics = train_step(state, batch)
-                step += 1
-                if step % config.log_every == 0 or step == config.num_steps:
-                    metrics = jax.device_get(metrics)
-                    writer.write_scalars(step, {f"train/{k}": v for k, v in metrics.items()})
-                    logger.log(step, metrics)
-                if step % config.eval_every == 0 or step == config.num_steps:
-                    jax.block_until_ready(state)
-                    progress["train_seconds"] += time.perf_counter() - step_clock
-                    eval_metrics = _scalars(evaluate(current_model(state), valid))
-                    value = eval_metrics[config.best_metric]
-                    if value > progress["best_metric"]:
-                        progress.update(best_metric=value, best_step=step, bad_evals=0)
-                    else:
-                        progress["bad_evals"] += 1
-                    stopped_early = config.patience > 0 and progress["bad_evals"] >= config.patience
-                    writer.write_scalars(step, {f"valid/{k}": v for k, v in eval_metrics.items()})
-                    logging.info("step %d: %s (best %.4f at step %d)", step,
-                                 " ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()),
-                                 progress["best_metric"], progress["best_step"])
-                    checkpointer.save(
-                        step, state, data, metadata={"progress": dict(progress)},
-                        metrics={metric_name: value}, force=True,
-                    )
-                    step_clock = time.perf_counter()
-                # After validation: a run resumed from this step never redoes that step's.
-                if checkpointer.should_stop(step):
-                    stop(step, state, "preempted")
-                paused = config.max_steps_per_run and step - start_step >= config.max_steps_per_run
-                if paused and step < config.num_steps and not stopped_early:
-                    stop(step, state, "paused")
-            if stopped_early:
-                logging.info("early stop: no %s improvement in %d evaluations", metric_name,
-                             config.patience)
-        checkpointer.wait_until_finished()
-        if progress["best_step"] and progress["best_step"] != step:
-            state = checkpointer.restore(progress["best_step"], state)
+    outcome = run_loop(
+        state=state, step_fn=make_train_step(graphdef, loss_fn, optimizer, mesh, state_sharding),
+        data=data, mesh=mesh, validate=lambda state: evaluate(current_model(state), valid),
+        settings=LoopSettings(
+            num_steps=config.num_steps, log_every=config.log_every, eval_every=config.eval_every,
+            keep_checkpoints=config.keep_checkpoints, max_steps_per_run=config.max_steps_per_run,
+            best_metric=config.best_metric, patience=config.patience,
+            log_keys=("loss", "grad_norm"),
+        ),
+        run_dir=run_dir,
+    )
     return TrainOutcome(
-        model=current_model(state), best_step=progress["best_step"],
-        best_metric=progress["best_metric"], last_step=step, stopped_early=stopped_early,
-        train_seconds=float(progress.get("train_seconds", 0.0)),
+        model=current_model(outcome.state), best_step=outcome.best_step,
+        best_metric=outcome.best_metric, last_step=outcome.last_step,
+        stopped_early=outcome.stopped_early, train_seconds=outcome.train_seconds,
     )

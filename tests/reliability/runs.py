@@ -7,7 +7,7 @@
 pipeline with per-process shards, `host_to_global`, Orbax checkpoints, metrics.jsonl);
 `train_sft_shards` is the same run reading its training examples from ArrayRecord shards
 (`data.shard_pipeline`) instead of memory;
-`train_rl_run` aligns the same generator through the RL stage's loop (`stages.rl.train_rl`: sampled
+`train_rl_run` aligns the same generator through the RL loop (`rl.training.train_rl`: sampled
 rollouts, the jitted GRPO step, popo_light whose EMA state is checkpointed with the train state
 and the data position, beam-search validation), rewarded by channels that need no trained
 model. The command line runs a trainer the way `experiments.train` does
@@ -48,10 +48,11 @@ from sgrec_jax.models.registry import build_model
 from sgrec_jax.rewards.channel import REWARD_CHANNELS, RewardChannel, RewardRequests
 from sgrec_jax.rewards.channel import nan_where_padding, safe_items
 from sgrec_jax.rl.estimators import ESTIMATORS, ChannelSpec
+from sgrec_jax.rl.evaluation import EVAL_BUSINESS
 from sgrec_jax.rl.grpo import init_extra
+from sgrec_jax.rl.training import train_rl
 from sgrec_jax.sid.catalog import build_catalog
 from sgrec_jax.stages.cli import run_or_exit
-from sgrec_jax.stages.rl import EVAL_BUSINESS, train_rl
 from sgrec_jax.stages.sft import sft_loss
 from sgrec_jax.train.checkpointing import Checkpointer
 from sgrec_jax.train.supervised import TrainOutcome, train_supervised

@@ -10,7 +10,7 @@ import pytest
 from sgrec_jax.core.files import read_json
 from sgrec_jax.stages.pipeline import run_pipeline
 from sgrec_jax.stages.runs import run_or_load
-from sgrec_jax.train.supervised import Preempted
+from sgrec_jax.train.loop import Preempted
 from tests.stages import test_rl, test_sft
 
 WORKDIR, PREFIX = "gs://fake-bucket/quickstart", "fake-bucket/quickstart/"

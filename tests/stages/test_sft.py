@@ -9,7 +9,7 @@ from experiments.configs import quickstart
 from sgrec_jax.data.errors import DataFormatError
 from sgrec_jax.data.shards import write_shards
 from sgrec_jax.stages.pipeline import load_configured_dataset, run_pipeline
-from sgrec_jax.train.supervised import Preempted
+from sgrec_jax.train.loop import Preempted
 
 
 def tiny_config(**sft):

@@ -1,0 +1,171 @@
+"""The loop skeleton every checkpointed training run shares (SFT, SASRec, the pCTR models, RL).
+
+big_vision style: resume from the newest checkpoint in the run directory, then step -> log ->
+(every `eval_every` steps) validate, checkpoint, early-stop. The caller builds the train state
+and the jitted step (pure, donated, explicit shardings: `train_state.make_train_step`,
+`rl.grpo.make_rl_step`); everything with side effects (checkpoints, metric files, the progress
+line, SIGTERM, pauses) lives here, outside it. The loop's progress (best validation metric,
+evaluations since it improved, seconds spent training) is saved with each checkpoint, so a run
+killed at any point resumes on the same trajectory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import jax
+import numpy as np
+from absl import logging
+from jax.sharding import Mesh
+
+from sgrec_jax.core.files import as_path
+from sgrec_jax.core.sharding import host_to_global
+from sgrec_jax.train.checkpointing import Checkpointer
+from sgrec_jax.train.metric_writer import MetricWriter, ProgressLogger
+from sgrec_jax.train.train_state import TrainState
+
+# (state, global batch) -> (new state, metrics); jitted, may donate the state.
+StepFn = Callable[[TrainState, Any], tuple[TrainState, Mapping[str, Any]]]
+# The state's validation metrics by name; non-scalar values (e.g. per_user) are dropped.
+ValidateFn = Callable[[TrainState], Mapping[str, Any]]
+
+
+class Preempted(Exception):
+    """Training stopped on SIGTERM or a pause after saving a checkpoint; rerunning resumes it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopSettings:
+    """How long to train and when to log, validate and checkpoint.
+
+    max_steps_per_run: 0 = no limit; otherwise save and raise Preempted after that many steps in
+    this invocation, so a long run can be spread over time-limited sessions. best_metric: a key
+    `validate` returns (larger is better) whose best checkpoint is kept and restored at the end,
+    or None to keep the last state; patience: evaluations of best_metric without improvement
+    before stopping (0 = never).
+    """
+
+    num_steps: int
+    log_every: int
+    eval_every: int
+    keep_checkpoints: int
+    max_steps_per_run: int = 0
+    best_metric: str | None = None
+    patience: int = 0
+    log_keys: tuple[str, ...] = ("loss",)
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopOutcome:
+    """The state the loop ends with (the best one when tracking best_metric) and its progress."""
+
+    state: TrainState
+    last_step: int
+    best_step: int
+    best_metric: float
+    stopped_early: bool
+    # Seconds spent in training steps (input pipeline included; validation and checkpoints
+    # excluded), summed over every invocation of the run.
+    train_seconds: float
+
+
+def _scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if np.ndim(v) == 0}
+
+
+def run_loop(
+    *,
+    state: TrainState,
+    step_fn: StepFn,
+    data: Iterator[Any],
+    mesh: Mesh,
+    validate: ValidateFn,
+    settings: LoopSettings,
+    run_dir: str | os.PathLike,
+) -> LoopOutcome:
+    """Steps `state` to settings.num_steps on batches of `data` (a checkpointable Grain
+    iterator of host batches); resumes from run_dir/checkpoints and writes metrics to run_dir.
+    Raises Preempted after saving on SIGTERM or when max_steps_per_run is reached."""
+    s = settings
+    metric_name = None if s.best_metric is None else f"valid/{s.best_metric}"
+    progress: dict[str, Any] = {"best_metric": float("-inf"), "best_step": 0, "bad_evals": 0,
+                                "train_seconds": 0.0}
+    best = {} if metric_name is None else {"best_metric": metric_name, "best_mode": "max"}
+
+    with Checkpointer(as_path(run_dir) / "checkpoints", keep=s.keep_checkpoints,
+                      save_interval_steps=s.eval_every, **best) as checkpointer:
+        checkpointer.install_sigterm_handler()
+        state, metadata = checkpointer.restore_or_init(state, data)
+        step = start_step = int(state.step)
+        if metadata is not None:
+            progress.update(metadata.get("progress", {}))
+            if metric_name is None:
+                logging.info("resumed at step %d", step)
+            else:
+                logging.info("resumed at step %d (best %s %.4f at step %d)", step, metric_name,
+                             progress["best_metric"], progress["best_step"])
+        stopped_early = s.patience > 0 and progress["bad_evals"] >= s.patience
+
+        def stop(step: int, state, why: str) -> None:
+            jax.block_until_ready(state)
+            progress["train_seconds"] += time.perf_counter() - step_clock
+            checkpointer.save(step, state, data, metadata={"progress": dict(progress)}, force=True)
+            checkpointer.wait_until_finished()
+            raise Preempted(f"{why}: saved step {step} in {run_dir}; run the same command "
+                            "again to resume")
+
+        # Also from step 0: a run killed before its first checkpoint leaves records that the
+        # restarted run replaces.
+        with MetricWriter(run_dir, purge_step=step + 1) as writer:
+            logger = ProgressLogger(s.num_steps, every=s.log_every, keys=s.log_keys)
+            step_clock = time.perf_counter()
+            while step < s.num_steps and not stopped_early:
+                state, metrics = step_fn(state, host_to_global(next(data), mesh))
+                step += 1
+                if step % s.log_every == 0 or step == s.num_steps:
+                    metrics = jax.device_get(metrics)
+                    writer.write_scalars(step, {f"train/{k}": v for k, v in metrics.items()})
+                    logger.log(step, metrics)
+                if step % s.eval_every == 0 or step == s.num_steps:
+                    jax.block_until_ready(state)
+                    progress["train_seconds"] += time.perf_counter() - step_clock
+                    report = _scalars(validate(state))
+                    writer.write_scalars(step, {f"valid/{k}": v for k, v in report.items()})
+                    values = " ".join(f"{k} {v:.4f}" for k, v in report.items())
+                    saved_metrics = None
+                    if metric_name is None:
+                        logging.info("step %d valid: %s", step, values)
+                    else:
+                        value = report[s.best_metric]
+                        if value > progress["best_metric"]:
+                            progress.update(best_metric=value, best_step=step, bad_evals=0)
+                        else:
+                            progress["bad_evals"] += 1
+                        stopped_early = s.patience > 0 and progress["bad_evals"] >= s.patience
+                        saved_metrics = {metric_name: value}
+                        logging.info("step %d valid: %s (best %.4f at step %d)", step, values,
+                                     progress["best_metric"], progress["best_step"])
+                    checkpointer.save(step, state, data, metadata={"progress": dict(progress)},
+                                      metrics=saved_metrics, force=True)
+                    step_clock = time.perf_counter()
+                # After validation: a run resumed from this step never redoes that step's.
+                if checkpointer.should_stop(step):
+                    stop(step, state, "preempted")
+                paused = s.max_steps_per_run and step - start_step >= s.max_steps_per_run
+                if paused and step < s.num_steps and not stopped_early:
+                    stop(step, state, "paused")
+            if stopped_early:
+                logging.info("early stop: no %s improvement in %d evaluations", metric_name,
+                             s.patience)
+        checkpointer.wait_until_finished()
+        if metric_name is not None and progress["best_step"] and progress["best_step"] != step:
+            state = checkpointer.restore(progress["best_step"], state)
+    return LoopOutcome(
+        state=state, last_step=step, best_step=progress["best_step"],
+        best_metric=progress["best_metric"], stopped_early=stopped_early,
+        train_seconds=float(progress["train_seconds"]),
+    )
