@@ -122,7 +122,7 @@ def base_config() -> ConfigDict:
 
 
 def supervised_training() -> ConfigDict:
-    """The fields of the shared supervised loop (sgrec_jax/train/supervised.py)."""
+    """The fields of supervised training (sgrec_jax/train/supervised.py and train/loop.py)."""
     return ConfigDict({
         "batch_size": 256,
         "num_steps": 20_000,

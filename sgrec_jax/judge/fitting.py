@@ -1,13 +1,14 @@
 """The small training loop the judge's stage-2 models share (aggregator, Bradley-Terry, scorer),
 and their parameter files.
 
-The models are tiny MLPs on in-memory arrays, so the loop is the generic jitted step of
-`train.train_state`, fed seeded shuffled mini-batches (epoch by epoch), on one device or on the
-experiment's mesh (`mesh`): each mini-batch is split over the mesh's devices and large
-parameters are FSDP-sharded, like the generator's SFT and RL steps. Every process holds all the
-rows, so a batch is cut from the same rows on every host. An optional jitted
-`prepare(model, batch, rng) -> (batch, stats)` runs before each batch's updates with the current
-model: pairwise GRPO samples its groups there, so pi_old is the policy that sampled them
+The models are tiny MLPs on in-memory arrays, so the loop is the loop skeleton
+(`train.loop.run_loop`) without a run directory (no checkpoints or metric files) around the
+generic jitted step of `train.train_state`, fed seeded shuffled mini-batches (epoch by epoch),
+on one device or on the experiment's mesh (`mesh`): each mini-batch is split over the mesh's
+devices and large parameters are FSDP-sharded, like the generator's SFT and RL steps. Every
+process holds all the rows, so a batch is cut from the same rows on every host. An optional
+jitted `prepare(model, batch, rng) -> (batch, stats)` runs before each batch's updates with the
+current model: pairwise GRPO samples its groups there, so pi_old is the policy that sampled them
 and the `updates_per_batch` updates reuse one rollout.
 
 The trained model comes back replicated on every mesh device, so any process can read or save it
@@ -30,6 +31,7 @@ from jax.sharding import Mesh, NamedSharding
 
 from sgrec_jax.core.files import read_npz, write_npz
 from sgrec_jax.core.sharding import batch_sharding, make_mesh, replicated
+from sgrec_jax.train.loop import LoopSettings, run_loop
 from sgrec_jax.train.train_state import (
     LossFn,
     create_train_state,
@@ -39,6 +41,7 @@ from sgrec_jax.train.train_state import (
 
 Batch = dict[str, jax.Array]
 PrepareFn = Callable[[nnx.Module, Batch, jax.Array], tuple[Batch, dict[str, jax.Array]]]
+LOG_EVERY = 100  # Mini-batches between progress lines.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,17 +114,29 @@ def fit(
         def jit_prepare(params, model_state, batch, rng):
             return prepare(nnx.merge(graphdef, params, model_state, copy=True), batch, rng)
 
-    rng = jax.random.key(seed + 1)
-    history = []
-    for index in _batches(n, options.batch_size, options.num_batches, seed):
-        batch = _on_mesh({k: np.asarray(v[index]) for k, v in arrays.items()}, rows)
+    def keys():
+        rng = jax.random.key(seed + 1)
+        while True:
+            rng, key = jax.random.split(rng)
+            yield key
+
+    batches = ((_on_mesh({k: np.asarray(v[index]) for k, v in arrays.items()}, rows), key)
+               for index, key in zip(_batches(n, options.batch_size, options.num_batches, seed),
+                                     keys()))
+    history: list[dict[str, float]] = []
+
+    def fit_step(state, batch_and_key):
+        batch, key = batch_and_key
         stats = {}
         if jit_prepare is not None:
-            rng, key = jax.random.split(rng)
             batch, stats = jit_prepare(state.params, state.model_state, batch, key)
         for _ in range(options.updates_per_batch):
             state, metrics = train_step(state, batch)
         history.append({k: float(v) for k, v in {**stats, **metrics}.items()})
+        return state, history[-1]
+
+    state = run_loop(state=state, step_fn=fit_step, data=batches, settings=LoopSettings(
+        num_steps=options.num_batches, log_every=LOG_EVERY)).state
     params, model_state = jax.jit(lambda *x: x, out_shardings=whole)(
         state.params, state.model_state)
     return nnx.merge(graphdef, params, model_state), history

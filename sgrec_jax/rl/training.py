@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from flax import nnx
 from ml_collections import ConfigDict
 
-from sgrec_jax.core.sharding import make_mesh
+from sgrec_jax.core.sharding import host_to_global, make_mesh
 from sgrec_jax.data.shards import ShardedExamples
 from sgrec_jax.data.sources import train_iterator_for
 from sgrec_jax.data.split import Examples
@@ -75,8 +75,9 @@ def train_rl(config: ConfigDict, num_items: int, model: nnx.Module, catalog: Any
         return report
 
     outcome = run_loop(
-        state=state, data=data, mesh=mesh, validate=validate, run_dir=run_dir,
-        step_fn=lambda state, batch: rl_step(state, ref_params, channels, catalog, batch),
+        state=state, data=data, validate=validate, run_dir=run_dir,
+        step_fn=lambda state, batch: rl_step(state, ref_params, channels, catalog,
+                                             host_to_global(batch, mesh)),
         settings=LoopSettings(
             num_steps=rl.num_steps, log_every=rl.log_every, eval_every=rl.eval_every,
             keep_checkpoints=rl.keep_checkpoints, max_steps_per_run=rl.max_steps_per_run,

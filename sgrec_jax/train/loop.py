@@ -1,4 +1,5 @@
-"""The loop skeleton every checkpointed training run shares (SFT, SASRec, the pCTR models, RL).
+"""The loop skeleton everything that trains shares: SFT, SASRec, the pCTR models and RL (in a run
+directory), and the judge's small in-memory fits (the PSJ aggregator, Bradley-Terry, the scorer).
 
 big_vision style: resume from the newest checkpoint in the run directory, then step -> log ->
 (every `eval_every` steps) validate, checkpoint, early-stop. The caller builds the train state
@@ -11,6 +12,7 @@ killed at any point resumes on the same trajectory.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -20,15 +22,14 @@ from typing import Any
 import jax
 import numpy as np
 from absl import logging
-from jax.sharding import Mesh
 
 from sgrec_jax.core.files import as_path
-from sgrec_jax.core.sharding import host_to_global
 from sgrec_jax.train.checkpointing import Checkpointer
 from sgrec_jax.train.metric_writer import MetricWriter, ProgressLogger
 from sgrec_jax.train.train_state import TrainState
 
-# (state, global batch) -> (new state, metrics); jitted, may donate the state.
+# (state, batch) -> (new state, metrics); the batch as `data` yields it, the metrics on device or
+# host. Calls jitted steps (pure, donating the state); the loop fetches metrics only to log them.
 StepFn = Callable[[TrainState, Any], tuple[TrainState, Mapping[str, Any]]]
 # The state's validation metrics by name; non-scalar values (e.g. per_user) are dropped.
 ValidateFn = Callable[[TrainState], Mapping[str, Any]]
@@ -51,8 +52,8 @@ class LoopSettings:
 
     num_steps: int
     log_every: int
-    eval_every: int
-    keep_checkpoints: int
+    eval_every: int = 1
+    keep_checkpoints: int = 1
     max_steps_per_run: int = 0
     best_metric: str | None = None
     patience: int = 0
@@ -82,32 +83,46 @@ def run_loop(
     state: TrainState,
     step_fn: StepFn,
     data: Iterator[Any],
-    mesh: Mesh,
-    validate: ValidateFn,
     settings: LoopSettings,
-    run_dir: str | os.PathLike,
+    validate: ValidateFn | None = None,
+    run_dir: str | os.PathLike | None = None,
 ) -> LoopOutcome:
-    """Steps `state` to settings.num_steps on batches of `data` (a checkpointable Grain
-    iterator of host batches); resumes from run_dir/checkpoints and writes metrics to run_dir.
-    Raises Preempted after saving on SIGTERM or when max_steps_per_run is reached."""
+    """Steps `state` to settings.num_steps on the batches of `data`, validating every eval_every
+    steps (when `validate` is given).
+
+    With a run_dir the run resumes from run_dir/checkpoints (`data` must then be a checkpointable
+    Grain iterator), checkpoints after each validation, writes metrics to run_dir and raises
+    Preempted after saving on SIGTERM or when max_steps_per_run is reached. Without one (small
+    in-memory fits) nothing touches the disk and the run always starts afresh.
+    """
     s = settings
+    if run_dir is None and (s.best_metric is not None or s.max_steps_per_run):
+        raise ValueError("best_metric and max_steps_per_run need a run_dir to checkpoint to")
     metric_name = None if s.best_metric is None else f"valid/{s.best_metric}"
     progress: dict[str, Any] = {"best_metric": float("-inf"), "best_step": 0, "bad_evals": 0,
                                 "train_seconds": 0.0}
-    best = {} if metric_name is None else {"best_metric": metric_name, "best_mode": "max"}
-
-    with Checkpointer(as_path(run_dir) / "checkpoints", keep=s.keep_checkpoints,
-                      save_interval_steps=s.eval_every, **best) as checkpointer:
-        checkpointer.install_sigterm_handler()
-        state, metadata = checkpointer.restore_or_init(state, data)
-        step = start_step = int(state.step)
-        if metadata is not None:
-            progress.update(metadata.get("progress", {}))
-            if metric_name is None:
-                logging.info("resumed at step %d", step)
-            else:
-                logging.info("resumed at step %d (best %s %.4f at step %d)", step, metric_name,
-                             progress["best_metric"], progress["best_step"])
+    step = int(state.step)
+    with contextlib.ExitStack() as on_disk:
+        checkpointer = writer = None
+        if run_dir is not None:
+            best = {} if metric_name is None else {"best_metric": metric_name, "best_mode": "max"}
+            checkpointer = on_disk.enter_context(Checkpointer(
+                as_path(run_dir) / "checkpoints", keep=s.keep_checkpoints,
+                save_interval_steps=s.eval_every, **best))
+            checkpointer.install_sigterm_handler()
+            state, metadata = checkpointer.restore_or_init(state, data)
+            step = int(state.step)
+            if metadata is not None:
+                progress.update(metadata.get("progress", {}))
+                if metric_name is None:
+                    logging.info("resumed at step %d", step)
+                else:
+                    logging.info("resumed at step %d (best %s %.4f at step %d)", step,
+                                 metric_name, progress["best_metric"], progress["best_step"])
+            # Also from step 0: a run killed before its first checkpoint leaves records that the
+            # restarted run replaces.
+            writer = on_disk.enter_context(MetricWriter(run_dir, purge_step=step + 1))
+        start_step = step
         stopped_early = s.patience > 0 and progress["bad_evals"] >= s.patience
 
         def stop(step: int, state, why: str) -> None:
@@ -118,52 +133,54 @@ def run_loop(
             raise Preempted(f"{why}: saved step {step} in {run_dir}; run the same command "
                             "again to resume")
 
-        # Also from step 0: a run killed before its first checkpoint leaves records that the
-        # restarted run replaces.
-        with MetricWriter(run_dir, purge_step=step + 1) as writer:
-            logger = ProgressLogger(s.num_steps, every=s.log_every, keys=s.log_keys)
-            step_clock = time.perf_counter()
-            while step < s.num_steps and not stopped_early:
-                state, metrics = step_fn(state, host_to_global(next(data), mesh))
-                step += 1
-                if step % s.log_every == 0 or step == s.num_steps:
-                    metrics = jax.device_get(metrics)
+        logger = ProgressLogger(s.num_steps, every=s.log_every, keys=s.log_keys)
+        step_clock = time.perf_counter()
+        while step < s.num_steps and not stopped_early:
+            state, metrics = step_fn(state, next(data))
+            step += 1
+            if step % s.log_every == 0 or step == s.num_steps:
+                metrics = jax.device_get(metrics)
+                if writer is not None:
                     writer.write_scalars(step, {f"train/{k}": v for k, v in metrics.items()})
-                    logger.log(step, metrics)
-                if step % s.eval_every == 0 or step == s.num_steps:
-                    jax.block_until_ready(state)
-                    progress["train_seconds"] += time.perf_counter() - step_clock
-                    report = _scalars(validate(state))
-                    writer.write_scalars(step, {f"valid/{k}": v for k, v in report.items()})
-                    values = " ".join(f"{k} {v:.4f}" for k, v in report.items())
-                    saved_metrics = None
-                    if metric_name is None:
-                        logging.info("step %d valid: %s", step, values)
+                logger.log(step, metrics)
+            if validate is not None and (step % s.eval_every == 0 or step == s.num_steps):
+                jax.block_until_ready(state)
+                progress["train_seconds"] += time.perf_counter() - step_clock
+                report = _scalars(validate(state))
+                values = " ".join(f"{k} {v:.4f}" for k, v in report.items())
+                saved_metrics = None
+                if metric_name is None:
+                    logging.info("step %d valid: %s", step, values)
+                else:
+                    value = report[s.best_metric]
+                    if value > progress["best_metric"]:
+                        progress.update(best_metric=value, best_step=step, bad_evals=0)
                     else:
-                        value = report[s.best_metric]
-                        if value > progress["best_metric"]:
-                            progress.update(best_metric=value, best_step=step, bad_evals=0)
-                        else:
-                            progress["bad_evals"] += 1
-                        stopped_early = s.patience > 0 and progress["bad_evals"] >= s.patience
-                        saved_metrics = {metric_name: value}
-                        logging.info("step %d valid: %s (best %.4f at step %d)", step, values,
-                                     progress["best_metric"], progress["best_step"])
+                        progress["bad_evals"] += 1
+                    stopped_early = s.patience > 0 and progress["bad_evals"] >= s.patience
+                    saved_metrics = {metric_name: value}
+                    logging.info("step %d valid: %s (best %.4f at step %d)", step, values,
+                                 progress["best_metric"], progress["best_step"])
+                if writer is not None:
+                    writer.write_scalars(step, {f"valid/{k}": v for k, v in report.items()})
                     checkpointer.save(step, state, data, metadata={"progress": dict(progress)},
                                       metrics=saved_metrics, force=True)
-                    step_clock = time.perf_counter()
-                # After validation: a run resumed from this step never redoes that step's.
-                if checkpointer.should_stop(step):
-                    stop(step, state, "preempted")
-                paused = s.max_steps_per_run and step - start_step >= s.max_steps_per_run
-                if paused and step < s.num_steps and not stopped_early:
-                    stop(step, state, "paused")
-            if stopped_early:
-                logging.info("early stop: no %s improvement in %d evaluations", metric_name,
-                             s.patience)
-        checkpointer.wait_until_finished()
-        if metric_name is not None and progress["best_step"] and progress["best_step"] != step:
-            state = checkpointer.restore(progress["best_step"], state)
+                step_clock = time.perf_counter()
+            if checkpointer is None:
+                continue
+            # After validation: a run resumed from this step never redoes that step's.
+            if checkpointer.should_stop(step):
+                stop(step, state, "preempted")
+            paused = s.max_steps_per_run and step - start_step >= s.max_steps_per_run
+            if paused and step < s.num_steps and not stopped_early:
+                stop(step, state, "paused")
+        if stopped_early:
+            logging.info("early stop: no %s improvement in %d evaluations", metric_name,
+                         s.patience)
+        if checkpointer is not None:
+            checkpointer.wait_until_finished()
+            if metric_name is not None and progress["best_step"] and progress["best_step"] != step:
+                state = checkpointer.restore(progress["best_step"], state)
     return LoopOutcome(
         state=state, last_step=step, best_step=progress["best_step"],
         best_metric=progress["best_metric"], stopped_early=stopped_early,

@@ -18,7 +18,7 @@ import jax
 from flax import nnx
 from ml_collections import ConfigDict
 
-from sgrec_jax.core.sharding import make_mesh
+from sgrec_jax.core.sharding import host_to_global, make_mesh
 from sgrec_jax.data.shards import ShardedExamples
 from sgrec_jax.data.sources import train_iterator_for
 from sgrec_jax.data.split import Examples
@@ -105,9 +105,11 @@ def train_supervised(
     def current_model(state) -> nnx.Module:
         return nnx.merge(graphdef, state.params, state.model_state)
 
+    train_step = make_train_step(graphdef, loss_fn, optimizer, mesh, state_sharding)
     outcome = run_loop(
-        state=state, step_fn=make_train_step(graphdef, loss_fn, optimizer, mesh, state_sharding),
-        data=data, mesh=mesh, validate=lambda state: evaluate(current_model(state), valid),
+        state=state, data=data, step_fn=lambda state, batch: train_step(
+            state, host_to_global(batch, mesh)),
+        validate=lambda state: evaluate(current_model(state), valid),
         settings=LoopSettings(
             num_steps=config.num_steps, log_every=config.log_every, eval_every=config.eval_every,
             keep_checkpoints=config.keep_checkpoints, max_steps_per_run=config.max_steps_per_run,
