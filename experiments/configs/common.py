@@ -14,7 +14,7 @@ from ml_collections import ConfigDict, config_dict
 
 from sgrec_jax.core.registry import field_defaults
 from sgrec_jax.embeddings.text import TextOptions
-from sgrec_jax.judge.defaults import PSJ_OPTIONS
+from sgrec_jax.judge.defaults import JUDGE_OPTIONS, PSJ_OPTIONS
 from sgrec_jax.models.defaults import BASELINE_OPTIONS, GENERATOR_OPTIONS, SASREC_OPTIONS
 from sgrec_jax.rewards.defaults import CHANNEL_OPTIONS
 from sgrec_jax.rl.defaults import ESTIMATOR_OPTIONS
@@ -110,6 +110,10 @@ def base_config() -> ConfigDict:
 
     # RL alignment of the generator (the "rl" stage).
     config.rl = rl_options()
+
+    # PSJ stage 1, aspect evidence of sampled pairs (`python -m experiments.judge`; the pipeline
+    # does not read it).
+    config.judge = options_config(JUDGE_OPTIONS)
 
     config.eval = ConfigDict()
     config.eval.beam_size = 20  # Full ranking by constrained beam search; >= 10.

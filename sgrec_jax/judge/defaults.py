@@ -1,8 +1,8 @@
 """The options of the "psj" reward channel with their defaults (judge/psj_channel.py says what
-each does).
+each does), and the settings of a stage-1 judging run (judge/run.py).
 
-Plain data without JAX, so experiment configs can list them (config.rl.channel_options.psj);
-sgrec_jax/registration.py registers the channel with them.
+Plain data without JAX, so experiment configs can list them (config.rl.channel_options.psj,
+config.judge); sgrec_jax/registration.py registers the channel with them.
 """
 
 PSJ_OPTIONS = {
@@ -14,4 +14,22 @@ PSJ_OPTIONS = {
     "distill_batches": 600,
     "dim": None,
     "evidence_store": "",
+}
+
+# The settings of a stage-1 judging run (config.judge; sgrec_jax/stages/judge.py runs it).
+JUDGE_OPTIONS = {
+    "backend": "features",  # "features" (aspect features of the text) or "llm".
+    "sample_ratio": 0.05,  # Fraction of the training requests judged (at least one).
+    "candidates": "target,negatives:4",  # Per request: the target and/or N unseen items.
+    "batch_size": 256,  # features: requests per jitted batch.
+    "base_url": "",  # llm: OpenAI-compatible base URL (.../v1).
+    "model": "",  # llm: the served model's name.
+    "api_key_env": "OPENAI_API_KEY",  # llm: NAME of the environment variable with the key.
+    "concurrency": 8,  # llm: requests in flight at most.
+    "max_requests": 0,  # llm: HTTP request budget; 0 = none.
+    "timeout_s": 60.0,  # llm: per-request timeout in seconds.
+    "max_attempts": 4,  # llm: attempts per pair.
+    "max_tokens": 256,  # llm: answer length cap in tokens.
+    "retry_failed": False,  # llm: ask again for stored failures.
+    "dry_run": False,  # llm: print the estimate and send nothing.
 }

@@ -172,7 +172,8 @@ class _TrainingData:
             pairs, ev_i, ev_j = store_pairs(self.store, self.setup.dataset, self.train)
             if not len(pairs):
                 raise ValueError("psj evidence_store: no stored target has a stored negative of "
-                                 "its user (judge with --candidates=target,negatives:N)")
+                                 "its user (judge with "
+                                 "--config.judge.candidates=target,negatives:N)")
         return features_of(self.ctx, pairs.history), pairs, ev_i, ev_j
 
     @functools.cached_property

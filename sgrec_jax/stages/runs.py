@@ -4,7 +4,8 @@ A run is finished when its directory holds results.json. Rerunning a sweep (seed
 therefore resumes run by run, and a run stopped midway resumes from its checkpoints. A finished
 run must come from the same config, or a table would mix two experiments; fields that steer a
 run but not its results may change between sessions: RUN_CONTROL_FIELDS (matched by leaf name)
-and RUN_CONTROL_SECTIONS (where the run executes, e.g. the multi-host coordinator).
+and RUN_CONTROL_SECTIONS (where the run executes, e.g. the multi-host coordinator, and sections
+the pipeline never reads: `judge`, the settings of `python -m experiments.judge`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from sgrec_jax.core.files import read_json
 from sgrec_jax.stages.pipeline import CONFIG_FILE, RESULTS_FILE, run_pipeline
 
 RUN_CONTROL_FIELDS = ("max_steps_per_run", "log_every", "keep_checkpoints")
-RUN_CONTROL_SECTIONS = ("distributed",)
+RUN_CONTROL_SECTIONS = ("distributed", "judge")
 
 
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -23,7 +23,8 @@ from sgrec_jax.sid.quantizers import QUANTIZERS
 from sgrec_jax.stages.pipeline import STAGES, check_config, load_configured_dataset
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "configs"
-NOT_CONFIGS = {"__init__", "common"}
+# benchmark: the speed benchmark's sizes, not an experiment (tests/benchmarks/test_run.py).
+NOT_CONFIGS = {"__init__", "common", "benchmark"}
 # The args each config's docstring documents; "" is get_config()'s default.
 DOCUMENTED_ARGS = {
     "quickstart": ("", "rq_kmeans", "rq_vae"),

@@ -45,3 +45,10 @@ def test_a_field_added_since_the_run_passes_only_at_its_default(tmp_path):
     old = finished_with(tmp_path, config(dropout=0.0))
     with pytest.raises(ValueError, match="model.dropout differ"):
         check_same_config(old, config(), defaults=defaults)
+
+
+def test_the_judge_section_the_pipeline_never_reads_may_differ_or_be_new(tmp_path):
+    directory = finished_with(tmp_path, config())  # ran before config.judge existed
+    with_judge = config()
+    with_judge.judge = ConfigDict({"backend": "llm", "sample_ratio": 0.5})
+    check_same_config(directory, with_judge)

@@ -1,5 +1,6 @@
-"""The benchmark runs every section end to end on tiny shapes and reports every figure (no timing
-asserts: the machine is shared)."""
+"""The benchmark (sgrec_jax/benchmarks/ through experiments/benchmark.py) runs every section end
+to end on tiny shapes and reports every figure (no timing asserts: the machine is shared); its
+config checks its fields before any work."""
 
 import json
 import pathlib
@@ -8,7 +9,11 @@ import sys
 
 import pytest
 
+from experiments.configs import benchmark
+from sgrec_jax.benchmarks.run import SECTIONS, resolve_sizes
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
+QUICK = f"--config={REPO}/experiments/configs/benchmark.py:quick"
 
 
 def run(*flags):
@@ -20,7 +25,7 @@ def run(*flags):
 
 def test_quick_run_prints_and_writes_every_section(tmp_path):
     out = tmp_path / "bench.json"
-    result = run("--quick", f"--out={out}")
+    result = run(QUICK, f"--out={out}")
     assert result.returncode == 0, result.stderr
     for text in ("GFLOP/s", "examples/s", "completions/s", "fraction of matmul throughput",
                  "users/s", "B/item", "growth 300 -> 3,000 items", "XLA time / Pallas time",
@@ -75,12 +80,32 @@ def test_quick_run_prints_and_writes_every_section(tmp_path):
 @pytest.mark.parametrize(
     "flag, message",
     [
-        ("--beam_sizes=5", "every beam size must be >= k=10"),
-        ("--sections=sft,nope", "unknown sections ['nope']"),
-        ("--scaling_devices=1,3", "scaling device count 3 must be >= 1 and divide train_batch=16"),
+        ("--config.beam_sizes=5", "every beam size must be >= k=10"),
+        ("--config.sections=sft,nope", "unknown sections ['nope']"),
+        ("--config.scaling_devices=1,3",
+         "scaling device count 3 must be >= 1 and divide train_batch=16"),
+        ("--config.rl_rollout=greedy", "rl_rollout must be one of"),
+        ("--config.d_fff=3", "--config.d_fff: the config has no field 'd_fff'; did you mean d_ff?"),
     ],
 )
 def test_bad_flags_are_usage_errors(flag, message):
-    result = run("--quick", flag)
+    result = run(QUICK, flag)
     assert result.returncode != 0
     assert message in result.stderr
+    assert result.stderr.startswith("error: ") and len(result.stderr.splitlines()) == 1
+
+
+def test_config_args_and_comma_separated_text():
+    full, quick = benchmark.get_config(), benchmark.get_config("quick")
+    assert full.sections == quick.sections == benchmark.ALL_SECTIONS
+    assert set(SECTIONS.names()) == set(benchmark.ALL_SECTIONS)
+    assert (full.num_items, quick.num_items) == (12_101, 300)
+    sizes = resolve_sizes(quick)
+    assert sizes.beam_sizes == (10,) and sizes.history_encodings == ("item",)
+    # ml_collections reads --config.sections=sft,beam as the one string "sft,beam".
+    quick.sections = ("sft,beam",)
+    quick.history_encodings = ("item, code",)
+    sizes = resolve_sizes(quick)
+    assert sizes.sections == ("sft", "beam") and sizes.history_encodings == ("item", "code")
+    with pytest.raises(ValueError, match="must be '' or 'quick'"):
+        benchmark.get_config("slow")
