@@ -14,7 +14,7 @@ from ml_collections import config_flags
 import sgrec_jax.registration  # noqa: F401  (registers everything a config names)
 from sgrec_jax.benchmarks.run import run_benchmark
 from sgrec_jax.core.files import write_json
-from sgrec_jax.stages.cli import run_app, run_or_exit
+from sgrec_jax.stages.cli import quiet_library_logs, run_app, run_or_exit
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "experiments/configs/benchmark.py[:quick] (quick = tiny sizes).",
@@ -27,6 +27,7 @@ flags.mark_flags_as_required(["config"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    quiet_library_logs()
     figures = run_or_exit(lambda: run_benchmark(_CONFIG.value))
     if _OUT.value:
         write_json(_OUT.value, figures)

@@ -18,7 +18,7 @@ from ml_collections import config_flags
 
 import sgrec_jax.registration  # noqa: F401  (registers everything a config names)
 from sgrec_jax.core.files import as_path
-from sgrec_jax.judge.run import JUDGE_DIR
+from sgrec_jax.judge.defaults import JUDGE_DIR
 from sgrec_jax.stages.cli import quiet_library_logs, run_app, run_or_exit
 from sgrec_jax.stages.judge import run_judge_stage
 

@@ -98,7 +98,7 @@ def main(argv: Sequence[str]) -> None:
         results = run_seeds(_CONFIG.value, workdir, seeds, defaults=base_config())
         text = summarize(workdir, results, export=_EXPORT.value, **options)
         if _ARCHIVE.value:
-            added = archive_seeds(workdir, _ARCHIVE.value, seeds)
+            added = archive_seeds(workdir, _ARCHIVE.value, seeds, defaults=base_config())
             text += (f"\narchived seeds {', '.join(map(str, added)) or 'none (all there)'} "
                      f"into {_ARCHIVE.value}\n")
         return text

@@ -62,6 +62,7 @@ import numpy as np
 from array_record.python import array_record_module
 from etils import epath
 
+from sgrec_jax.core.files import is_local
 from sgrec_jax.data.dataset import SeqRecDataset
 from sgrec_jax.data.errors import DataFormatError
 from sgrec_jax.data.split import PAD_ITEM, Examples, leave_one_out
@@ -173,6 +174,15 @@ class _SplitWriter:
         return self.files
 
 
+def _local_directory(directory: str | epath.PathLike) -> epath.Path:
+    """The shard directory, which must be local: the open-source array_record reads and writes
+    files through local file descriptors (gs:// works for work directories, not for shards)."""
+    if not is_local(directory):
+        raise ValueError(f"shard directory {directory}: ArrayRecord shards must be on a local (or "
+                         "mounted) filesystem; array_record cannot open URIs such as gs://")
+    return epath.Path(directory)
+
+
 class ShardWriter:
     """Writes leave-one-out examples into a shard directory, split by split, block by block.
 
@@ -189,7 +199,7 @@ class ShardWriter:
         if min(examples_per_shard, examples_per_record, max_history) < 1:
             raise ValueError(f"examples_per_shard {examples_per_shard}, examples_per_record "
                              f"{examples_per_record} and max_history {max_history} must be >= 1")
-        self.directory = epath.Path(directory)
+        self.directory = _local_directory(directory)
         if (self.directory / MANIFEST).exists():
             raise ValueError(f"{self.directory} already holds shards ({MANIFEST}); remove it or "
                              "choose another directory")
@@ -359,7 +369,7 @@ class ShardedExamples:
     def __init__(self, directory: str | epath.PathLike, split: str = "train"):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-        self.directory = epath.Path(directory)
+        self.directory = _local_directory(directory)
         self.split = split
         self.manifest = read_manifest(self.directory)
         self.max_history = int(self.manifest["max_history"])

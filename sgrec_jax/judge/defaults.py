@@ -5,6 +5,9 @@ Plain data without JAX, so experiment configs can list them (config.rl.channel_o
 config.judge); sgrec_jax/registration.py registers the channel with them.
 """
 
+# The folder under a work directory where stage 1 writes its evidence and stage 2 reads it.
+JUDGE_DIR = "judge"
+
 PSJ_OPTIONS = {
     "evidence": "features",
     "aggregator": "grpo",

@@ -61,6 +61,7 @@ from sgrec_jax.judge.context import (
     context_tables,
     features_of,
 )
+from sgrec_jax.judge.defaults import JUDGE_DIR
 from sgrec_jax.judge.distill import (
     DistilledScorer,
     DistillOptions,
@@ -89,7 +90,6 @@ from sgrec_jax.rewards.channel import (
     nan_where_padding,
 )
 
-JUDGE_DIR = "judge"  # under the work directory
 AGGREGATORS = ("grpo", "bradley_terry", "uniform")
 EVIDENCE = ("features", "distilled")
 

@@ -29,13 +29,13 @@ from sgrec_jax.data.dataset import SeqRecDataset
 from sgrec_jax.data.split import Examples, leave_one_out
 from sgrec_jax.judge.aspects import ASPECTS
 from sgrec_jax.judge.cache import JudgeCache, Record, dataset_fingerprint
+from sgrec_jax.judge.defaults import JUDGE_DIR
 from sgrec_jax.judge.features import FEATURES_VERSION, feature_aspects, feature_tables
 from sgrec_jax.judge.llm import ChatClient, Endpoint, JudgeJob, RetryPolicy, run_judge
 from sgrec_jax.judge.prompt import PROMPT_VERSION, build_messages
 from sgrec_jax.judge.store import EvidenceStore
 from sgrec_jax.rewards.channel import RewardRequests, RewardSetup
 
-JUDGE_DIR = "judge"
 BACKENDS = ("features", "llm")
 _SAMPLE_STREAM = 7  # Seeds the request sample and the negatives apart from other users of seed.
 _CHARS_PER_TOKEN = 4  # Rough English average, for the cost estimate only.

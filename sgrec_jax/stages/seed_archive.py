@@ -59,25 +59,38 @@ def _stored_config(directory: str) -> ConfigDict:
     return ConfigDict(stored)
 
 
-def _check_same_experiment(archive: str, run_dir: str, seed: int) -> None:
-    """The run's config must equal every archived seed's, up to the seed and run control."""
+def _check_same_experiment(
+    archive: str, run_dir: str, seed: int, defaults: ConfigDict | None = None,
+) -> None:
+    """The run's config must equal every archived seed's, up to the seed and run control. With
+    `defaults`, a field only one of them has passes when the other holds it at its default:
+    checked both ways, since either the run or the archived seed may be the older one."""
     config = _stored_config(run_dir)
     for other in finished_seeds(archive):
         if other == seed:
             continue
+        archived = _stored_config(seed_dir(archive, other))
+        archived.seed = seed
         config.seed = other
         try:
-            check_same_config(seed_dir(archive, other), config)
+            check_same_config(seed_dir(archive, other), config, defaults=defaults)
         except ValueError as error:
-            raise ValueError(
-                f"seed {seed} of {run_dir} is not a seed of the experiment archived in "
-                f"{archive}: {error}"
-            ) from None
+            try:  # the archived seed is the newer run
+                check_same_config(run_dir, archived, defaults=defaults)
+            except ValueError:
+                raise ValueError(
+                    f"seed {seed} of {run_dir} is not a seed of the experiment archived in "
+                    f"{archive}: {error}"
+                ) from None
 
 
-def archive_seeds(workdir: str, archive: str, seeds: Sequence[int] | None = None) -> list[int]:
+def archive_seeds(
+    workdir: str, archive: str, seeds: Sequence[int] | None = None,
+    defaults: ConfigDict | None = None,
+) -> list[int]:
     """Archives `seeds` (default: every finished seed) of the multi-seed directory `workdir`
-    into `archive`; returns the seeds newly archived."""
+    into `archive`; returns the seeds newly archived. defaults as in `runs.check_same_config`
+    (the code's default config: seeds run before and after an option was added still match)."""
     available = finished_seeds(workdir)
     seeds = available if seeds is None else list(seeds)
     missing = sorted(set(seeds) - set(available))
@@ -97,7 +110,7 @@ def archive_seeds(workdir: str, archive: str, seeds: Sequence[int] | None = None
                                    SystemRuns(system, workdir, {seed: results[seed]}))
             logging.info("seed %d is already in %s with the same metrics", seed, archive)
             continue
-        _check_same_experiment(archive, run_dir, seed)
+        _check_same_experiment(archive, run_dir, seed, defaults)
         for system in systems:
             archive_rankings(run_dir / system / RANKINGS_FILE, out_dir / system / RANKINGS_FILE)
         # Whole-file copies (atomic where the filesystem allows); results.json last: its

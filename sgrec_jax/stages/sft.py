@@ -97,9 +97,9 @@ def _run(context: RunContext) -> None:
         return scalar_metrics(ranking_report(rankings, dataset.num_items))
 
     run_dir = os.path.join(context.workdir, "sft")
+    loss_fn = make_sft_loss(config.sft.history_crop, config.sft.history_crop_max_keep)
     outcome = train_supervised(
-        model=model, loss_fn=make_sft_loss(config.sft.history_crop,
-                                                      config.sft.history_crop_max_keep), evaluate=evaluate,
+        model=model, loss_fn=loss_fn, evaluate=evaluate,
         train=splits.train,
         valid=subsample(splits.valid, config.eval.valid_users, config.seed),
         config=config.sft, mesh_config=config.mesh, run_dir=run_dir, seed=config.seed,

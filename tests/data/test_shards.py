@@ -12,6 +12,7 @@ from sgrec_jax.data.shards import (
     MANIFEST,
     SPLITS,
     ShardedExamples,
+    ShardWriter,
     read_side_table,
     write_shards,
 )
@@ -199,3 +200,10 @@ def test_record_of_the_wrong_length_fails(shards):
     with pytest.raises(DataFormatError, match="record 3 has 124 bytes, expected 128") as error:
         train.read(range(16))
     assert str(path) in str(error.value)
+
+
+def test_a_uri_shard_directory_is_refused_with_a_clear_error():
+    with pytest.raises(ValueError, match=r"gs://bucket/shards: ArrayRecord shards must be on a"):
+        ShardWriter("gs://bucket/shards", max_history=5)
+    with pytest.raises(ValueError, match=r"gs://bucket/shards: ArrayRecord shards must be on a"):
+        ShardedExamples("gs://bucket/shards")

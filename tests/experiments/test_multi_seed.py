@@ -12,6 +12,7 @@ import sys
 
 import numpy as np
 import pytest
+from ml_collections import config_dict
 
 from sgrec_jax.stages import multi_seed, seed_archive
 
@@ -314,3 +315,22 @@ def test_archive_refuses_other_numbers_and_another_experiment(workdir, tmp_path)
     assert multi_seed.finished_seeds(str(archive)) == [0]
     with pytest.raises(ValueError, match="seeds 2 have not finished"):
         seed_archive.archive_seeds(str(workdir), str(archive), [2])
+
+
+def test_archive_accepts_seeds_from_before_and_after_an_option_was_added(workdir, tmp_path):
+    """Seed 0 ran before an option existed (its config.json lacks it), seed 1 after: with the
+    code's defaults both belong to one archive, whichever is archived first."""
+    old = tmp_path / "old"
+    shutil.copytree(workdir, old)
+    path = old / "seed_0" / "config.json"
+    config = json.loads(path.read_text())
+    defaults = config_dict.ConfigDict(json.loads((workdir / "seed_0" / "config.json").read_text()))
+    del config["sft"]["history_crop"]
+    path.write_text(json.dumps(config))
+    for first, second in ((0, 1), (1, 0)):
+        archive = tmp_path / f"archive_{first}"
+        seed_archive.archive_seeds(str(old), str(archive), [first], defaults=defaults)
+        with pytest.raises(ValueError, match="sft.history_crop differ"):  # strict without defaults
+            seed_archive.archive_seeds(str(old), str(archive), [second])
+        assert seed_archive.archive_seeds(str(old), str(archive), [second],
+                                          defaults=defaults) == [second]
