@@ -4,7 +4,10 @@ floors.
 Plain data without JAX, so experiment configs can list them; sgrec_jax/registration.py
 registers each model (or the stage that runs it) with its entry here. The classes document the
 options: GENERATOR_OPTIONS are the fields of models.options.ModelOptions, SASREC_OPTIONS the
-keyword arguments of models.sasrec.SASRec (tests keep each pair equal).
+keyword arguments of models.sasrec.SASRec (tests keep each pair equal). Both take a compute
+`dtype` ("bfloat16" on a GPU or TPU): parameters and optimizer state stay float32 (the
+generator's `param_dtype` could change that; keep it float32 for training), and softmaxes,
+logits and losses are float32 whatever the compute dtype.
 """
 
 GENERATOR_OPTIONS = {
@@ -29,6 +32,7 @@ SASREC_OPTIONS = {
     "dropout": 0.5,
     "attention_dropout": 0.5,
     "norm_first": False,
+    "dtype": "float32",
 }
 
 # The counting floors (models/counting.py), by the name of the stage that runs each.

@@ -11,6 +11,10 @@ position. Padded slots are zeroed after the embedding and after every block (as 
 SASRec) and masked out as attention keys, so a padded slot's item id never matters; hence the
 item table has just the N catalog rows. The same table embeds inputs and scores outputs.
 
+`dtype` is the compute dtype (e.g. "bfloat16" on an accelerator): embeddings, projections and
+the attention's value mix run in it; parameters stay float32, and the attention softmax, the
+LayerNorm statistics, the catalog scores and the loss are float32 whatever it is.
+
 Dropout draws from an explicit key (`rng`), not from module state, so `ce_loss` is a pure
 function of (model, batch, rng) for `nnx.value_and_grad` under `jax.jit`.
 
@@ -40,12 +44,22 @@ def _dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
     return jnp.where(keep, x / (1.0 - rate), 0.0)
 
 
-def _linear(d_in: int, d_out: int, rngs: nnx.Rngs) -> nnx.Linear:
-    return nnx.Linear(d_in, d_out, kernel_init=nnx.initializers.normal(0.02), rngs=rngs)
+def _linear(d_in: int, d_out: int, dtype: jnp.dtype, rngs: nnx.Rngs) -> nnx.Linear:
+    return nnx.Linear(d_in, d_out, kernel_init=nnx.initializers.normal(0.02), dtype=dtype,
+                      rngs=rngs)
 
 
-def _layer_norm(d: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
-    return nnx.LayerNorm(d, epsilon=_LAYER_NORM_EPS, rngs=rngs)
+def _layer_norm(d: int, dtype: jnp.dtype, rngs: nnx.Rngs) -> nnx.LayerNorm:
+    """LayerNorm whose mean and variance are float32 (Flax computes the statistics in at least
+    float32); its output is cast to `dtype`."""
+    return nnx.LayerNorm(d, epsilon=_LAYER_NORM_EPS, dtype=dtype, rngs=rngs)
+
+
+def _compute_dtype(dtype: str | jnp.dtype) -> jnp.dtype:
+    dtype = jnp.dtype(dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(f"dtype must be a floating dtype, got {dtype}")
+    return dtype
 
 
 class SASRecBlock(nnx.Module):
@@ -60,6 +74,7 @@ class SASRecBlock(nnx.Module):
         dropout: float,
         attention_dropout: float,
         norm_first: bool,
+        dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
     ):
         if d_model % num_heads:
@@ -68,22 +83,24 @@ class SASRecBlock(nnx.Module):
         self.dropout = dropout
         self.attention_dropout = attention_dropout
         self.norm_first = norm_first
-        self.qkv = _linear(d_model, 3 * d_model, rngs)
-        self.attention_out = _linear(d_model, d_model, rngs)
-        self.attention_norm = _layer_norm(d_model, rngs)
-        self.ffn_in = _linear(d_model, d_ff, rngs)
-        self.ffn_out = _linear(d_ff, d_model, rngs)
-        self.ffn_norm = _layer_norm(d_model, rngs)
+        self.qkv = _linear(d_model, 3 * d_model, dtype, rngs)
+        self.attention_out = _linear(d_model, d_model, dtype, rngs)
+        self.attention_norm = _layer_norm(d_model, dtype, rngs)
+        self.ffn_in = _linear(d_model, d_ff, dtype, rngs)
+        self.ffn_out = _linear(d_ff, d_model, dtype, rngs)
+        self.ffn_norm = _layer_norm(d_model, dtype, rngs)
 
     def _attention(
         self, x_bhd: jax.Array, allowed_bqk: jax.Array, keys: list[jax.Array | None]
     ) -> jax.Array:
         b, h, d = x_bhd.shape
         q, k, v = jnp.split(self.qkv(x_bhd).reshape(b, h, 3 * self.num_heads, -1), 3, axis=2)
-        logits_bnqk = jnp.einsum("bqnc,bknc->bnqk", q, k) / jnp.sqrt(q.shape[-1])
+        logits_bnqk = jnp.einsum(
+            "bqnc,bknc->bnqk", q, k, preferred_element_type=jnp.float32
+        ) / jnp.sqrt(q.shape[-1])
         logits_bnqk = jnp.where(allowed_bqk[:, None], logits_bnqk, _MASKED)
         probs_bnqk = _dropout(jax.nn.softmax(logits_bnqk, axis=-1), self.attention_dropout, keys[0])
-        out_bhd = jnp.einsum("bnqk,bknc->bqnc", probs_bnqk, v).reshape(b, h, d)
+        out_bhd = jnp.einsum("bnqk,bknc->bqnc", probs_bnqk.astype(v.dtype), v).reshape(b, h, d)
         return _dropout(self.attention_out(out_bhd), self.dropout, keys[1])
 
     def _ffn(self, x_bhd: jax.Array, key: jax.Array | None) -> jax.Array:
@@ -116,10 +133,13 @@ class SASRec(nnx.Module):
         dropout: float = 0.5,
         attention_dropout: float = 0.5,
         norm_first: bool = False,
+        dtype: str = "float32",
         rngs: nnx.Rngs,
     ):
         """norm_first: pre-LayerNorm blocks plus a final LayerNorm; else RecBole's post-LN with
-        a LayerNorm on the input embeddings."""
+        a LayerNorm on the input embeddings. dtype: the compute dtype (module docstring);
+        parameters are float32 whatever it is."""
+        compute_dtype = _compute_dtype(dtype)
         if num_items < 1 or max_history < 1 or num_layers < 1:
             raise ValueError(
                 "SASRec needs num_items, max_history and num_layers >= 1, got "
@@ -133,9 +153,11 @@ class SASRec(nnx.Module):
         self.max_history = max_history
         self.dropout = dropout
         self.norm_first = norm_first
-        self.item_embed = nnx.Embed(num_items, d_model, embedding_init=init, rngs=rngs)
-        self.position_embed = nnx.Embed(max_history, d_model, embedding_init=init, rngs=rngs)
-        self.norm = _layer_norm(d_model, rngs)  # Input norm (post-LN) or final norm (pre-LN).
+        embed = dict(embedding_init=init, dtype=compute_dtype, rngs=rngs)
+        self.item_embed = nnx.Embed(num_items, d_model, **embed)
+        self.position_embed = nnx.Embed(max_history, d_model, **embed)
+        # Input norm (post-LN) or final norm (pre-LN).
+        self.norm = _layer_norm(d_model, compute_dtype, rngs)
         self.blocks = nnx.List(
             [
                 SASRecBlock(
@@ -145,6 +167,7 @@ class SASRec(nnx.Module):
                     dropout=dropout,
                     attention_dropout=attention_dropout,
                     norm_first=norm_first,
+                    dtype=compute_dtype,
                     rngs=rngs,
                 )
                 for _ in range(num_layers)
@@ -159,7 +182,8 @@ class SASRec(nnx.Module):
         deterministic: bool,
         rng: jax.Array | None = None,
     ) -> jax.Array:
-        """float32 [B, H, d]: the state after each history slot, zero at padded slots.
+        """[B, H, d] in the compute dtype: the state after each history slot, zero at padded
+        slots.
 
         Slot t sees only slots <= t. `rng` (a key) drives dropout and is needed unless
         `deterministic`.
@@ -200,7 +224,7 @@ class SASRec(nnx.Module):
         deterministic: bool,
         rng: jax.Array | None = None,
     ) -> jax.Array:
-        """float32 [B, d]: the state at the last (most recent) slot."""
+        """[B, d] in the compute dtype: the state at the last (most recent) slot."""
         return self.hidden_states(
             history_bh, history_mask_bh, deterministic=deterministic, rng=rng
         )[:, -1]
@@ -217,13 +241,19 @@ class SASRec(nnx.Module):
         state_bd = self.user_state(
             history_bh, history_mask_bh, deterministic=deterministic, rng=rng
         )
-        return state_bd @ self.item_embed.embedding[...].T
+        return state_bd.astype(jnp.float32) @ self._table_nd().T
+
+    def _table_nd(self) -> jax.Array:
+        """The float32 [N, d] item table that scores outputs (never rounded to the compute
+        dtype, so close scores keep their order)."""
+        return self.item_embed.embedding[...].astype(jnp.float32)
 
     def click_logits(self, user_state_bd: jax.Array, items_bg: jax.Array) -> jax.Array:
         """float32 [B, G]: logits of G candidate items per user (PAD_ITEM -> NO_ITEM_LOGIT)."""
         real_bg = items_bg != PAD_ITEM
-        emb_bgd = self.item_embed(jnp.where(real_bg, items_bg, 0))
-        return jnp.where(real_bg, jnp.einsum("bd,bgd->bg", user_state_bd, emb_bgd), NO_ITEM_LOGIT)
+        emb_bgd = self._table_nd()[jnp.where(real_bg, items_bg, 0)]
+        logits_bg = jnp.einsum("bd,bgd->bg", user_state_bd.astype(jnp.float32), emb_bgd)
+        return jnp.where(real_bg, logits_bg, NO_ITEM_LOGIT)
 
 
 def ce_loss(model: SASRec, batch: dict[str, jax.Array], rng: jax.Array | None) -> jax.Array:

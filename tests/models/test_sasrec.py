@@ -13,10 +13,11 @@ from sgrec_jax.models.sasrec import NO_ITEM_LOGIT, SASRec, ce_loss, top_k
 N, H, D = 30, 6, 16
 
 
-def tiny(norm_first: bool = False, dropout: float = 0.2, num_layers: int = 2) -> SASRec:
+def tiny(norm_first: bool = False, dropout: float = 0.2, num_layers: int = 2,
+         dtype: str = "float32") -> SASRec:
     return SASRec(
         N, H, d_model=D, num_layers=num_layers, num_heads=2, d_ff=32, dropout=dropout,
-        attention_dropout=dropout, norm_first=norm_first, rngs=nnx.Rngs(0),
+        attention_dropout=dropout, norm_first=norm_first, dtype=dtype, rngs=nnx.Rngs(0),
     )
 
 
@@ -104,6 +105,28 @@ def test_ce_loss_dropout_and_valid_rows():
     assert a1 == a2 and a1 != ce_loss(model, b, jax.random.key(2))
     masked = dict(b, valid=jnp.array([True, False, True, False]))
     np.testing.assert_allclose(ce_loss(model, masked, None), per_row[::2].mean(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_bfloat16_compute_keeps_float32_params_scores_and_loss(norm_first):
+    f32, bf16 = tiny(norm_first), tiny(norm_first, dtype="bfloat16")
+    params = jax.tree.leaves(nnx.state(bf16, nnx.Param))
+    assert {p.dtype for p in params} == {jnp.dtype("float32")}
+    b = batch_of(HISTORY, target=[9, 7, 0, 3])
+    states = bf16.hidden_states(b["history"], b["history_mask"], deterministic=True)
+    assert states.dtype == jnp.bfloat16  # the blocks really ran in bfloat16
+    scores = bf16.scores(b["history"], b["history_mask"], deterministic=True)
+    assert scores.dtype == jnp.float32
+    expected = f32.scores(b["history"], b["history_mask"], deterministic=True)
+    np.testing.assert_allclose(scores, expected, atol=0.05 * np.abs(expected).max())
+    loss, grads = nnx.value_and_grad(ce_loss)(bf16, b, None)
+    assert loss.dtype == jnp.float32
+    assert {g.dtype for g in jax.tree.leaves(grads)} == {jnp.dtype("float32")}
+    np.testing.assert_allclose(loss, ce_loss(f32, b, None), rtol=1e-2)
+    user = bf16.user_state(b["history"], b["history_mask"], deterministic=True)
+    assert bf16.click_logits(user, jnp.array([[9, PAD_ITEM]] * 4)).dtype == jnp.float32
+    with pytest.raises(ValueError, match="floating dtype"):
+        tiny(dtype="int32")
 
 
 def test_argument_errors():
