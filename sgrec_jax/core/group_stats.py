@@ -8,7 +8,7 @@ that is constant (std <= 1e-6 * max(1, mean |v|)) or has fewer than 2 finite val
 
 NaN means "not judged": a group counts as judged only if all G values are finite; an unjudged
 group gets z = 0 and is reported through `judged`. Only jnp element-wise ops and last-axis sums
-are used, so the Pallas kernel (pallas_advantage.py) runs this same function on its blocks.
+(and an iota) are used, so the Pallas kernel (pallas_advantage.py) runs this same function on its blocks.
 """
 
 from __future__ import annotations
@@ -49,7 +49,9 @@ def group_stats(v_bg: jax.Array) -> GroupStats:
     judged_b1 = n_b1 == v_bg.shape[-1]
     denom_b1 = jnp.maximum(n_b1, 1.0)
     # Shifting by the first value makes a constant group's deviations exactly zero in float32.
-    shift_b1 = safe_bg[..., :1]
+    # Taken as a masked sum (exact: one nonzero term) since Pallas' Triton lowering has no slice.
+    first_bg = jax.lax.broadcasted_iota(jnp.int32, v_bg.shape, v_bg.ndim - 1) == 0
+    shift_b1 = jnp.sum(jnp.where(first_bg, safe_bg, 0.0), axis=-1, keepdims=True)
     d_bg = jnp.where(finite_bg, safe_bg - shift_b1, 0.0)
     mean_d_b1 = jnp.sum(d_bg, axis=-1, keepdims=True) / denom_b1
     dev_bg = jnp.where(finite_bg, d_bg - mean_d_b1, 0.0)

@@ -74,8 +74,18 @@ def renormalised_weights(w_k11: jax.Array, judged_kb1: jax.Array) -> jax.Array:
     return kept_kb1 * scale_b1
 
 
-def mix_block(r_kbg: jax.Array, coef_k13: jax.Array, spec: MixSpec):
-    """The mix on channel-first rewards r [K, B, G] with coef [K, 1, 3] = (w, low, inv_range).
+def _pick(x_kbg: jax.Array, k: int) -> jax.Array:
+    """x[k] of x [K, ...] as a masked sum over the channel axis (exact: one term is nonzero).
+
+    Written without indexing because the Pallas Triton lowering (GPU) has no slice."""
+    ids = jax.lax.broadcasted_iota(jnp.int32, x_kbg.shape, 0)
+    return jnp.sum(jnp.where(ids == k, x_kbg, 0.0), axis=0)
+
+
+def mix_block(r_kbg: jax.Array, w_k11: jax.Array, low_k11: jax.Array, inv_range_k11: jax.Array,
+              spec: MixSpec):
+    """The mix on channel-first rewards r [K, B, G] with per-channel coefficients [K, 1, 1]
+    (weight w, low, inv_range).
 
     Returns (adv_bg, z_kbg, judged_kb1, constant_kb1); masks as float32 (1.0 = True).
     """
@@ -84,15 +94,15 @@ def mix_block(r_kbg: jax.Array, coef_k13: jax.Array, spec: MixSpec):
     judged_kb1 = stats.judged_b[..., None]
     constant_kb1 = stats.constant_b[..., None]
     if spec.mode == "a2po":
-        a_b, a_s = z_kbg[spec.business], z_kbg[spec.semantic]
+        a_b, a_s = _pick(z_kbg, spec.business), _pick(z_kbg, spec.semantic)
         # An unjudged semantic channel has A_s = 0, hence A = A_b exactly.
         adv_bg = a_b + a2po_lambda(a_b, a_s) * a_s
     else:
-        w_kb1 = renormalised_weights(coef_k13[:, :, 0:1], judged_kb1)
+        w_kb1 = renormalised_weights(w_k11, judged_kb1)
         if spec.mode == "advantages":
             adv_bg = jnp.sum(w_kb1 * z_kbg, axis=0)
         elif spec.mode == "rewards":
-            mapped_kbg = (r_kbg - coef_k13[:, :, 1:2]) * coef_k13[:, :, 2:3]
+            mapped_kbg = (r_kbg - low_k11) * inv_range_k11
             mix_bg = jnp.sum(w_kb1 * jnp.where(judged_kb1, mapped_kbg, 0.0), axis=0)
             any_b1 = jnp.sum(jnp.abs(w_kb1), axis=0) > 0.0
             adv_bg = group_stats(jnp.where(any_b1, mix_bg, jnp.nan)).z_bg
@@ -101,10 +111,10 @@ def mix_block(r_kbg: jax.Array, coef_k13: jax.Array, spec: MixSpec):
     return adv_bg, z_kbg, judged_kb1.astype(jnp.float32), constant_kb1.astype(jnp.float32)
 
 
-def _coefficients(weights_k, low_k, inv_range_k, k: int) -> jax.Array:
-    cols = [jnp.broadcast_to(jnp.asarray(c, jnp.float32), (k,)) for c in
-            (weights_k, low_k, inv_range_k)]
-    return jnp.stack(cols, axis=-1)[:, None, :]
+def _coefficients(weights_k, low_k, inv_range_k, k: int) -> tuple[jax.Array, ...]:
+    """(w_k11, low_k11, inv_range_k11): each coefficient broadcast to float32 [K, 1, 1]."""
+    return tuple(jnp.broadcast_to(jnp.asarray(c, jnp.float32), (k,))[:, None, None]
+                 for c in (weights_k, low_k, inv_range_k))
 
 
 def _result(adv_bg, z_kbg, judged_kb1, constant_kb1) -> MixResult:
@@ -116,12 +126,14 @@ def _result(adv_bg, z_kbg, judged_kb1, constant_kb1) -> MixResult:
     )
 
 
-def _kernel(r_ref, coef_ref, adv_ref, z_ref, flags_ref, *, spec: MixSpec):
-    adv_bg, z_kbg, judged_kb1, constant_kb1 = mix_block(r_ref[...], coef_ref[...], spec)
+def _kernel(r_ref, w_ref, low_ref, inv_ref, adv_ref, z_ref, judged_ref, constant_ref, *,
+            spec: MixSpec):
+    adv_bg, z_kbg, judged_kb1, constant_kb1 = mix_block(
+        r_ref[...], w_ref[...], low_ref[...], inv_ref[...], spec)
     adv_ref[...] = adv_bg
     z_ref[...] = z_kbg
-    flags_ref[:, :, 0:1] = judged_kb1
-    flags_ref[:, :, 1:2] = constant_kb1
+    judged_ref[...] = judged_kb1
+    constant_ref[...] = constant_kb1
 
 
 def default_interpret() -> bool:
@@ -129,54 +141,77 @@ def default_interpret() -> bool:
     return jax.default_backend() == "cpu"
 
 
-def mixed_advantage_pallas(r_kbg: jax.Array, coef_k13: jax.Array, spec: MixSpec, *,
-                           block_b: int = 8, interpret: bool | None = None) -> MixResult:
-    """`mix_block` as a Pallas kernel over a grid of `block_b`-request blocks (B padded up)."""
+def _power_of_2(n: int) -> int:
+    return 1 << max(n - 1, 0).bit_length()
+
+
+def mixed_advantage_pallas(r_kbg: jax.Array, coefficients: tuple[jax.Array, ...],
+                           spec: MixSpec, *, block_b: int = 8, interpret: bool | None = None,
+                           platform: str | None = None) -> MixResult:
+    """`mix_block` as a Pallas kernel over a grid of `block_b`-request blocks (B padded up).
+
+    `platform` ("tpu" or "gpu"; default: JAX's default backend) picks the compiled lowering:
+    Mosaic on TPU, Triton on GPU (`pl.pallas_call`'s Mosaic GPU path wants 128-byte copies).
+    Triton needs every block's size to be a power of 2, so K is padded up to one with all-NaN
+    (unjudged, weight 0) channels, and on GPU block_b and G must be powers of 2.
+    """
     k, b, g = r_kbg.shape
     if interpret is None:
         interpret = default_interpret()
+    platform = platform or jax.default_backend()
     num_blocks = -(-b // block_b)
-    if not interpret and num_blocks > 1 and block_b % 8:
+    compiler_params = None
+    if not interpret and platform == "gpu":
+        if block_b != _power_of_2(block_b) or g != _power_of_2(g):
+            raise ValueError(f"Pallas on GPU (Triton) needs block_b and the group size G to be "
+                             f"powers of 2, got block_b={block_b}, G={g}; use impl 'xla'")
+        from jax.experimental.pallas import triton as pltriton
+
+        compiler_params = pltriton.CompilerParams(num_warps=4, num_stages=1)
+    elif not interpret and num_blocks > 1 and block_b % 8:
         # A block's request dim is a TPU tile's sublane dim: a multiple of 8 or the whole array.
         raise ValueError(f"compiled Pallas needs block_b a multiple of 8, got {block_b}")
-    padded = num_blocks * block_b
-    # Padding rows are constant groups (z = 0), sliced off below.
-    r_kbg = jnp.pad(r_kbg.astype(jnp.float32), ((0, 0), (0, padded - b), (0, 0)))
-    adv_bg, z_kbg, flags_kb2 = pl.pallas_call(
+    padded_b, padded_k = num_blocks * block_b, _power_of_2(k)
+    # Padding requests are constant groups (z = 0) and padding channels unjudged groups of
+    # weight 0 (their z is 0 and renormalisation skips them); both are sliced off below.
+    r_kbg = jnp.pad(r_kbg.astype(jnp.float32), ((0, padded_k - k), (0, padded_b - b), (0, 0)))
+    r_kbg = r_kbg.at[k:].set(jnp.nan)
+    coefficients = [jnp.pad(c, ((0, padded_k - k), (0, 0), (0, 0))) for c in coefficients]
+    request_block = pl.BlockSpec((padded_k, block_b, g), lambda i: (0, i, 0))
+    flag_block = pl.BlockSpec((padded_k, block_b, 1), lambda i: (0, i, 0))
+    coefficient_block = pl.BlockSpec((padded_k, 1, 1), lambda i: (0, 0, 0))
+    adv_bg, z_kbg, judged_kb1, constant_kb1 = pl.pallas_call(
         functools.partial(_kernel, spec=spec),
         grid=(num_blocks,),
-        in_specs=[
-            pl.BlockSpec((k, block_b, g), lambda i: (0, i, 0)),
-            pl.BlockSpec((k, 1, 3), lambda i: (0, 0, 0)),
-        ],
-        out_specs=[
-            pl.BlockSpec((block_b, g), lambda i: (i, 0)),
-            pl.BlockSpec((k, block_b, g), lambda i: (0, i, 0)),
-            pl.BlockSpec((k, block_b, 2), lambda i: (0, i, 0)),
-        ],
+        in_specs=[request_block] + [coefficient_block] * 3,
+        out_specs=[pl.BlockSpec((block_b, g), lambda i: (i, 0)), request_block, flag_block,
+                   flag_block],
         out_shape=[
-            jax.ShapeDtypeStruct((padded, g), jnp.float32),
-            jax.ShapeDtypeStruct((k, padded, g), jnp.float32),
-            jax.ShapeDtypeStruct((k, padded, 2), jnp.float32),
+            jax.ShapeDtypeStruct((padded_b, g), jnp.float32),
+            jax.ShapeDtypeStruct((padded_k, padded_b, g), jnp.float32),
+            jax.ShapeDtypeStruct((padded_k, padded_b, 1), jnp.float32),
+            jax.ShapeDtypeStruct((padded_k, padded_b, 1), jnp.float32),
         ],
         interpret=interpret,
+        compiler_params=compiler_params,
         name="mixed_advantage",
-    )(r_kbg, coef_k13)
-    return _result(adv_bg[:b], z_kbg[:, :b], flags_kb2[:, :b, 0:1], flags_kb2[:, :b, 1:2])
+    )(r_kbg, *coefficients)
+    return _result(adv_bg[:b], z_kbg[:k, :b], judged_kb1[:k, :b], constant_kb1[:k, :b])
 
 
 def mixed_advantage(rewards_bgk: jax.Array, spec: MixSpec, weights_k=1.0, low_k=0.0,
                     inv_range_k=1.0, *, impl: str = "xla", block_b: int = 8,
-                    interpret: bool | None = None) -> MixResult:
-    """The mixed advantage of rewards [B, G, K] (NaN = not judged); impl "xla" | "pallas"."""
+                    interpret: bool | None = None, platform: str | None = None) -> MixResult:
+    """The mixed advantage of rewards [B, G, K] (NaN = not judged); impl "xla" | "pallas"
+    (`platform`: see `mixed_advantage_pallas`)."""
     rewards_bgk = rewards_bgk.astype(jnp.float32)
     r_kbg = jnp.moveaxis(rewards_bgk, -1, 0)
-    coef_k13 = _coefficients(weights_k, low_k, inv_range_k, r_kbg.shape[0])
+    coefficients = _coefficients(weights_k, low_k, inv_range_k, r_kbg.shape[0])
     if impl == "xla":
-        return _result(*mix_block(r_kbg, coef_k13, spec))
+        return _result(*mix_block(r_kbg, *coefficients, spec))
     if impl == "pallas":
-        return mixed_advantage_pallas(r_kbg, coef_k13, spec, block_b=block_b,
-                                      interpret=interpret)
+        return mixed_advantage_pallas(r_kbg, coefficients, spec, block_b=block_b,
+                                      interpret=interpret, platform=platform)
     raise ValueError(f"unknown impl {impl!r}; valid: pallas, xla")
 
 

@@ -110,6 +110,22 @@ def test_kernel_lowers_for_tpu():
         assert exported.platforms == ("tpu",)
 
 
+@pytest.mark.parametrize("k", [1, 3])
+def test_kernel_lowers_for_gpu_with_triton(k):
+    """The GPU lowering is Triton (power-of-2 blocks, no slices): K = 3 channels are padded to 4.
+    Lowered here for CUDA without a GPU; the Triton kernel is compiled on the device."""
+    rewards = jax.ShapeDtypeStruct((20, 16, k), jnp.float32)
+    triton = [export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")]
+    for mode in _modes(k):
+        f = functools.partial(mixed_advantage, spec=MixSpec(mode, 0, k - 1), impl="pallas",
+                              block_b=8, interpret=False, platform="gpu")
+        exported = export.export(jax.jit(f), platforms=["cuda"], disabled_checks=triton)(rewards)
+        assert "xla.gpu.triton" in exported.mlir_module()
+    with pytest.raises(ValueError, match="powers of 2"):
+        mixed_advantage(jnp.zeros((20, 6, k)), MixSpec("rewards"), impl="pallas",
+                        interpret=False, platform="gpu")
+
+
 def test_benchmark_returns_both_timings():
     timings = benchmark_advantages(8, 4, 2, 4, repeats=2)
     assert timings["pallas_s"] > 0.0 and timings["xla_s"] > 0.0
