@@ -215,26 +215,47 @@ def mixed_advantage(rewards_bgk: jax.Array, spec: MixSpec, weights_k=1.0, low_k=
     raise ValueError(f"unknown impl {impl!r}; valid: pallas, xla")
 
 
+def random_rewards(batch: int, group: int, channels: int, seed: int = 0) -> np.ndarray:
+    """float32 [B, G, K] normal rewards with the cases the kernel must get right: every fourth
+    request has a constant (zero-std) group on channel 0, every fifth has channel K-1 all NaN
+    (not judged), every seventh one NaN candidate on channel 0."""
+    rng = np.random.default_rng(seed)
+    r_bgk = rng.normal(0.0, 2.0, size=(batch, group, channels)).astype(np.float32)
+    r_bgk[::4, :, 0] = 0.7
+    r_bgk[1::5, :, channels - 1] = np.nan
+    r_bgk[2::7, rng.integers(group), 0] = np.nan
+    return r_bgk
+
+
 def benchmark_advantages(batch: int, group: int, channels: int, block_b: int, *,
                          mode: str = "rewards", repeats: int = 20, seed: int = 0,
                          interpret: bool | None = None) -> dict[str, float]:
-    """Median seconds per call of the jitted "pallas" and "xla" mixes on random rewards.
+    """Median seconds per call of the jitted "pallas" and "xla" mixes on `random_rewards`, and
+    how far the kernel's outputs are from the reference's (max |difference| of the advantages
+    and of the z-scores; whether the judged and constant flags agree everywhere).
 
-    On CPU the kernel runs in interpret mode, so its timing says nothing about a TPU.
+    On CPU the kernel runs in interpret mode, so its timing says nothing about a device.
     """
-    rng = np.random.default_rng(seed)
-    rewards_bgk = jnp.asarray(rng.normal(size=(batch, group, channels)), jnp.float32)
+    rewards_bgk = jnp.asarray(random_rewards(batch, group, channels, seed))
     spec = MixSpec(mode, 0, min(1, channels - 1))
-    timings = {}
+    figures, outputs = {}, {}
     for impl in ("pallas", "xla"):
         fn = jax.jit(functools.partial(mixed_advantage, spec=spec, impl=impl, block_b=block_b,
                                        interpret=interpret))
-        jax.block_until_ready(fn(rewards_bgk))
+        outputs[impl] = jax.block_until_ready(fn(rewards_bgk))
         seconds = []
         for _ in range(repeats):
             start = time.perf_counter()
             jax.block_until_ready(fn(rewards_bgk))
             seconds.append(time.perf_counter() - start)
-        timings[f"{impl}_s"] = float(np.median(seconds))
-    timings.update(batch=batch, group=group, channels=channels, block_b=block_b)
-    return timings
+        figures[f"{impl}_s"] = float(np.median(seconds))
+    kernel, reference = outputs["pallas"], outputs["xla"]
+    figures.update(
+        batch=batch, group=group, channels=channels, block_b=block_b, mode=mode,
+        max_abs_diff_adv=float(jnp.max(jnp.abs(kernel.adv_bg - reference.adv_bg))),
+        max_abs_diff_z=float(jnp.max(jnp.abs(kernel.z_bgk - reference.z_bgk))),
+        flags_match=bool(jnp.all(kernel.judged_bk == reference.judged_bk)
+                         & jnp.all(kernel.constant_bk == reference.constant_bk)),
+        all_finite=bool(jnp.all(jnp.isfinite(kernel.adv_bg))),
+    )
+    return figures

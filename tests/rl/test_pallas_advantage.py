@@ -12,6 +12,7 @@ from sgrec_jax.rl.pallas_advantage import (
     MixSpec,
     benchmark_advantages,
     mixed_advantage,
+    random_rewards,
 )
 
 
@@ -126,7 +127,11 @@ def test_kernel_lowers_for_gpu_with_triton(k):
                         interpret=False, platform="gpu")
 
 
-def test_benchmark_returns_both_timings():
-    timings = benchmark_advantages(8, 4, 2, 4, repeats=2)
+def test_benchmark_returns_both_timings_and_the_kernel_error():
+    timings = benchmark_advantages(20, 4, 3, 4, repeats=2)
     assert timings["pallas_s"] > 0.0 and timings["xla_s"] > 0.0
-    assert timings["block_b"] == 4
+    assert timings["block_b"] == 4 and timings["mode"] == "rewards"
+    assert timings["max_abs_diff_adv"] < 1e-5 and timings["max_abs_diff_z"] < 1e-5
+    assert timings["flags_match"] and timings["all_finite"]
+    rewards = random_rewards(20, 4, 3)
+    assert np.isnan(rewards[1, :, 2]).all() and (rewards[0, :, 0] == 0.7).all()
