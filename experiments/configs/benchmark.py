@@ -27,7 +27,9 @@ def get_config(arg: str = "") -> ConfigDict:
         "num_layers": 4,  # Blocks per stack (encoder and decoder).
         "d_model": 128,
         "num_heads": 4,
+        "head_dim": 0,  # Width of each head; 0 = d_model // num_heads.
         "d_ff": 512,  # MLP width.
+        "dtype": "float32",  # Compute dtype ("bfloat16" on GPU/TPU); parameters stay float32.
         "history": 20,  # Items per history (max_history).
         "history_encodings": ("item", "code"),  # Encodings to measure.
         "train_batch": 256,  # SFT batch size.

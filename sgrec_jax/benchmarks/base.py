@@ -39,7 +39,9 @@ class Sizes:
     num_layers: int
     d_model: int
     num_heads: int
+    head_dim: int
     d_ff: int
+    dtype: str
     history: int
     history_encodings: tuple[str, ...]
     train_batch: int
@@ -115,9 +117,10 @@ def best_seconds(run: Callable[[], Any], repeats: int) -> float:
     return min(times)
 
 
-def matmul_gflops(n: int, repeats: int, seed: int) -> float:
-    """float32 GFLOP/s of one jitted n x n matmul, best of `repeats` (after a compile call)."""
-    a_nn, b_nn = jax.random.normal(jax.random.key(seed), (2, n, n), jnp.float32)
+def matmul_gflops(n: int, repeats: int, seed: int, dtype: str = "float32") -> float:
+    """GFLOP/s of one jitted n x n matmul in `dtype` (inputs and output), best of `repeats`
+    (after a compile call)."""
+    a_nn, b_nn = jax.random.normal(jax.random.key(seed), (2, n, n), jnp.float32).astype(dtype)
     matmul = jax.jit(jnp.matmul)
     matmul(a_nn, b_nn).block_until_ready()
     return 2 * n**3 / best_seconds(lambda: matmul(a_nn, b_nn).block_until_ready(), repeats) / 1e9
@@ -156,8 +159,8 @@ def generator(
         lambda: build_model(
             "encoder_decoder", codes_nl=codes_nl, level_sizes=level_sizes,
             max_history=sizes.history, rngs=nnx.Rngs(sizes.seed), num_layers=sizes.num_layers,
-            d_model=sizes.d_model, num_heads=sizes.num_heads, d_ff=sizes.d_ff,
-            history_encoding=encoding,
+            d_model=sizes.d_model, num_heads=sizes.num_heads, head_dim=sizes.head_dim,
+            d_ff=sizes.d_ff, dtype=sizes.dtype, history_encoding=encoding,
         )
     )()
 
@@ -165,6 +168,7 @@ def generator(
 def model_figures(model: SidGenerator, encoding: str) -> dict[str, Any]:
     return {
         "history_encoding": encoding,
+        "dtype": model.options.dtype.name,
         "history_tokens": model.max_history * (model.num_levels if encoding == "code" else 1),
         "parameters": sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param))),
     }

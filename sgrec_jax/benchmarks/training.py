@@ -97,6 +97,10 @@ def sft_figures(sizes: Sizes, model: SidGenerator) -> dict[str, Any]:
     gflops = sizes.train_steps * step_flops / seconds / 1e9
     return {
         "devices": jax.device_count(),
+        "train_batch": sizes.train_batch,
+        # The last step's loss (the same batch every step) and the parameters' dtypes after it.
+        "loss": float(metrics["loss"]),
+        "param_dtypes": sorted({x.dtype.name for x in jax.tree.leaves(state.params)}),
         "examples_per_s": sizes.train_steps * sizes.train_batch / seconds,
         "flops_per_example": step_flops / sizes.train_batch,
         "gflops": gflops,
