@@ -23,8 +23,9 @@ from sgrec_jax.sid.quantizers import QUANTIZERS
 from sgrec_jax.stages.pipeline import STAGES, check_config, load_configured_dataset
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "configs"
-# benchmark: the speed benchmark's sizes, not an experiment (tests/benchmarks/test_run.py).
-NOT_CONFIGS = {"__init__", "common", "benchmark"}
+# benchmark, device_check: sizes of the speed benchmark and of the device check, not experiments
+# (tests/benchmarks/test_run.py, tests/benchmarks/test_device_check.py).
+NOT_CONFIGS = {"__init__", "common", "benchmark", "device_check"}
 # The args each config's docstring documents; "" is get_config()'s default.
 DOCUMENTED_ARGS = {
     "quickstart": ("", "rq_kmeans", "rq_vae"),
