@@ -151,7 +151,8 @@ def mixed_advantage_pallas(r_kbg: jax.Array, coefficients: tuple[jax.Array, ...]
     """`mix_block` as a Pallas kernel over a grid of `block_b`-request blocks (B padded up).
 
     `platform` ("tpu" or "gpu"; default: JAX's default backend) picks the compiled lowering:
-    Mosaic on TPU, Triton on GPU (`pl.pallas_call`'s Mosaic GPU path wants 128-byte copies).
+    Mosaic on TPU, Triton on GPU (`pl.pallas_call`'s Mosaic GPU path wants 128-byte copies;
+    jax 0.12 deprecates Pallas' Triton backend in favour of Mosaic GPU, a port still to do).
     Triton needs every block's size to be a power of 2, so K is padded up to one with all-NaN
     (unjudged, weight 0) channels, and on GPU block_b and G must be powers of 2.
     """

@@ -114,13 +114,18 @@ def test_kernel_lowers_for_tpu():
 @pytest.mark.parametrize("k", [1, 3])
 def test_kernel_lowers_for_gpu_with_triton(k):
     """The GPU lowering is Triton (power-of-2 blocks, no slices): K = 3 channels are padded to 4.
-    Lowered here for CUDA without a GPU; the Triton kernel is compiled on the device."""
+    Lowered here for CUDA without a GPU (jax >= 0.12 asks which GPU: an abstract H200); the
+    Triton kernel is compiled on the device."""
     rewards = jax.ShapeDtypeStruct((20, 16, k), jnp.float32)
     triton = [export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")]
+    h200 = jax.sharding.AbstractMesh((1,), ("x",), abstract_device=jax.sharding.AbstractDevice(
+        device_kind="NVIDIA H200", num_cores=None, platform="gpu"))
     for mode in _modes(k):
         f = functools.partial(mixed_advantage, spec=MixSpec(mode, 0, k - 1), impl="pallas",
                               block_b=8, interpret=False, platform="gpu")
-        exported = export.export(jax.jit(f), platforms=["cuda"], disabled_checks=triton)(rewards)
+        with jax.sharding.use_abstract_mesh(h200):
+            exported = export.export(jax.jit(f), platforms=["cuda"],
+                                     disabled_checks=triton)(rewards)
         assert "xla.gpu.triton" in exported.mlir_module()
     with pytest.raises(ValueError, match="powers of 2"):
         mixed_advantage(jnp.zeros((20, 6, k)), MixSpec("rewards"), impl="pallas",
