@@ -35,6 +35,8 @@ The catalog of the sft/beam sections has `num_items` items with random codes on 
 levels of `codebook_size`, plus the dedup level. The matmul throughput is measured again just
 before each timed part and each fraction uses that figure, so on a shared machine the fractions
 stay meaningful when the absolute rates do not. The load average at the start and end is
-recorded too. The config arg `quick` gives tiny sizes (seconds; the test runs them).
+recorded too. The generator computes in `dtype` ("bfloat16" on a GPU or TPU; parameters stay
+float32). The config arg `quick` gives tiny sizes (seconds; the test runs them).
+device_check.py builds on these sections: one run that checks an accelerator (see there).
 
 """

@@ -360,6 +360,8 @@ def check_config(config: Mapping[str, Any]) -> list[str]:
     part or dtype, benchmark sizes that do not resolve, or a bad quickstart config; returns the
     parts to run, in order."""
     parts = list(dict.fromkeys(names(config["parts"])))
+    if not parts:
+        raise ValueError(f"parts is empty; valid: {', '.join(PARTS.names())}")
     for name in parts:
         PARTS.get(name)
     if config["platform"] not in BACKENDS:
