@@ -7,8 +7,9 @@ that is constant (std <= 1e-6 * max(1, mean |v|)) or has fewer than 2 finite val
 `std == 0` test fails in float32: a group of sixteen 0.7s gives z = 0.107 without the shift.
 
 NaN means "not judged": a group counts as judged only if all G values are finite; an unjudged
-group gets z = 0 and is reported through `judged`. Only jnp element-wise ops and last-axis sums
-(and an iota) are used, so the Pallas kernel (pallas_advantage.py) runs this same function on its blocks.
+group gets z = 0 and is reported through `judged`. Only jnp element-wise ops, an iota and
+last-axis sums are used, so the Pallas kernel (pallas_advantage.py) runs this same function on
+its blocks.
 """
 
 from __future__ import annotations

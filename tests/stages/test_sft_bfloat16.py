@@ -7,12 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from flax import nnx
 
 from sgrec_jax.core.sharding import host_to_global, make_mesh
 from sgrec_jax.stages.sft import sft_loss
 from sgrec_jax.train.train_state import create_train_state, make_optimizer, make_train_step
-from tests.models.tiny import CODES, H, NUM_ITEMS, tiny
+from tests.models.tiny import CODES, NUM_ITEMS, H, tiny
 
 LR = 1e-2
 
