@@ -2,8 +2,8 @@
 
 Each step draws `rl.batch_size` training requests, rolls out G candidates per request, scores
 them with the reward channels and the advantage estimator, and applies `updates_per_batch`
-clipped updates with a k3 KL penalty to the frozen start policy (`rl.grpo.make_rl_step`, one
-jitted call). `train.loop.run_loop` owns the rest: checkpoints (train state with the estimator's
+clipped updates with a KL penalty to the frozen start policy and, optionally, the SFT loss of
+the logged targets as an anchor (`rl.grpo.make_rl_step`, one jitted call). `train.loop.run_loop` owns the rest: checkpoints (train state with the estimator's
 state, data position) in RUN_DIR/checkpoints and resuming from them, validation every
 `eval_every` steps (`rl.evaluation.evaluate_policy`), metrics and the progress log in RUN_DIR,
 pauses and SIGTERM.
@@ -59,7 +59,8 @@ def train_rl(config: ConfigDict, num_items: int, model: nnx.Module, catalog: Any
         group_size=rl.group_size, rollout=rl.rollout, temperature=rl.temperature,
         updates_per_batch=updates, clip_eps=rl.clip_eps, beta=rl.beta,
         semantic_sample_ratio=rl.semantic_sample_ratio, judge_seed=config.seed,
-        gradient_params=rl.gradient_params,
+        gradient_params=rl.gradient_params, pg_weight=rl.pg_weight, nll_weight=rl.nll_weight,
+        kl_estimator=rl.kl_estimator, level_credit=rl.level_credit,
     )
     rl_step = make_rl_step(graphdef=graphdef, optimizer=optimizer, channels=channels,
                            estimator=estimator, settings=settings, mesh=mesh,
@@ -81,7 +82,7 @@ def train_rl(config: ConfigDict, num_items: int, model: nnx.Module, catalog: Any
         settings=LoopSettings(
             num_steps=rl.num_steps, log_every=rl.log_every, eval_every=rl.eval_every,
             keep_checkpoints=rl.keep_checkpoints, max_steps_per_run=rl.max_steps_per_run,
-            log_keys=("loss", "kl", "clip_frac", "entropy"),
+            log_keys=("loss", "k3_beams", "kl_exact", "nll", "clip_frac", "entropy"),
         ),
     )
     state = outcome.state

@@ -47,6 +47,8 @@ from sgrec_jax.rl.evaluation import (
     save_test_rewards,
     test_rewards,
 )
+from sgrec_jax.rl.grpo import KL_ESTIMATORS
+from sgrec_jax.rl.level_credit import LEVEL_CREDITS
 from sgrec_jax.rl.rollout import ROLLOUT_MODES
 from sgrec_jax.rl.training import train_rl
 from sgrec_jax.sid.build import SemanticIds, load_semantic_ids
@@ -83,6 +85,15 @@ def _check(config: ConfigDict) -> None:
                         f"num_steps {rl.num_steps}")
     if rl.learning_rate <= 0 or rl.clip_eps <= 0 or rl.beta < 0 or rl.temperature <= 0:
         problems.append("need learning_rate > 0, clip_eps > 0, beta >= 0, temperature > 0")
+    if rl.pg_weight < 0 or rl.nll_weight < 0 or rl.pg_weight + rl.nll_weight == 0:
+        problems.append(f"need pg_weight >= 0 and nll_weight >= 0, not both 0 (got "
+                        f"{rl.pg_weight}, {rl.nll_weight})")
+    if rl.kl_estimator not in KL_ESTIMATORS:
+        problems.append(f"kl_estimator {rl.kl_estimator!r} is not one of "
+                        f"{', '.join(KL_ESTIMATORS)}")
+    if rl.level_credit not in LEVEL_CREDITS:
+        problems.append(f"level_credit {rl.level_credit!r} is not one of "
+                        f"{', '.join(LEVEL_CREDITS)}")
     if not 0 <= rl.semantic_sample_ratio <= 1:
         problems.append(f"semantic_sample_ratio {rl.semantic_sample_ratio} must be in [0, 1]")
     if min(rl.log_every, rl.eval_every, rl.keep_checkpoints) < 1 or rl.max_steps_per_run < 0:

@@ -13,7 +13,6 @@ import os
 
 import jax
 import jax.numpy as jnp
-import optax
 from absl import logging
 from flax import nnx
 from ml_collections import ConfigDict
@@ -26,15 +25,16 @@ from sgrec_jax.stages.pipeline import RunContext, Stage
 from sgrec_jax.stages.reports import report_test_split
 from sgrec_jax.train.evaluate import rank_with_generator, ranking_report, scalar_metrics, subsample
 from sgrec_jax.train.augment import crop_histories
+from sgrec_jax.train.next_item import next_item_nll
 from sgrec_jax.train.supervised import check_training_config, train_supervised
 from sgrec_jax.train.train_state import LossFn
 
 
 def make_sft_loss(history_crop: float = 0.0, crop_max_keep: int = 0) -> LossFn:
-    """The SFT loss: cross-entropy of the target item's L SID tokens (summed over levels, mean
-    over the batch). With history_crop > 0 that share of the batch trains on a random recent
-    suffix of its history of at most crop_max_keep items (0: any length;
-    `train.augment.crop_histories`)."""
+    """The SFT loss: cross-entropy of the target item's L SID tokens (`train.next_item`,
+    summed over levels, mean over the batch). With history_crop > 0 that share of the batch
+    trains on a random recent suffix of its history of at most crop_max_keep items (0: any
+    length; `train.augment.crop_histories`)."""
     if not 0.0 <= history_crop <= 1.0:
         raise ValueError(f"history_crop must be in [0, 1], got {history_crop}")
     if crop_max_keep < 0:
@@ -46,7 +46,7 @@ def make_sft_loss(history_crop: float = 0.0, crop_max_keep: int = 0) -> LossFn:
                                  crop_max_keep)
         codes_bl = model.item_codes(batch["target"])
         logits_blv = model(batch["history"], mask_bh, codes_bl, deterministic=False)
-        nll_bl = optax.softmax_cross_entropy_with_integer_labels(logits_blv, codes_bl)
+        nll_bl = next_item_nll(logits_blv, codes_bl)
         exact_b = jnp.all(jnp.argmax(logits_blv, -1) == codes_bl, axis=-1)
         return nll_bl.sum(-1).mean(), {"token_nll": nll_bl.mean(),
                                        "teacher_forced_acc": exact_b.mean()}

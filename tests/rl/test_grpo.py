@@ -48,13 +48,14 @@ def requests(catalog):
 def test_loss_at_pi_old_is_the_mean_advantage_and_clipping_binds_only_outside_the_range():
     logp_bgl = jax.random.normal(jax.random.key(0), (B, G, L)) - 2
     adv_bg = jax.random.normal(jax.random.key(1), (B, G))
-    loss, m = grpo_loss(logp_bgl, logp_bgl, logp_bgl, adv_bg, clip_eps=0.2, beta=1e-3)
-    assert m["ratio_mean"] == 1.0 and m["clip_frac"] == 0.0 and m["kl"] == 0.0
+    loss, m = grpo_loss(logp_bgl, logp_bgl, logp_bgl, adv_bg[:, :, None], clip_eps=0.2, beta=1e-3)
+    assert m["ratio_mean"] == 1.0 and m["clip_frac"] == 0.0 and m["k3_beams"] == 0.0
     np.testing.assert_allclose(loss, -adv_bg.mean(), rtol=1e-6)
 
     # pi moved away from pi_old by +-0.5 nats per token: ratios e^0.5 and e^-0.5.
     shift_bgl = jnp.where(jnp.arange(L) % 2 == 0, 0.5, -0.5) * jnp.ones((B, G, L))
-    loss, m = grpo_loss(logp_bgl + shift_bgl, logp_bgl, logp_bgl, adv_bg, clip_eps=0.2, beta=0.0)
+    loss, m = grpo_loss(logp_bgl + shift_bgl, logp_bgl, logp_bgl, adv_bg[:, :, None],
+                        clip_eps=0.2, beta=0.0)
     ratio = np.exp(np.asarray(shift_bgl))
     a = np.asarray(adv_bg)[:, :, None]
     np.testing.assert_allclose(loss, -np.minimum(ratio * a, np.clip(ratio, 0.8, 1.2) * a).mean(),
@@ -83,8 +84,9 @@ def test_an_update_raises_the_log_prob_of_positive_advantage_items(catalog, requ
     update = jax.jit(make_update(graphdef, policy_loss(catalog, clip_eps=0.2, beta=1e-3),
                                  optimizer))
     data = {"history": requests["history"], "history_mask": requests["history_mask"],
-            "codes_bgl": codes_bgl, "old_token_logprob_bgl": jnp.zeros((B, G, L)),
-            "ref_token_logprob_bgl": jnp.zeros((B, G, L)), "advantage_bg": adv_bg,
+            "target": requests["target"], "codes_bgl": codes_bgl,
+            "old_token_logprob_bgl": jnp.zeros((B, G, L)),
+            "ref_token_logprob_bgl": jnp.zeros((B, G, L)), "advantage_bgl": adv_bg[:, :, None],
             "first_update": jnp.array(True)}
     state, metrics = update(state, data)
     assert metrics["ratio_mean"] == 1.0 and metrics["clip_frac"] == 0.0
@@ -120,7 +122,7 @@ def test_gram_is_the_inner_products_of_per_channel_gradients(catalog, requests):
                                 if i in chosen]) for g in grads]
         want = np.array([[fi @ fj for fj in flat] for fi in flat])
         gram = jax.jit(channel_gram, static_argnums=(0, 6))(
-            graphdef, params, model_state, catalog, data, adv_bgk, pattern)
+            graphdef, params, model_state, catalog, data, adv_bgk[:, :, None], pattern)
         np.testing.assert_allclose(gram, want, rtol=1e-4, atol=1e-9)
         assert np.linalg.eigvalsh(want).min() > -1e-6 * np.abs(want).max()
     paths = [param_path(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
@@ -182,7 +184,8 @@ def test_rl_steps_move_the_policy_with_ratio_one_on_the_first_update(rl, catalog
         assert m["reward_fault"] == 0 and m["skipped"] == 0
         assert np.isfinite(m["loss"]) and m["entropy"] > 0
         assert m["judged_frac/hit"] == 1.0 and m["zero_std_frac/value"] == 0.0
-    assert m1["kl"] < 1e-6 < m2["kl"]  # the first batch is scored at the reference
+    # The first batch is scored at the reference.
+    assert m1["k3_beams"] < 1e-6 < m2["k3_beams"] and m1["kl_exact"] < 1e-6 < m2["kl_exact"]
     assert int(state.step) == 2 and int(state.nonfinite_steps) == 0
     weights = np.asarray(state.extra["estimator"]["weights_k"])
     assert not np.allclose(weights, 0.5) and np.isclose(weights.sum(), 1.0)
@@ -264,9 +267,9 @@ def test_rl_step_on_eight_devices_matches_one_device():
         # Adam divides by sqrt(nu): elements with near-zero gradients amplify rounding; 5e-5 is
         # 2.5% of the 2e-3 that two updates move a parameter.
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=5e-5), p1, p8)
-        for k in ("loss", "kl", "ratio_mean", "weights/hit"):
+        for k in ("loss", "k3_beams", "kl_exact", "nll", "ratio_mean", "weights/hit"):
             np.testing.assert_allclose(m1[k], m8[k], rtol=1e-4, atol=1e-6)
-        assert m8["kl"] > 0  # the second update moved away from the reference
+        assert m8["k3_beams"] > 0  # the second update moved away from the reference
         print("ok", float(m8["grad_norm"]))
     """, timeout=400)
     assert out.startswith("ok")

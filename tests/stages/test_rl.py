@@ -53,11 +53,13 @@ def test_rl_writes_its_results_and_logs(run):
     assert rankings["items_uk"].shape == (60, 10)
     records = train_records(workdir)
     assert [r["step"] for r in records] == [1, 2, 3, 4]
-    for key in ("kl", "clip_frac", "entropy", "ratio_mean", "sign_agreement", "a2po/lambda_mean",
-                "reward/ecpm/mean", "reward/emb_cosine/std", "zero_std_frac/ecpm"):
+    for key in ("k3_beams", "kl_exact", "nll", "clip_frac", "entropy", "ratio_mean",
+                "sign_agreement", "a2po/lambda_mean", "reward/ecpm/mean", "reward/emb_cosine/std",
+                "zero_std_frac/ecpm"):
         assert f"train/{key}" in records[0], key
     assert records[0]["train/ratio_mean"] == 1.0 and records[0]["train/clip_frac"] == 0.0
-    assert records[0]["train/kl"] < 1e-6 < records[-1]["train/kl"]
+    assert records[0]["train/k3_beams"] < 1e-6 < records[-1]["train/k3_beams"]
+    assert records[0]["train/kl_exact"] < 1e-6 < records[-1]["train/kl_exact"]
 
 
 def test_a_rerun_resumes_from_the_last_checkpoint_without_new_steps(run):
