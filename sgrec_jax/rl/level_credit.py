@@ -11,7 +11,8 @@ caused within the group,
 V(p) = the mean of A[b, j] over the group's candidates j whose SID starts with p (V of the empty
 prefix = the group mean). A level where the candidates sharing g's prefix do not diverge gets 0,
 and the levels telescope: sum_l A_l[b, g] = A[b, g] - mean_j A[b, j] (the full prefix is g's own
-SID, whose candidates all carry A[b, g]). Candidates that are not items (item -1: beam search
+SID, shared only by copies of g that sampling drew again, which carry A[b, g] too: rewards are
+functions of the item). Candidates that are not items (item -1: beam search
 found fewer than G) take no part in any mean and get 0 at every level.
 """
 
