@@ -349,14 +349,15 @@ def make_rl_step(
     parameters (sharded like state.params), the reward channels (a pytree of their tables,
     replicated), the catalog (replicated) and a batch of requests from
     `data.pipeline.train_iterator` (history, history_mask, target, user; split over the mesh).
-    `_force_old_pass` (tests only) scores pi_old in its own pass even when `needs_old_pass`
-    says the first update's pass can stand in for it.
+    `_force_old_pass` (tests only) scores pi_old in its own pass, as every step did before
+    `needs_old_pass`, even when the first update's pass can stand in for it.
 
     Metrics (replicated scalars): the estimator's stats (per-channel reward mean/std,
     zero-std fractions, sign agreement, A2PO lambda, weights, ...), the means over the batch's
     updates of loss, grad_norm, policy_objective, k3_beams, kl_exact, nll, clip_frac and
     ratio_mean (`policy_loss`), entropy (of the rollout policy over the candidates' tokens,
-    from the first update's forward pass, which is at the rollout parameters), judged_frac
+    from the pi_old pass, or without one from the first update's forward pass, which is at the
+    rollout parameters), judged_frac
     (sparse-judging mask), reward_fault (0/1), skipped (updates skipped in this batch),
     nonfinite_steps (running count) and learning_rate.
     """
@@ -383,6 +384,7 @@ def make_rl_step(
                 "ref_logp_bglv": ref.logp_bglv}
         # No channel reads the log-probs without an old pass (needs_old_pass): NaN, not a guess.
         logprob_bg = jnp.full(group.items_bg.shape, jnp.nan, jnp.float32)
+        old = None
         if old_pass:
             old = score_group(policy, catalog, history_bh, mask_bh, group.codes_bgl)
             data["old_token_logprob_bgl"] = old.token_logprob_bgl
@@ -430,7 +432,9 @@ def make_rl_step(
         metrics = {
             **stats,
             **{k: per_update[k].mean() for k in UPDATE_MEANS},
-            "entropy": per_update["entropy"][0],
+            # The first update's pass is at the rollout parameters: the entropy of pi_old too.
+            "entropy": (per_update["entropy"][0] if old is None
+                        else old.entropy_bgl.mean()),
             "judged_frac": judged_b.mean(),
             "reward_fault": fault.astype(jnp.int32),
             "skipped": per_update["skipped"].sum(),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from experiments.configs import quickstart_rl
-from sgrec_jax.stages.pipeline import run_pipeline
+from sgrec_jax.stages.pipeline import check_config, run_pipeline
 
 RL_RESULTS = ("rl/recall@5", "rl/ndcg@5", "rl/recall@10", "rl/ndcg@10", "rl/valid_rate",
               "rl/ecpm@10", "rl/semantic@10", "rl/true_business@10", "rl/true_relevance@10")
@@ -80,3 +80,16 @@ def test_zero_steps_evaluates_the_start_policy_from_an_sft_workdir(run, tmp_path
         assert start[f"rl/{name}"] == results[name], name
     assert start["rl/last_step"] == 0 and math.isnan(start["rl/sign_agreement"])
     assert not (tmp_path / "rl" / "checkpoints").exists()
+
+
+def test_the_rl_loss_options_are_checked_before_any_work():
+    check_config(tiny_config(pg_weight=0.0, nll_weight=1.0, beta=0.0, kl_estimator="exact",
+                             level_credit="prefix_tree"))
+    for options, message in [
+        (dict(pg_weight=0.0, nll_weight=0.0), "not both 0"),
+        (dict(nll_weight=-1.0), "nll_weight >= 0"),
+        (dict(kl_estimator="k2"), "kl_estimator 'k2' is not one of k3, exact"),
+        (dict(level_credit="token"), "level_credit 'token' is not one of item, prefix_tree"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            check_config(tiny_config(**options))
