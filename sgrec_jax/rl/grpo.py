@@ -26,7 +26,8 @@ the RL requests: the control row of an RL run.
 pi_old without a second pass: with one update per rollout batch, the update's own forward pass
 is at the rollout parameters, so it gives pi_old (and the logged entropy). The separate pi_old
 pass runs only when something reads it first (`needs_old_pass`): a reward channel that reads the
-policy's log-probs (`rank`), or updates after the first.
+policy's log-probs (`rank`), or updates after the first. (XLA drops a pass nothing reads; before,
+the entropy metric alone kept it alive.)
 
 `TrainState.step` counts rollout batches (the optimizer's own count is in its state);
 `nonfinite_steps` counts skipped updates. A batch whose rewards are faulty (inf anywhere, or NaN
@@ -357,9 +358,8 @@ def make_rl_step(
     updates of loss, grad_norm, policy_objective, k3_beams, kl_exact, nll, clip_frac and
     ratio_mean (`policy_loss`), entropy (of the rollout policy over the candidates' tokens,
     from the pi_old pass, or without one from the first update's forward pass, which is at the
-    rollout parameters), judged_frac
-    (sparse-judging mask), reward_fault (0/1), skipped (updates skipped in this batch),
-    nonfinite_steps (running count) and learning_rate.
+    rollout parameters), judged_frac (sparse-judging mask), reward_fault (0/1), skipped
+    (updates skipped in this batch), nonfinite_steps (running count) and learning_rate.
     """
     kinds = tuple(c.kind for c in channels)
     judge_key = jax.random.key(settings.judge_seed)

@@ -3,8 +3,9 @@
 Each step draws `rl.batch_size` training requests, rolls out G candidates per request, scores
 them with the reward channels and the advantage estimator, and applies `updates_per_batch`
 clipped updates with a KL penalty to the frozen start policy and, optionally, the SFT loss of
-the logged targets as an anchor (`rl.grpo.make_rl_step`, one jitted call). `train.loop.run_loop` owns the rest: checkpoints (train state with the estimator's
-state, data position) in RUN_DIR/checkpoints and resuming from them, validation every
+the logged targets as an anchor (`rl.grpo.make_rl_step`, one jitted call). `train.loop.run_loop`
+owns the rest: checkpoints (train state with the estimator's state, data position) in
+RUN_DIR/checkpoints and resuming from them, validation every
 `eval_every` steps (`rl.evaluation.evaluate_policy`), metrics and the progress log in RUN_DIR,
 pauses and SIGTERM.
 """
