@@ -76,6 +76,10 @@ class LoopOutcome:
     # Seconds spent in training steps (input pipeline included; validation and checkpoints
     # excluded), summed over every invocation of the run.
     train_seconds: float
+    # Host copies of the state at last_step's running counters (nonfinite_steps, `extra`): they
+    # describe the whole run even when the best state is the one returned.
+    last_nonfinite_steps: int = 0
+    last_extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def _scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -195,6 +199,7 @@ def run_loop(
         if stopped_early:
             logging.info("early stop: no %s improvement in %d evaluations", metric_name,
                          s.patience)
+        last_nonfinite_steps, last_extra = jax.device_get((state.nonfinite_steps, state.extra))
         if checkpointer is not None:
             checkpointer.wait_until_finished()
             # best_metric stays -inf until a validation yields a comparable value.
@@ -205,4 +210,5 @@ def run_loop(
         state=state, last_step=step, best_step=progress["best_step"],
         best_metric=progress["best_metric"], stopped_early=stopped_early,
         train_seconds=float(progress["train_seconds"]),
+        last_nonfinite_steps=int(last_nonfinite_steps), last_extra=last_extra,
     )
