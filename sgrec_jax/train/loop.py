@@ -45,12 +45,12 @@ class LoopSettings:
 
     max_steps_per_run: 0 = no limit; otherwise save and raise Preempted after that many steps in
     this invocation, so a long run can be spread over time-limited sessions. best_metric: a key
-    `validate` returns (larger is better) whose best checkpoint is kept and restored at the end,
-    or None to keep the last state; patience: evaluations of best_metric without improvement
-    before stopping (0 = never). validate_start: also validate the state a fresh run starts
-    from (step 0, checkpointed like any validated step), so with best_metric the starting
-    point is a candidate and the run never returns a state worse on validation than it began
-    with (RL from an SFT policy); a resumed run has done it already.
+    `validate` returns (larger is better) whose best checkpoint (the latest of equal ones) is
+    kept and restored at the end, or None to keep the last state; patience: evaluations of
+    best_metric without improvement before stopping (0 = never). validate_start: also validate
+    the state a fresh run starts from (step 0, checkpointed like any validated step), so with
+    best_metric the starting point is a candidate and the run never returns a state worse on
+    validation than it began with (RL from an SFT policy); a resumed run has done it already.
     """
 
     num_steps: int
@@ -149,10 +149,13 @@ def run_loop(
                     raise ValueError(f"best_metric {s.best_metric!r} is not among the validation "
                                      f"metrics {sorted(report)}")
                 value = report[s.best_metric]
-                if value > progress["best_metric"]:
-                    progress.update(best_metric=value, best_step=step, bad_evals=0)
-                else:
-                    progress["bad_evals"] += 1
+                improved = value > progress["best_metric"]
+                # A tie is no improvement (patience counts it) but moves the best to this step:
+                # the checkpointer keeps the latest of equal checkpoints, so the best step's
+                # checkpoint is always kept.
+                if value >= progress["best_metric"]:
+                    progress.update(best_metric=value, best_step=step)
+                progress["bad_evals"] = 0 if improved else progress["bad_evals"] + 1
                 stop_now = s.patience > 0 and progress["bad_evals"] >= s.patience
                 saved_metrics = {metric_name: value}
                 logging.info("step %d valid: %s (best %.4f at step %d)", step, values,

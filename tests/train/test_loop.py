@@ -1,6 +1,7 @@
 """The loop skeleton: a paused run resumes onto the uninterrupted trajectory with its metrics
 written once, the best validation state comes back after an early stop (the start state among
-the candidates with validate_start, across pauses too), and an in-memory run touches no disk."""
+the candidates with validate_start, the latest of tied ones, across pauses too), and an in-memory
+run touches no disk."""
 
 import dataclasses
 import json
@@ -74,6 +75,20 @@ def test_the_start_state_is_a_candidate_with_validate_start(trainer, tmp_path):
     assert int(outcome.state.step) == 0  # restored: no step beat the start
     assert_trees_equal(host(outcome.state.params), host(fresh_state().params))
     assert [r["step"] for r in records(tmp_path, "valid/")] == [0, 2, 4]
+
+
+def test_a_tie_moves_the_best_to_the_later_step_without_resetting_patience(trainer, tmp_path):
+    """The checkpointer keeps the latest of equal checkpoints; the loop restores that one."""
+    fresh_state, train_step = trainer
+    metric_at = {0: 2.0, 2: 2.0, 4: 1.0, 6: 1.0}
+    outcome = run_loop(
+        state=fresh_state(), step_fn=train_step, data=iterator(), run_dir=tmp_path,
+        validate=lambda state: {"m": metric_at[int(state.step)]},
+        settings=LoopSettings(num_steps=6, log_every=1, eval_every=2, keep_checkpoints=1,
+                              best_metric="m", patience=2, validate_start=True),
+    )
+    assert outcome.stopped_early and outcome.last_step == 4
+    assert (outcome.best_step, outcome.best_metric, int(outcome.state.step)) == (2, 2.0, 2)
 
 
 def test_best_on_validation_after_pauses_is_the_uninterrupted_runs(trainer, tmp_path):
