@@ -10,12 +10,13 @@ DIR/rl/checkpoints and a rerun resumes; metrics to DIR/rl (TensorBoard, metrics.
 log).
 
 At the end the policy (the final one, or with rl.best_metric the best on validation among the
-start policy and the validated steps: rl/best_step) ranks the test split by beam search (config.eval.beam_size); results:
-rl/recall@5, rl/ndcg@5, rl/recall@10, rl/ndcg@10, rl/valid_rate, rl/coverage@10,
-rl/ecpm@10 ("ecpm_eval": a pCTR model trained independently of the reward's, simulated bids),
-rl/semantic@10 (rl.semantic_eval_channel), rl/true_business@10 and rl/true_relevance@10 on the
-synthetic world (each: the mean over users of the mean over their top 10), rl/sign_agreement
-(business/semantic sign agreement averaged over training steps), and the ranked lists in
+start policy and the validated steps: rl/best_step) ranks the test split by beam search
+(config.eval.beam_size); results: rl/recall@5, rl/ndcg@5, rl/recall@10, rl/ndcg@10,
+rl/valid_rate, rl/coverage@10, rl/ecpm@10 ("ecpm_eval": a pCTR model trained independently of
+the reward's, simulated bids), rl/semantic@10 (rl.semantic_eval_channel), rl/true_business@10
+and rl/true_relevance@10 on the synthetic world (each: the mean over users of the mean over
+their top 10), rl/sign_agreement (business/semantic sign agreement averaged over training
+steps), rl/best_step, rl/best_valid_metric, rl/stopped_early, and the ranked lists in
 DIR/rl/test_rankings.npz. rl.num_steps = 0 evaluates the start policy (the SFT row).
 """
 

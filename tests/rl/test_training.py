@@ -23,9 +23,9 @@ def run(run_dir, **overrides):
     config = runs.rl_config(runs.mesh_config(1, 1), num_steps=8, eval_every=2,
                             best_metric="ndcg@10", **overrides)
     eval_channels = [runs.value_channel(EVAL_BUSINESS), REWARD_CHANNELS.get("hit")(None, {})]
-    return train_rl(config, NUM_ITEMS, runs.generator(), jax.device_put(build_catalog(CODES, SIZES)),
-                    runs.rl_channels(), eval_channels, runs.examples(160, 0), runs.examples(32, 1),
-                    run_dir)
+    catalog = jax.device_put(build_catalog(CODES, SIZES))
+    return train_rl(config, NUM_ITEMS, runs.generator(), catalog, runs.rl_channels(),
+                    eval_channels, runs.examples(160, 0), runs.examples(32, 1), run_dir)
 
 
 def params(model):

@@ -1,5 +1,6 @@
 """The sids -> sft -> rl pipeline (quickstart_rl) on a tiny synthetic world: results, resume, the
-start-policy row (num_steps 0) and starting from another run's SFT work directory."""
+start-policy row (num_steps 0), starting from another run's SFT work directory, and the checks of
+the best-policy selection fields."""
 
 import json
 import math
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 
 from experiments.configs import quickstart_rl
-from sgrec_jax.stages.pipeline import run_pipeline
+from sgrec_jax.stages.pipeline import check_config, run_pipeline
 
 RL_RESULTS = ("rl/recall@5", "rl/ndcg@5", "rl/recall@10", "rl/ndcg@10", "rl/valid_rate",
               "rl/ecpm@10", "rl/semantic@10", "rl/true_business@10", "rl/true_relevance@10")
@@ -78,3 +79,15 @@ def test_zero_steps_evaluates_the_start_policy_from_an_sft_workdir(run, tmp_path
         assert start[f"rl/{name}"] == results[name], name
     assert start["rl/last_step"] == 0 and math.isnan(start["rl/sign_agreement"])
     assert not (tmp_path / "rl" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("best_metric", "ndcg@20", "best_metric 'ndcg@20' is not a validation metric: one of recall@5"),
+    ("patience", 2, "patience 2 must be >= 0, and 0 without a best_metric"),
+    ("patience", -1, "patience -1 must be >= 0"),
+])
+def test_the_check_names_a_bad_selection_field(field, value, match):
+    check_config(tiny_config(best_metric="ecpm@10"))
+    check_config(tiny_config(best_metric="true_relevance@10", patience=3))  # synthetic truth
+    with pytest.raises(ValueError, match=match):
+        check_config(tiny_config(**{field: value}))
