@@ -61,6 +61,9 @@ def base_config() -> ConfigDict:
     # experiments.write_shards`, streamed by Grain; sgrec_jax/data/sources.py).
     config.data.source = "memory"
     config.data.shards_dir = ""
+    # Training examples the generator's SFT never sees, kept as the RL requests: "none",
+    # "last_transition" or "users:<fraction>" (sgrec_jax/data/holdout.py).
+    config.data.rl_holdout = "none"
 
     config.sid = ConfigDict()
     config.sid.source = "quantizer"  # "quantizer" or "index" (a precomputed LETTER index).
@@ -192,6 +195,10 @@ def rl_options() -> ConfigDict:
         "eval_every": 100,  # Validation and checkpoint cadence.
         "keep_checkpoints": 2,
         "max_steps_per_run": 0,  # > 0: save and stop after this many steps; rerun to resume.
+        # A validation metric (e.g. "ndcg@10", "ecpm@10"; larger is better) whose best state,
+        # the start policy included, is kept and tested; "" = the final policy.
+        "best_metric": "",
+        "patience": 0,  # Validations without best_metric improvement before stopping; 0 = never.
     })
 
 

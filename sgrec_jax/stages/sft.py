@@ -1,9 +1,10 @@
 """The "sft" stage: next-item SID prediction with teacher forcing, then test evaluation.
 
-Trains the configured generator (config.model) on the leave-one-out training examples with the
-shared supervised loop (validation NDCG@10 by constrained beam search on a fixed subset of
-validation users, early stopping, Orbax checkpoints in DIR/sft), then ranks the full test split
-with the best checkpoint. Results: recall@5, ndcg@5, recall@10, ndcg@10, valid_rate,
+Trains the configured generator (config.model) on the leave-one-out training examples, less
+those config.data.rl_holdout keeps for RL (data/holdout.py), with the shared supervised loop
+(validation NDCG@10 by constrained beam search on a fixed subset of validation users, early
+stopping, Orbax checkpoints in DIR/sft), then ranks the full test split with the best
+checkpoint. Results: recall@5, ndcg@5, recall@10, ndcg@10, valid_rate,
 argmax_invalid_rate, coverage@10 by name; ranked lists in DIR/sft/test_rankings.npz.
 """
 
@@ -18,6 +19,7 @@ from flax import nnx
 from ml_collections import ConfigDict
 
 from sgrec_jax.core.distributed import is_primary_process
+from sgrec_jax.data.holdout import check_rl_holdout, sft_examples
 from sgrec_jax.data.sources import check_data_source, load_splits
 from sgrec_jax.decoding.beam_search import LEVEL_SCORINGS
 from sgrec_jax.models.registry import build_model, parse_options
@@ -62,6 +64,7 @@ def _check(config: ConfigDict) -> None:
         raise ValueError("stage 'sft' needs the 'sids' stage before it in config.stages")
     check_training_config(config.sft, "sft")
     check_data_source(config.data.source, config.data.shards_dir, config.sft.length_buckets)
+    check_rl_holdout(config.data)
     if not 0.0 <= config.sft.history_crop <= 1.0:
         raise ValueError(f"sft.history_crop {config.sft.history_crop} must be in [0, 1]")
     if config.sft.history_crop_max_keep < 0:
@@ -100,7 +103,7 @@ def _run(context: RunContext) -> None:
     loss_fn = make_sft_loss(config.sft.history_crop, config.sft.history_crop_max_keep)
     outcome = train_supervised(
         model=model, loss_fn=loss_fn, evaluate=evaluate,
-        train=splits.train,
+        train=sft_examples(splits.train, config.data.rl_holdout),
         valid=subsample(splits.valid, config.eval.valid_users, config.seed),
         config=config.sft, mesh_config=config.mesh, run_dir=run_dir, seed=config.seed,
     )

@@ -1,5 +1,6 @@
 """The sids -> sft -> rl pipeline (quickstart_rl) on a tiny synthetic world: results, resume, the
-start-policy row (num_steps 0) and starting from another run's SFT work directory."""
+start-policy row (num_steps 0), starting from another run's SFT work directory, and the checks of
+the best-policy selection fields."""
 
 import json
 import math
@@ -93,3 +94,15 @@ def test_the_rl_loss_options_are_checked_before_any_work():
     ]:
         with pytest.raises(ValueError, match=message):
             check_config(tiny_config(**options))
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("best_metric", "ndcg@20", "best_metric 'ndcg@20' is not a validation metric: one of recall@5"),
+    ("patience", 2, "patience 2 must be >= 0, and 0 without a best_metric"),
+    ("patience", -1, "patience -1 must be >= 0"),
+])
+def test_the_check_names_a_bad_selection_field(field, value, match):
+    check_config(tiny_config(best_metric="ecpm@10"))
+    check_config(tiny_config(best_metric="true_relevance@10", patience=3))  # synthetic truth
+    with pytest.raises(ValueError, match=match):
+        check_config(tiny_config(**{field: value}))
