@@ -61,6 +61,9 @@ def base_config() -> ConfigDict:
     # experiments.write_shards`, streamed by Grain; sgrec_jax/data/sources.py).
     config.data.source = "memory"
     config.data.shards_dir = ""
+    # Training examples the generator's SFT never sees, kept as the RL requests: "none",
+    # "last_transition" or "users:<fraction>" (sgrec_jax/data/holdout.py).
+    config.data.rl_holdout = "none"
 
     config.sid = ConfigDict()
     config.sid.source = "quantizer"  # "quantizer" or "index" (a precomputed LETTER index).
@@ -169,7 +172,19 @@ def rl_options() -> ConfigDict:
         "weight_decay": 0.0,
         "clip_norm": 1.0,
         "clip_eps": 0.2,
-        "beta": 1e-3,  # Weight of the k3 KL penalty to the SFT reference.
+        "beta": 1e-3,  # Weight of the KL penalty to the SFT reference.
+        # The KL penalised: "k3" on the candidates' tokens (logged as k3_beams), or "exact", the
+        # KL of the constrained per-level distributions at the prefixes the candidates visit
+        # (logged as kl_exact either way); both per (candidate, level).
+        "kl_estimator": "k3",
+        "pg_weight": 1.0,  # Weight of the clipped policy-gradient objective.
+        # Weight of the SFT loss of each request's logged target (the NLL anchor). pg_weight 0,
+        # nll_weight 1, beta 0: SFT continued on the RL requests, the control row of an RL run.
+        "nll_weight": 0.0,
+        # How a candidate's advantage reaches its SID levels: "item" (every level gets it) or
+        # "prefix_tree" (each level gets the change in the group's mean advantage its code
+        # caused; sgrec_jax/rl/level_credit.py).
+        "level_credit": "item",
         "semantic_sample_ratio": 1.0,  # Fraction of requests semantic channels judge.
         "semantic_eval_channel": "emb_cosine",  # Scores rl/semantic@10.
         "init_workdir": "",  # An SFT work directory to start from when "sft" is not a stage.
@@ -180,6 +195,10 @@ def rl_options() -> ConfigDict:
         "eval_every": 100,  # Validation and checkpoint cadence.
         "keep_checkpoints": 2,
         "max_steps_per_run": 0,  # > 0: save and stop after this many steps; rerun to resume.
+        # A validation metric (e.g. "ndcg@10", "ecpm@10"; larger is better) whose best state,
+        # the start policy included, is kept and tested; "" = the final policy.
+        "best_metric": "",
+        "patience": 0,  # Validations without best_metric improvement before stopping; 0 = never.
     })
 
 

@@ -1,4 +1,5 @@
-"""The clipped policy-gradient objective and the k3 KL estimate (algorithms.md section 5).
+"""The clipped policy-gradient objective, the k3 KL estimate and the exact KL between two
+categorical distributions (algorithms.md sections 5 and 5b).
 
 Shared by every policy this project trains with GRPO: the SID generator (rl/grpo.py, tokens =
 SID levels) and the PSJ aggregator (judge/aggregator.py, tokens = aspects). Each equation lives
@@ -49,3 +50,18 @@ def k3_kl(token_logprob: jax.Array, ref_token_logprob: jax.Array) -> jax.Array:
     log_r = ref_token_logprob.astype(jnp.float32) - token_logprob.astype(jnp.float32)
     log_r = jnp.clip(log_r, -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
     return jnp.exp(log_r) - log_r - 1.0
+
+
+def exact_kl(logp_xv: jax.Array, ref_logp_xv: jax.Array) -> jax.Array:
+    """float32 [...] KL(pi || pi_ref) = sum_c pi(c) (log pi(c) - log pi_ref(c)) of categorical
+    distributions given as log-probs over their last axis.
+
+    Codes where pi's log-prob is -inf (off its support, e.g. off the catalog trie) contribute 0
+    with zero gradient; a row with no support gives 0. The reference must cover pi's support
+    (in RL both are renormalised over the same allowed codes).
+    """
+    support_xv = jnp.isfinite(logp_xv)
+    logp_xv = jnp.where(support_xv, logp_xv.astype(jnp.float32), 0.0)
+    ref_xv = jnp.where(support_xv, ref_logp_xv.astype(jnp.float32), 0.0)
+    p_xv = jnp.where(support_xv, jnp.exp(logp_xv), 0.0)
+    return (p_xv * (logp_xv - ref_xv)).sum(-1)

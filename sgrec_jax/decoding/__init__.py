@@ -11,11 +11,14 @@ from sgrec_jax.decoding.logprob import (
     SequenceLogProb,
     SidPolicy,
     constrained_entropy,
+    constrained_log_softmax,
     constrained_logprob,
+    log_softmax_entropy,
     masked_entropy,
     masked_log_softmax,
     path_masks,
     sequence_logprob,
+    token_logprob,
 )
 from sgrec_jax.decoding.sampling import SampleResult, constrained_sample, constrained_sample_jit
 
@@ -27,12 +30,15 @@ __all__ = [
     "constrained_beam_search",
     "constrained_beam_search_jit",
     "constrained_entropy",
+    "constrained_log_softmax",
     "constrained_logprob",
     "constrained_sample",
     "constrained_sample_jit",
+    "log_softmax_entropy",
     "masked_entropy",
     "masked_log_softmax",
     "path_masks",
     "sequence_logprob",
+    "token_logprob",
     "unconstrained_argmax_invalid",
 ]

@@ -70,8 +70,15 @@ def masked_log_softmax(logits_xv: jax.Array, mask_xv: jax.Array) -> jax.Array:
 
 def masked_entropy(logits_xv: jax.Array, mask_xv: jax.Array) -> jax.Array:
     """float32 [...] entropy (nats) of the softmax renormalised over `mask_xv`; 0 for empty rows."""
-    logp_xv = jnp.where(mask_xv, masked_log_softmax(logits_xv, mask_xv), 0.0)
-    p_xv = jnp.where(mask_xv, jnp.exp(logp_xv), 0.0)
+    return log_softmax_entropy(masked_log_softmax(logits_xv, mask_xv))
+
+
+def log_softmax_entropy(logp_xv: jax.Array) -> jax.Array:
+    """float32 [...] entropy -sum p log p of distributions given as log-probs [..., V], -inf
+    entries (codes off the trie) taking no part; 0 for all -inf rows, with finite gradients."""
+    support_xv = jnp.isfinite(logp_xv)
+    logp_xv = jnp.where(support_xv, logp_xv, 0.0)
+    p_xv = jnp.where(support_xv, jnp.exp(logp_xv), 0.0)
     return -(p_xv * logp_xv).sum(-1)
 
 
@@ -111,10 +118,28 @@ def constrained_logprob(
         invalid token on (codes of -1, e.g. beam-search padding, included).
       catalog: the trie whose valid next tokens define the policy.
     """
+    return token_logprob(constrained_log_softmax(logits_bklv, codes_bkl, catalog), codes_bkl)
+
+
+def constrained_log_softmax(
+    logits_bklv: jax.Array, codes_bkl: jax.Array, catalog: Catalog
+) -> jax.Array:
+    """float32 [B, K, L, V] the constrained next-code distributions along K SIDs per request.
+
+    Level l's row is log pi_l(. | x, codes < l): the log-softmax over the codes the trie allows
+    after the SID's own prefix, -inf elsewhere (all -inf after the SID leaves the trie). Every
+    log-prob, entropy and exact KL of a SID's levels is read off these rows.
+    """
     _check_logits(logits_bklv, codes_bkl, catalog)
-    logp_bklv = masked_log_softmax(logits_bklv, path_masks(catalog, codes_bkl))
-    in_range_bkl = (codes_bkl >= 0) & (codes_bkl < catalog.vocab_size)
-    index_bkl1 = jnp.clip(codes_bkl, 0, catalog.vocab_size - 1)[..., None]
+    return masked_log_softmax(logits_bklv, path_masks(catalog, codes_bkl))
+
+
+def token_logprob(logp_bklv: jax.Array, codes_bkl: jax.Array) -> SequenceLogProb:
+    """The log-probs of the SIDs' own codes in `constrained_log_softmax` rows; -inf for codes
+    outside the vocabulary (e.g. beam-search padding -1)."""
+    vocab = logp_bklv.shape[-1]
+    in_range_bkl = (codes_bkl >= 0) & (codes_bkl < vocab)
+    index_bkl1 = jnp.clip(codes_bkl, 0, vocab - 1)[..., None]
     token_bkl = jnp.take_along_axis(logp_bklv, index_bkl1, axis=-1)[..., 0]
     token_bkl = jnp.where(in_range_bkl, token_bkl, -jnp.inf)
     return SequenceLogProb(token_bkl.sum(-1), token_bkl)
@@ -127,8 +152,7 @@ def constrained_entropy(
 
     Level l's distribution is the one after the SID's own prefix codes < l (what RL logs).
     """
-    _check_logits(logits_bklv, codes_bkl, catalog)
-    return masked_entropy(logits_bklv, path_masks(catalog, codes_bkl))
+    return log_softmax_entropy(constrained_log_softmax(logits_bklv, codes_bkl, catalog))
 
 
 def sequence_logprob(

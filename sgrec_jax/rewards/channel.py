@@ -101,6 +101,9 @@ class RewardChannel:
       kind: one of KINDS ("business", "semantic", "truth").
       tables: pytree of arrays passed to score_fn (the pytree's only leaves).
       score_fn: pure, jittable; NaN for padding candidates and unjudged requests.
+      reads_logprob: whether score_fn reads logprob_bg (the policy's item log-probs, e.g. to
+        rank the group). The RL step computes them only for channels that say so; the others
+        get NaN there (rl.grpo.needs_old_pass).
     """
 
     name: str
@@ -109,6 +112,7 @@ class RewardChannel:
     kind: str
     tables: Any
     score_fn: ScoreFn
+    reads_logprob: bool = False
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -126,7 +130,8 @@ class RewardChannel:
 
 
 jax.tree_util.register_dataclass(
-    RewardChannel, data_fields=["tables"], meta_fields=["name", "low", "high", "kind", "score_fn"]
+    RewardChannel, data_fields=["tables"],
+    meta_fields=["name", "low", "high", "kind", "score_fn", "reads_logprob"],
 )
 
 

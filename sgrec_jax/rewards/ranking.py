@@ -68,4 +68,4 @@ def build_hit(setup: RewardSetup, options: Mapping[str, Any]) -> RewardChannel:
 
 def build_rank(setup: RewardSetup, options: Mapping[str, Any]) -> RewardChannel:
     del setup, options
-    return RewardChannel("rank", -1.0, 1.0, "business", {}, _rank_score)
+    return RewardChannel("rank", -1.0, 1.0, "business", {}, _rank_score, reads_logprob=True)

@@ -29,6 +29,8 @@ from sgrec_jax.train.evaluate import Rankings, rank_with_generator, ranking_repo
 EVAL_BUSINESS = "ecpm_eval"
 TRUTH_AT_10 = {"true_business": "true_business@10", "true_relevance": "true_relevance@10"}
 TOP_K = 10
+# The ranking metrics `evaluate_policy` reports (beside the reward metrics of reward_names).
+RANKING_METRICS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10", "coverage@10", "valid_rate")
 
 
 @jax.jit
@@ -58,6 +60,13 @@ def reward_names(config: ConfigDict) -> dict[str, str]:
     """Result name -> the eval channel that scores it: ecpm@10, semantic@10 (+ the truth)."""
     return {"ecpm@10": EVAL_BUSINESS, "semantic@10": config.rl.semantic_eval_channel,
             **{name: channel for channel, name in TRUTH_AT_10.items()}}
+
+
+def selectable_metrics(config: ConfigDict) -> tuple[str, ...]:
+    """The validation metrics rl.best_metric may name: the ranking metrics, ecpm@10,
+    semantic@10, and the ground-truth ones on the synthetic world."""
+    truth = tuple(TRUTH_AT_10.values()) if config.data.format == "synthetic" else ()
+    return (*RANKING_METRICS, "ecpm@10", "semantic@10", *truth)
 
 
 def test_rewards(config: ConfigDict, channels: Sequence[RewardChannel], examples: Examples,

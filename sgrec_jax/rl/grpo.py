@@ -8,16 +8,33 @@
 One call is one rollout batch, all inside one jit: G candidates per request from the current
 policy (`rollout.generate`), their per-token log-probs under pi_old and the frozen SFT reference
 pi_ref (`rollout.score_group`), the reward tensor R[B, G, K], the advantages of the configured
-estimator (with the per-channel gradient Gram matrix when it needs one), then
-`updates_per_batch` clipped policy-gradient updates under `lax.scan`, each the shared
-`train_state.make_update` step with `grpo_loss`. The state is donated; the reference parameters
-are a separate argument, sharded like the policy's and never seen by the optimizer.
+estimator (with the per-channel gradient Gram matrix when it needs one) spread over the SID
+levels (`level_credit`), then `updates_per_batch` clipped policy-gradient updates under
+`lax.scan`, each the shared `train_state.make_update` step with `policy_loss`. The state is
+donated; the reference parameters are a separate argument, sharded like the policy's and never
+seen by the optimizer.
+
+The loss (algorithms.md 5 and 5b) is
+
+    pg_weight * (-J_clip) + beta * KL + nll_weight * NLL(target),
+
+KL by `kl_estimator` ("k3" on the candidates' tokens, or the "exact" KL of the constrained
+per-level distributions at the prefixes the candidates visit), NLL the SFT loss of each request's
+logged target (`train.next_item`). pg_weight = 0, nll_weight = 1, beta = 0 is SFT continued on
+the RL requests: the control row of an RL run.
+
+pi_old without a second pass: with one update per rollout batch, the update's own forward pass
+is at the rollout parameters, so it gives pi_old (and the logged entropy). The separate pi_old
+pass runs only when something reads it first (`needs_old_pass`): a reward channel that reads the
+policy's log-probs (`rank`), or updates after the first. (XLA drops a pass nothing reads; before,
+the entropy metric alone kept it alive.)
 
 `TrainState.step` counts rollout batches (the optimizer's own count is in its state);
 `nonfinite_steps` counts skipped updates. A batch whose rewards are faulty (inf anywhere, or NaN
 in a channel that has no "not judged" state) trains on nothing: its advantages become NaN, so
 every update of the batch sees a non-finite loss, is skipped and counted, and the estimator keeps
-its state. Non-finite values never reach the parameters.
+its state (with pg_weight = 0 the advantages are not in the loss and the anchor still trains).
+Non-finite values never reach the parameters.
 """
 
 from __future__ import annotations
@@ -33,16 +50,21 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
-from sgrec_jax.core.policy_gradient import clipped_objective, k3_kl
+from sgrec_jax.core.policy_gradient import clipped_objective, exact_kl, k3_kl
 from sgrec_jax.core.sharding import batch_sharding, replicated
 from sgrec_jax.rewards.channel import RewardChannel, RewardRequests, reward_tensor
 from sgrec_jax.rl.estimators import Estimator, channel_advantages
-from sgrec_jax.rl.rollout import generate, score_group
+from sgrec_jax.rl.level_credit import level_advantage
+from sgrec_jax.rl.rollout import generate, score_group, score_logits
 from sgrec_jax.sid.catalog import Catalog
+from sgrec_jax.train.next_item import next_item_nll
 from sgrec_jax.train.train_state import LossFn, Metrics, TrainState, make_update
 
+KL_ESTIMATORS = ("k3", "exact")
+
 # Per-update metrics averaged over the updates of a rollout batch.
-UPDATE_MEANS = ("loss", "grad_norm", "policy_objective", "kl", "clip_frac", "ratio_mean")
+UPDATE_MEANS = ("loss", "grad_norm", "policy_objective", "k3_beams", "kl_exact", "nll",
+                "clip_frac", "ratio_mean")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,11 +77,17 @@ class RLSettings:
       temperature: sampling temperature (sample rollouts only).
       updates_per_batch: optimizer updates per rollout batch (pi_old = the rollout policy).
       clip_eps: PPO clip range of the token ratio.
-      beta: weight of the k3 KL penalty to the reference.
+      beta: weight of the KL penalty to the reference.
       semantic_sample_ratio: fraction of requests judged by semantic channels (sparse judging).
       judge_seed: seeds the sparse-judging mask.
       gradient_params: regex over parameter paths ("decoder/0/mlp_in/kernel") selecting the
         parameters whose per-channel gradients form the Gram matrix (popo, mgda); "" = all.
+      pg_weight: weight of the clipped policy-gradient objective (0: no reward signal).
+      nll_weight: weight of the NLL anchor, the SFT loss of each request's logged target.
+      kl_estimator: "k3" (per token of the candidates) or "exact" (per-level distributions);
+        `grpo_loss`.
+      level_credit: "item" or "prefix_tree", how a candidate's advantage reaches its levels
+        (`rl.level_credit`).
     """
 
     group_size: int
@@ -71,57 +99,124 @@ class RLSettings:
     semantic_sample_ratio: float
     judge_seed: int
     gradient_params: str = ""
+    pg_weight: float = 1.0
+    nll_weight: float = 0.0
+    kl_estimator: str = "k3"
+    level_credit: str = "item"
 
 
 def grpo_loss(
     token_logprob_bgl: jax.Array,
     old_token_logprob_bgl: jax.Array,
     ref_token_logprob_bgl: jax.Array,
-    advantage_bg: jax.Array,
+    advantage_bgl: jax.Array,
     *,
     clip_eps: float,
     beta: float,
+    pg_weight: float = 1.0,
+    kl_estimator: str = "k3",
+    logp_bglv: jax.Array | None = None,
+    ref_logp_bglv: jax.Array | None = None,
 ) -> tuple[jax.Array, Metrics]:
-    """-J, the negated clipped objective minus the KL penalty, and its metrics.
+    """-(pg_weight * J_clip - beta * KL), the negated clipped objective and KL penalty, and its
+    metrics.
 
-    J = mean_{b,g} 1/L sum_t min(rho A, clip(rho, 1-eps, 1+eps) A) - beta mean k3, with the
-    token ratio rho = pi / pi_old. Metrics: policy_objective (the clipped term), kl (mean k3
-    over tokens), clip_frac (tokens where clipping binds: rho > 1+eps with A > 0 or
+    J_clip = mean_{b,g} 1/L sum_t min(rho A, clip(rho, 1-eps, 1+eps) A) with the token ratio
+    rho = pi / pi_old and A = advantage_bgl, float [B, G, L] per level or [B, G, 1] per
+    candidate (`rl.level_credit`). KL (`kl_estimator`, static):
+      "k3": mean over the candidates' tokens of k3(log pi_ref - log pi) at the chosen code. With
+        beam rollouts the candidates are the policy's top G, not samples, so this is a penalty
+        on the beams, not an estimate of KL(pi || pi_ref).
+      "exact": mean over (candidate, level) of KL(pi_l || pi_ref,l) between the constrained
+        next-code distributions after the candidate's prefix (`core.policy_gradient.exact_kl`
+        of logp_bglv and ref_logp_bglv [B, G, L, V], `rollout.GroupScore.logp_bglv`): every
+        prefix the group visits, weighted by how many candidates visit it. The same
+        normalisation as "k3" (per token), so beta means the same for both.
+    A zero weight (pg_weight or beta) drops its term from the loss (a Python-level branch: a
+    NaN advantage or a -inf log-prob of a padded candidate then cannot reach the gradient).
+
+    Metrics: policy_objective (J_clip), k3_beams (the mean k3), kl_exact (when the
+    distributions are given), clip_frac (tokens where clipping binds: rho > 1+eps with A > 0 or
     rho < 1-eps with A < 0), ratio_mean.
     """
-    terms = clipped_objective(
-        token_logprob_bgl, old_token_logprob_bgl, advantage_bg[:, :, None], clip_eps
-    )
+    if kl_estimator not in KL_ESTIMATORS:
+        raise ValueError(f"kl_estimator {kl_estimator!r} is not one of {', '.join(KL_ESTIMATORS)}")
+    terms = clipped_objective(token_logprob_bgl, old_token_logprob_bgl, advantage_bgl, clip_eps)
     objective = terms.objective.mean()
-    kl = k3_kl(token_logprob_bgl, ref_token_logprob_bgl).mean()
     metrics = {
         "policy_objective": objective,
-        "kl": kl,
+        "k3_beams": k3_kl(token_logprob_bgl, ref_token_logprob_bgl).mean(),
         "clip_frac": terms.binds.mean(),
         "ratio_mean": terms.ratio.mean(),
     }
-    return -(objective - beta * kl), metrics
+    if logp_bglv is not None and ref_logp_bglv is not None:
+        metrics["kl_exact"] = exact_kl(logp_bglv, ref_logp_bglv).mean()
+    if kl_estimator == "exact" and "kl_exact" not in metrics:
+        raise ValueError('kl_estimator "exact" needs logp_bglv and ref_logp_bglv')
+    kl = metrics["kl_exact"] if kl_estimator == "exact" else metrics["k3_beams"]
+    loss = jnp.zeros((), jnp.float32)
+    if beta:
+        loss += beta * kl
+    if pg_weight:
+        loss -= pg_weight * objective
+    return loss, metrics
 
 
-def policy_loss(catalog: Catalog, *, clip_eps: float, beta: float) -> LossFn:
-    """The `make_update` loss of a scored group batch.
+def policy_loss(
+    catalog: Catalog,
+    *,
+    clip_eps: float,
+    beta: float,
+    pg_weight: float = 1.0,
+    nll_weight: float = 0.0,
+    kl_estimator: str = "k3",
+) -> LossFn:
+    """The `make_update` loss of a scored group batch: `grpo_loss` + nll_weight * NLL.
 
-    Batch: history [B, H], history_mask [B, H], codes_bgl [B, G, L], old_token_logprob_bgl,
-    ref_token_logprob_bgl [B, G, L], advantage_bg [B, G], first_update bool []. On the first
-    update pi_old is pi itself (same function, same parameters), taken from this very forward
-    pass, so the ratio is exactly 1 whatever the compiler fuses differently.
+    Batch: history [B, H], history_mask [B, H], target [B] (the logged next item), codes_bgl
+    [B, G, L], ref_token_logprob_bgl [B, G, L], advantage_bgl [B, G, L or 1], first_update
+    bool []; optional: old_token_logprob_bgl [B, G, L] (pi_old of updates after the first;
+    absent, pi_old is always this very pass, right only for one update per rollout batch) and
+    ref_logp_bglv [B, G, L, V] (the reference's constrained distributions: the kl_exact metric,
+    and needed by kl_estimator "exact").
+
+    One deterministic forward pass (no dropout: pi must equal pi_old at equal parameters)
+    scores the G candidates and, as a (G+1)-th candidate sharing the encoded history, the
+    target's SID. On the first update pi_old is pi itself, taken from this very pass, so the
+    ratio is exactly 1 whatever the compiler fuses differently. NLL = mean_b sum_l
+    -log softmax(logits_l)[target code l], the SFT loss (`train.next_item`, full softmax over
+    the level vocabulary) without its dropout, so its gradient is nll_weight x the SFT
+    gradient.
+
+    Metrics: grpo_loss's, nll (always, the anchor's value even at nll_weight 0) and entropy
+    (mean entropy of the constrained next-code distributions along the candidates; on the first
+    update that of the rollout policy).
     """
 
     def loss_fn(model: nnx.Module, batch: dict, rng: jax.Array) -> tuple[jax.Array, Metrics]:
         del rng  # Scoring is deterministic: dropout would make pi differ from pi_old.
-        logp_bgl = score_group(
-            model, catalog, batch["history"], batch["history_mask"], batch["codes_bgl"]
-        ).token_logprob_bgl
-        old_bgl = jnp.where(
-            batch["first_update"], jax.lax.stop_gradient(logp_bgl), batch["old_token_logprob_bgl"]
+        codes_bgl = batch["codes_bgl"]
+        g = codes_bgl.shape[1]
+        target_bl = model.item_codes(batch["target"])
+        memory = model.encode(batch["history"], batch["history_mask"], deterministic=True)
+        logits_bklv = model.sequence_logits(
+            memory, jnp.concatenate([codes_bgl, target_bl[:, None]], axis=1)
         )
-        return grpo_loss(logp_bgl, old_bgl, batch["ref_token_logprob_bgl"],
-                         batch["advantage_bg"], clip_eps=clip_eps, beta=beta)
+        score = score_logits(logits_bklv[:, :g], codes_bgl, catalog)
+        logp_bgl = score.token_logprob_bgl
+        own_bgl = jax.lax.stop_gradient(logp_bgl)
+        old_bgl = own_bgl
+        if "old_token_logprob_bgl" in batch:
+            old_bgl = jnp.where(batch["first_update"], own_bgl, batch["old_token_logprob_bgl"])
+        loss, metrics = grpo_loss(
+            logp_bgl, old_bgl, batch["ref_token_logprob_bgl"], batch["advantage_bgl"],
+            clip_eps=clip_eps, beta=beta, pg_weight=pg_weight, kl_estimator=kl_estimator,
+            logp_bglv=score.logp_bglv, ref_logp_bglv=batch.get("ref_logp_bglv"),
+        )
+        nll = next_item_nll(logits_bklv[:, g], target_bl).sum(-1).mean()
+        if nll_weight:
+            loss = loss + nll_weight * nll
+        return loss, {**metrics, "nll": nll, "entropy": score.entropy_bgl.mean()}
 
     return loss_fn
 
@@ -150,15 +245,16 @@ def channel_gram(
     model_state: nnx.State,
     catalog: Catalog,
     batch: dict,
-    channel_adv_bgk: jax.Array,
+    channel_adv_bglk: jax.Array,
     gradient_params: str = "",
 ) -> jax.Array:
     """float32 [K, K] Gram matrix <g_i, g_j> of the per-channel policy gradients at pi_old.
 
     g_k is the gradient of the clipped policy loss (no KL term) whose advantage is channel k's
-    alone, channel_adv_bgk[..., k], at the rollout parameters (where the ratio is 1 and the
-    clip is inactive), restricted to the parameters matching `gradient_params`. The forward
-    pass is shared by the K channels (one reverse pass each).
+    alone, channel_adv_bglk[..., k] ([B, G, L or 1, K]: spread over levels as the update
+    spreads the mixed advantage), at the rollout parameters (where the ratio is 1 and the clip
+    is inactive), restricted to the parameters matching `gradient_params`. The forward pass is
+    shared by the K channels (one reverse pass each).
     """
     leaves, treedef = jax.tree.flatten(params)
     chosen = select_params(params, gradient_params)
@@ -173,13 +269,13 @@ def channel_gram(
         ).token_logprob_bgl
         old_bgl = jax.lax.stop_gradient(logp_bgl)
 
-        def loss(adv_bg: jax.Array) -> jax.Array:
-            return grpo_loss(logp_bgl, old_bgl, old_bgl, adv_bg, clip_eps=1.0, beta=0.0)[0]
+        def loss(adv_bgl: jax.Array) -> jax.Array:
+            return grpo_loss(logp_bgl, old_bgl, old_bgl, adv_bgl, clip_eps=1.0, beta=0.0)[0]
 
-        return jax.vmap(loss, in_axes=-1)(channel_adv_bgk)
+        return jax.vmap(loss, in_axes=-1)(channel_adv_bglk)
 
     jacobian = jax.jacrev(channel_losses_k)([leaves[i] for i in chosen])
-    k = channel_adv_bgk.shape[-1]
+    k = channel_adv_bglk.shape[-1]
     gram_kk = jnp.zeros((k, k), jnp.float32)
     for g in jacobian:
         g_kp = g.reshape(k, -1).astype(jnp.float32)
@@ -226,6 +322,17 @@ def _accumulate(totals: dict, stats: Metrics, fault: jax.Array) -> dict:
     }
 
 
+def needs_old_pass(settings: RLSettings, channels: Sequence[RewardChannel]) -> bool:
+    """Whether the RL step scores the group under pi_old in a pass of its own.
+
+    Only when pi_old is read before (or apart from) the first update's forward pass: a reward
+    channel reads the policy's log-probs (`RewardChannel.reads_logprob`, e.g. `rank`), or
+    updates after the first need the rollout policy's token log-probs. The per-channel gradients
+    of popo/mgda (`channel_gram`) run their own forward pass and read nothing of it.
+    """
+    return settings.updates_per_batch > 1 or any(c.reads_logprob for c in channels)
+
+
 def make_rl_step(
     *,
     graphdef: nnx.GraphDef,
@@ -235,6 +342,7 @@ def make_rl_step(
     settings: RLSettings,
     mesh: Mesh,
     state_sharding: TrainState,
+    _force_old_pass: bool = False,
 ) -> Callable[..., tuple[TrainState, Metrics]]:
     """The jitted `rl_step(state, ref_params, channels, catalog, batch) -> (state, metrics)`.
 
@@ -242,16 +350,20 @@ def make_rl_step(
     parameters (sharded like state.params), the reward channels (a pytree of their tables,
     replicated), the catalog (replicated) and a batch of requests from
     `data.pipeline.train_iterator` (history, history_mask, target, user; split over the mesh).
+    `_force_old_pass` (tests only) scores pi_old in its own pass, as every step did before
+    `needs_old_pass`, even when the first update's pass can stand in for it.
 
     Metrics (replicated scalars): the estimator's stats (per-channel reward mean/std,
     zero-std fractions, sign agreement, A2PO lambda, weights, ...), the means over the batch's
-    updates of loss, grad_norm, policy_objective, kl, clip_frac and ratio_mean, entropy (of
-    the rollout policy over the candidates' tokens), judged_frac (sparse-judging mask),
-    reward_fault (0/1), skipped (updates skipped in this batch), nonfinite_steps (running
-    count) and learning_rate.
+    updates of loss, grad_norm, policy_objective, k3_beams, kl_exact, nll, clip_frac and
+    ratio_mean (`policy_loss`), entropy (of the rollout policy over the candidates' tokens,
+    from the pi_old pass, or without one from the first update's forward pass, which is at the
+    rollout parameters), judged_frac (sparse-judging mask), reward_fault (0/1), skipped
+    (updates skipped in this batch), nonfinite_steps (running count) and learning_rate.
     """
     kinds = tuple(c.kind for c in channels)
     judge_key = jax.random.key(settings.judge_seed)
+    old_pass = _force_old_pass or needs_old_pass(settings, channels)
 
     # The channels' tables are an argument of the step (device arrays, not baked-in constants).
     def rl_step(state: TrainState, ref_params: nnx.State,
@@ -266,37 +378,50 @@ def make_rl_step(
         group = generate(policy, catalog, history_bh, mask_bh, rollout_rng,
                          mode=settings.rollout, group_size=settings.group_size,
                          temperature=settings.temperature)
-        old = score_group(policy, catalog, history_bh, mask_bh, group.codes_bgl)
         ref = score_group(reference, catalog, history_bh, mask_bh, group.codes_bgl)
+        data = {"history": history_bh, "history_mask": mask_bh, "target": batch["target"],
+                "codes_bgl": group.codes_bgl, "ref_token_logprob_bgl": ref.token_logprob_bgl,
+                "ref_logp_bglv": ref.logp_bglv}
+        # No channel reads the log-probs without an old pass (needs_old_pass): NaN, not a guess.
+        logprob_bg = jnp.full(group.items_bg.shape, jnp.nan, jnp.float32)
+        old = None
+        if old_pass:
+            old = score_group(policy, catalog, history_bh, mask_bh, group.codes_bgl)
+            data["old_token_logprob_bgl"] = old.token_logprob_bgl
+            logprob_bg = old.logprob_bg
 
         # Rewards and advantages.
         judged_b = judged_mask(judge_key, batch["user"], batch["target"],
                                settings.semantic_sample_ratio)
         requests = RewardRequests.from_batch(batch, judged_b)
-        rewards_bgk = reward_tensor(reward_channels, requests, group.items_bg, old.logprob_bg)
+        rewards_bgk = reward_tensor(reward_channels, requests, group.items_bg, logprob_bg)
         fault = reward_fault(rewards_bgk, kinds)
-        data = {"history": history_bh, "history_mask": mask_bh, "codes_bgl": group.codes_bgl,
-                "old_token_logprob_bgl": old.token_logprob_bgl,
-                "ref_token_logprob_bgl": ref.token_logprob_bgl}
+
+        def spread(adv_bg: jax.Array) -> jax.Array:
+            return level_advantage(settings.level_credit, adv_bg, group.codes_bgl,
+                                   group.items_bg)
+
         gram_kk = None
         if estimator.needs_gradients:
+            channel_adv_bglk = jax.vmap(spread, in_axes=-1, out_axes=-1)(
+                channel_advantages(rewards_bgk))
             gram_kk = channel_gram(graphdef, state.params, state.model_state, catalog, data,
-                                   channel_advantages(rewards_bgk), settings.gradient_params)
+                                   channel_adv_bglk, settings.gradient_params)
         advantage_bg, estimator_state, stats = estimator(
             rewards_bgk, state.extra["estimator"], gram_kk=gram_kk
         )
-        advantage_bg = jnp.where(fault, jnp.nan, advantage_bg)
+        advantage_bgl = spread(jnp.where(fault, jnp.nan, advantage_bg))
         estimator_state = jax.tree.map(lambda new, old: jnp.where(fault, old, new),
                                        estimator_state, state.extra["estimator"])
 
         # Updates: pi moves away from pi_old over the batch's updates.
-        update = make_update(
-            graphdef, policy_loss(catalog, clip_eps=settings.clip_eps, beta=settings.beta),
-            optimizer,
-        )
+        loss_fn = policy_loss(catalog, clip_eps=settings.clip_eps, beta=settings.beta,
+                              pg_weight=settings.pg_weight, nll_weight=settings.nll_weight,
+                              kl_estimator=settings.kl_estimator)
+        update = make_update(graphdef, loss_fn, optimizer)
 
         def one_update(state: TrainState, first: jax.Array) -> tuple[TrainState, Metrics]:
-            return update(state, {**data, "advantage_bg": advantage_bg, "first_update": first})
+            return update(state, {**data, "advantage_bgl": advantage_bgl, "first_update": first})
 
         first_u = jnp.arange(settings.updates_per_batch) == 0
         new_state, per_update = jax.lax.scan(one_update, state.replace(rng=rng), first_u)
@@ -307,7 +432,9 @@ def make_rl_step(
         metrics = {
             **stats,
             **{k: per_update[k].mean() for k in UPDATE_MEANS},
-            "entropy": old.entropy_bgl.mean(),
+            # The first update's pass is at the rollout parameters: the entropy of pi_old too.
+            "entropy": (per_update["entropy"][0] if old is None
+                        else old.entropy_bgl.mean()),
             "judged_frac": judged_b.mean(),
             "reward_fault": fault.astype(jnp.int32),
             "skipped": per_update["skipped"].sum(),

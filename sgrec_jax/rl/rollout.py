@@ -8,7 +8,7 @@
 Two modes: "beam" (constrained beam search with beam = G: the G best distinct items, as
 MiniOneRec does; deterministic) and "sample" (constrained ancestral sampling at a temperature;
 items may repeat within a group). Scoring is the one function pi, pi_old and pi_ref share
-(`decoding.constrained_logprob` of teacher-forced logits): each request's history is encoded
+(`decoding.constrained_log_softmax` of teacher-forced logits): each request's history is encoded
 once and its G candidates are scored together against that memory, never from beam scores.
 Everything here is traceable and vectorised over requests and candidates.
 """
@@ -20,7 +20,12 @@ from typing import NamedTuple
 import jax
 
 from sgrec_jax.decoding.beam_search import constrained_beam_search
-from sgrec_jax.decoding.logprob import SidPolicy, constrained_entropy, constrained_logprob
+from sgrec_jax.decoding.logprob import (
+    SidPolicy,
+    constrained_log_softmax,
+    log_softmax_entropy,
+    token_logprob,
+)
 from sgrec_jax.decoding.sampling import constrained_sample
 from sgrec_jax.sid.catalog import Catalog
 
@@ -46,10 +51,13 @@ class GroupScore(NamedTuple):
       token_logprob_bgl: float32 [B, G, L] per-token log-prob under the constrained policy.
       entropy_bgl: float32 [B, G, L] entropy of the constrained next-token distribution after
         each candidate's own prefix.
+      logp_bglv: float32 [B, G, L, V] those distributions themselves (log-probs over the allowed
+        codes, -inf elsewhere), for the exact KL to the reference.
     """
 
     token_logprob_bgl: jax.Array
     entropy_bgl: jax.Array
+    logp_bglv: jax.Array
 
     @property
     def logprob_bg(self) -> jax.Array:
@@ -100,6 +108,12 @@ def score_group(
     (no dropout), so scoring the same parameters twice gives the same numbers.
     """
     memory = model.encode(history_bh, history_mask_bh, deterministic=True)
-    logits_bglv = model.sequence_logits(memory, codes_bgl)
-    token_logprob_bgl = constrained_logprob(logits_bglv, codes_bgl, catalog).token_logprob_bkl
-    return GroupScore(token_logprob_bgl, constrained_entropy(logits_bglv, codes_bgl, catalog))
+    return score_logits(model.sequence_logits(memory, codes_bgl), codes_bgl, catalog)
+
+
+def score_logits(logits_bglv: jax.Array, codes_bgl: jax.Array, catalog: Catalog) -> GroupScore:
+    """The GroupScore of G candidate SIDs per request from their teacher-forced logits
+    [B, G, L, V] (`model.sequence_logits`), for callers that run the forward pass themselves."""
+    logp_bglv = constrained_log_softmax(logits_bglv, codes_bgl, catalog)
+    return GroupScore(token_logprob(logp_bglv, codes_bgl).token_logprob_bkl,
+                      log_softmax_entropy(logp_bglv), logp_bglv)

@@ -2,11 +2,15 @@
 
 Each step draws `rl.batch_size` training requests, rolls out G candidates per request, scores
 them with the reward channels and the advantage estimator, and applies `updates_per_batch`
-clipped updates with a k3 KL penalty to the frozen start policy (`rl.grpo.make_rl_step`, one
-jitted call). `train.loop.run_loop` owns the rest: checkpoints (train state with the estimator's
-state, data position) in RUN_DIR/checkpoints and resuming from them, validation every
+clipped updates with a KL penalty to the frozen start policy and, optionally, the SFT loss of
+the logged targets as an anchor (`rl.grpo.make_rl_step`, one jitted call). `train.loop.run_loop`
+owns the rest: checkpoints (train state with the estimator's state, data position) in
+RUN_DIR/checkpoints and resuming from them, validation every
 `eval_every` steps (`rl.evaluation.evaluate_policy`), metrics and the progress log in RUN_DIR,
-pauses and SIGTERM.
+pauses and SIGTERM. With `rl.best_metric` the start policy is validated too (step 0) and the
+policy returned is the best on validation among it and the validated steps (early stopping after
+`rl.patience` validations without improvement), so RL never hands back a policy that validates
+worse than the one it started from; otherwise it is the final one.
 """
 
 from __future__ import annotations
@@ -37,7 +41,9 @@ def train_rl(config: ConfigDict, num_items: int, model: nnx.Module, catalog: Any
              train: Examples | ShardedExamples,
              valid: Examples, run_dir: str | os.PathLike) -> tuple[nnx.Module, dict[str, Any]]:
     """Runs (or resumes) the RL steps of `config.rl` from the start policy `model`, rewarded by
-    `channels`; returns the final policy and the training summary (rl/last_step,
+    `channels`; returns the policy (the best on validation with rl.best_metric, else the final
+    one) and the training summary (rl/last_step, rl/best_step: the step of the returned policy,
+    rl/best_valid_metric: its rl.best_metric (NaN without one), rl/stopped_early,
     rl/nonfinite_steps, rl/sign_agreement: business/semantic sign agreement averaged over
     steps). Needs no pipeline, so the reliability tests run this very loop on a tiny generator."""
     rl = config.rl
@@ -59,7 +65,8 @@ def train_rl(config: ConfigDict, num_items: int, model: nnx.Module, catalog: Any
         group_size=rl.group_size, rollout=rl.rollout, temperature=rl.temperature,
         updates_per_batch=updates, clip_eps=rl.clip_eps, beta=rl.beta,
         semantic_sample_ratio=rl.semantic_sample_ratio, judge_seed=config.seed,
-        gradient_params=rl.gradient_params,
+        gradient_params=rl.gradient_params, pg_weight=rl.pg_weight, nll_weight=rl.nll_weight,
+        kl_estimator=rl.kl_estimator, level_credit=rl.level_credit,
     )
     rl_step = make_rl_step(graphdef=graphdef, optimizer=optimizer, channels=channels,
                            estimator=estimator, settings=settings, mesh=mesh,
@@ -81,15 +88,20 @@ def train_rl(config: ConfigDict, num_items: int, model: nnx.Module, catalog: Any
         settings=LoopSettings(
             num_steps=rl.num_steps, log_every=rl.log_every, eval_every=rl.eval_every,
             keep_checkpoints=rl.keep_checkpoints, max_steps_per_run=rl.max_steps_per_run,
-            log_keys=("loss", "kl", "clip_frac", "entropy"),
+            best_metric=rl.best_metric or None, patience=rl.patience,
+            validate_start=bool(rl.best_metric),
+            log_keys=("loss", "k3_beams", "kl_exact", "nll", "clip_frac", "entropy"),
         ),
     )
     state = outcome.state
-    totals = jax.device_get(state.extra["totals"])
+    totals = outcome.last_extra["totals"]  # of the whole run, not of a restored best state
     agreement_steps = int(totals["sign_agreement_steps"])
     summary = {
         "rl/last_step": outcome.last_step,
-        "rl/nonfinite_steps": int(state.nonfinite_steps),
+        "rl/best_step": outcome.best_step if rl.best_metric else outcome.last_step,
+        "rl/best_valid_metric": outcome.best_metric if rl.best_metric else math.nan,
+        "rl/stopped_early": outcome.stopped_early,
+        "rl/nonfinite_steps": outcome.last_nonfinite_steps,
         "rl/sign_agreement": (float(totals["sign_agreement_sum"]) / agreement_steps
                               if agreement_steps else math.nan),
     }

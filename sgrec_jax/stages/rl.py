@@ -1,18 +1,22 @@
 """The "rl" stage: align the SFT generator with reward channels by a GRPO-family update.
 
 Starts from the generator of the "sft" stage in this pipeline, or else from the best SFT
-checkpoint of `config.rl.init_workdir` (its sids.npz and sft/checkpoints), and trains it on
-leave-one-out training requests with `rl.training.train_rl` (GRPO-family updates rewarded by the
-configured channels and advantage estimator; semantic channels judge only a seeded
-`semantic_sample_ratio` of the requests). Checkpoints go to DIR/rl/checkpoints and a rerun
-resumes; metrics to DIR/rl (TensorBoard, metrics.jsonl, progress log).
+checkpoint of `config.rl.init_workdir` (its sids.npz and sft/checkpoints, trained with the same
+config.data.rl_holdout), and trains it on leave-one-out training requests (only those held out
+of SFT when config.data.rl_holdout is set, data/holdout.py) with `rl.training.train_rl`
+(GRPO-family updates rewarded by the configured channels and advantage estimator; semantic
+channels judge only a seeded `semantic_sample_ratio` of the requests). Checkpoints go to
+DIR/rl/checkpoints and a rerun resumes; metrics to DIR/rl (TensorBoard, metrics.jsonl, progress
+log).
 
-At the end the final policy ranks the test split by beam search (config.eval.beam_size); results:
-rl/recall@5, rl/ndcg@5, rl/recall@10, rl/ndcg@10, rl/valid_rate, rl/coverage@10,
-rl/ecpm@10 ("ecpm_eval": a pCTR model trained independently of the reward's, simulated bids),
-rl/semantic@10 (rl.semantic_eval_channel), rl/true_business@10 and rl/true_relevance@10 on the
-synthetic world (each: the mean over users of the mean over their top 10), rl/sign_agreement
-(business/semantic sign agreement averaged over training steps), and the ranked lists in
+At the end the policy (the final one, or with rl.best_metric the best on validation among the
+start policy and the validated steps: rl/best_step) ranks the test split by beam search
+(config.eval.beam_size); results: rl/recall@5, rl/ndcg@5, rl/recall@10, rl/ndcg@10,
+rl/valid_rate, rl/coverage@10, rl/ecpm@10 ("ecpm_eval": a pCTR model trained independently of
+the reward's, simulated bids), rl/semantic@10 (rl.semantic_eval_channel), rl/true_business@10
+and rl/true_relevance@10 on the synthetic world (each: the mean over users of the mean over
+their top 10), rl/sign_agreement (business/semantic sign agreement averaged over training
+steps), rl/best_step, rl/best_valid_metric, rl/stopped_early, and the ranked lists in
 DIR/rl/test_rankings.npz. rl.num_steps = 0 evaluates the start policy (the SFT row).
 """
 
@@ -33,6 +37,7 @@ from ml_collections import ConfigDict
 from sgrec_jax.core.distributed import is_primary_process
 from sgrec_jax.core.files import as_path, read_json, write_json
 from sgrec_jax.core.sharding import make_mesh
+from sgrec_jax.data.holdout import check_rl_holdout, rl_requests
 from sgrec_jax.data.sources import check_data_source, load_splits
 from sgrec_jax.data.split import leave_one_out
 from sgrec_jax.models.registry import build_model
@@ -45,8 +50,11 @@ from sgrec_jax.rl.evaluation import (
     TRUTH_AT_10,
     evaluate_policy,
     save_test_rewards,
+    selectable_metrics,
     test_rewards,
 )
+from sgrec_jax.rl.grpo import KL_ESTIMATORS
+from sgrec_jax.rl.level_credit import LEVEL_CREDITS
 from sgrec_jax.rl.rollout import ROLLOUT_MODES
 from sgrec_jax.rl.training import train_rl
 from sgrec_jax.sid.build import SemanticIds, load_semantic_ids
@@ -83,15 +91,30 @@ def _check(config: ConfigDict) -> None:
                         f"num_steps {rl.num_steps}")
     if rl.learning_rate <= 0 or rl.clip_eps <= 0 or rl.beta < 0 or rl.temperature <= 0:
         problems.append("need learning_rate > 0, clip_eps > 0, beta >= 0, temperature > 0")
+    if rl.pg_weight < 0 or rl.nll_weight < 0 or rl.pg_weight + rl.nll_weight == 0:
+        problems.append(f"need pg_weight >= 0 and nll_weight >= 0, not both 0 (got "
+                        f"{rl.pg_weight}, {rl.nll_weight})")
+    if rl.kl_estimator not in KL_ESTIMATORS:
+        problems.append(f"kl_estimator {rl.kl_estimator!r} is not one of "
+                        f"{', '.join(KL_ESTIMATORS)}")
+    if rl.level_credit not in LEVEL_CREDITS:
+        problems.append(f"level_credit {rl.level_credit!r} is not one of "
+                        f"{', '.join(LEVEL_CREDITS)}")
     if not 0 <= rl.semantic_sample_ratio <= 1:
         problems.append(f"semantic_sample_ratio {rl.semantic_sample_ratio} must be in [0, 1]")
     if min(rl.log_every, rl.eval_every, rl.keep_checkpoints) < 1 or rl.max_steps_per_run < 0:
         problems.append("need log_every, eval_every, keep_checkpoints >= 1, max_steps_per_run >= 0")
+    if rl.best_metric and rl.best_metric not in selectable_metrics(config):
+        problems.append(f"best_metric {rl.best_metric!r} is not a validation metric: one of "
+                        f"{', '.join(selectable_metrics(config))} (or '' for the final policy)")
+    if rl.patience < 0 or (rl.patience and not rl.best_metric):
+        problems.append(f"patience {rl.patience} must be >= 0, and 0 without a best_metric")
     if config.eval.beam_size < TOP_K:
         problems.append(f"eval.beam_size {config.eval.beam_size} must be >= {TOP_K}")
     if problems:
         raise ValueError("rl: " + "; ".join(problems))
     check_data_source(config.data.source, config.data.shards_dir)
+    check_rl_holdout(config.data)
 
 
 # -- the start policy ---------------------------------------------------------------------------
@@ -109,6 +132,12 @@ def _sft_policy(config: ConfigDict, num_items: int) -> tuple[SemanticIds, nnx.Mo
         saved_model = saved_config["model"]
         if saved_model != json.loads(json.dumps(config.model.to_dict())):
             raise ValueError(f"config.model differs from the model of {init}: {saved_model}")
+        # Runs from before the field trained on every example.
+        saved_holdout = saved_config["data"].get("rl_holdout", "none")
+        if saved_holdout != config.data.rl_holdout:
+            raise ValueError(f"config.data.rl_holdout {config.data.rl_holdout!r} differs from "
+                             f"the {saved_holdout!r} the SFT run in {init} was trained with: RL "
+                             "requests must be the examples that SFT held out")
     model = build_model(
         config.model.name, codes_nl=sids.codes_nl, level_sizes=sids.level_sizes,
         max_history=config.data.max_history, rngs=nnx.Rngs(config.seed),
@@ -203,13 +232,17 @@ def _run(context: RunContext) -> None:
                                    rl.channel_options)
     run_dir = context.workdir / "rl"
 
-    summary: dict[str, Any] = {"rl/last_step": 0, "rl/nonfinite_steps": 0,
-                               "rl/sign_agreement": math.nan}
+    summary: dict[str, Any] = {"rl/last_step": 0, "rl/best_step": 0,
+                               "rl/best_valid_metric": math.nan, "rl/stopped_early": False,
+                               "rl/nonfinite_steps": 0, "rl/sign_agreement": math.nan}
     if rl.num_steps > 0:
         valid = subsample(splits.valid, config.eval.valid_users, config.seed)
         channels = build_channels(setup, list(rl.channels), rl.channel_options)
+        requests = rl_requests(splits.train, config.data.rl_holdout)
+        logging.info("rl requests: %d training examples (data.rl_holdout %r)", len(requests),
+                     config.data.rl_holdout)
         model, summary = train_rl(config, dataset.num_items, model, catalog, channels,
-                                  eval_channels, splits.train, valid, run_dir)
+                                  eval_channels, requests, valid, run_dir)
     rankings, report, per_user = evaluate_policy(model, catalog, splits.test, eval_channels, config,
                                                   dataset.num_items)
     front = None

@@ -1,9 +1,10 @@
 """The "sft" stage: next-item SID prediction with teacher forcing, then test evaluation.
 
-Trains the configured generator (config.model) on the leave-one-out training examples with the
-shared supervised loop (validation NDCG@10 by constrained beam search on a fixed subset of
-validation users, early stopping, Orbax checkpoints in DIR/sft), then ranks the full test split
-with the best checkpoint. Results: recall@5, ndcg@5, recall@10, ndcg@10, valid_rate,
+Trains the configured generator (config.model) on the leave-one-out training examples, less
+those config.data.rl_holdout keeps for RL (data/holdout.py), with the shared supervised loop
+(validation NDCG@10 by constrained beam search on a fixed subset of validation users, early
+stopping, Orbax checkpoints in DIR/sft), then ranks the full test split with the best
+checkpoint. Results: recall@5, ndcg@5, recall@10, ndcg@10, valid_rate,
 argmax_invalid_rate, coverage@10 by name; ranked lists in DIR/sft/test_rankings.npz.
 """
 
@@ -13,12 +14,12 @@ import os
 
 import jax
 import jax.numpy as jnp
-import optax
 from absl import logging
 from flax import nnx
 from ml_collections import ConfigDict
 
 from sgrec_jax.core.distributed import is_primary_process
+from sgrec_jax.data.holdout import check_rl_holdout, sft_examples
 from sgrec_jax.data.sources import check_data_source, load_splits
 from sgrec_jax.decoding.beam_search import LEVEL_SCORINGS
 from sgrec_jax.models.registry import build_model, parse_options
@@ -26,15 +27,16 @@ from sgrec_jax.stages.pipeline import RunContext, Stage
 from sgrec_jax.stages.reports import report_test_split
 from sgrec_jax.train.evaluate import rank_with_generator, ranking_report, scalar_metrics, subsample
 from sgrec_jax.train.augment import crop_histories
+from sgrec_jax.train.next_item import next_item_nll
 from sgrec_jax.train.supervised import check_training_config, train_supervised
 from sgrec_jax.train.train_state import LossFn
 
 
 def make_sft_loss(history_crop: float = 0.0, crop_max_keep: int = 0) -> LossFn:
-    """The SFT loss: cross-entropy of the target item's L SID tokens (summed over levels, mean
-    over the batch). With history_crop > 0 that share of the batch trains on a random recent
-    suffix of its history of at most crop_max_keep items (0: any length;
-    `train.augment.crop_histories`)."""
+    """The SFT loss: cross-entropy of the target item's L SID tokens (`train.next_item`,
+    summed over levels, mean over the batch). With history_crop > 0 that share of the batch
+    trains on a random recent suffix of its history of at most crop_max_keep items (0: any
+    length; `train.augment.crop_histories`)."""
     if not 0.0 <= history_crop <= 1.0:
         raise ValueError(f"history_crop must be in [0, 1], got {history_crop}")
     if crop_max_keep < 0:
@@ -46,7 +48,7 @@ def make_sft_loss(history_crop: float = 0.0, crop_max_keep: int = 0) -> LossFn:
                                  crop_max_keep)
         codes_bl = model.item_codes(batch["target"])
         logits_blv = model(batch["history"], mask_bh, codes_bl, deterministic=False)
-        nll_bl = optax.softmax_cross_entropy_with_integer_labels(logits_blv, codes_bl)
+        nll_bl = next_item_nll(logits_blv, codes_bl)
         exact_b = jnp.all(jnp.argmax(logits_blv, -1) == codes_bl, axis=-1)
         return nll_bl.sum(-1).mean(), {"token_nll": nll_bl.mean(),
                                        "teacher_forced_acc": exact_b.mean()}
@@ -62,6 +64,7 @@ def _check(config: ConfigDict) -> None:
         raise ValueError("stage 'sft' needs the 'sids' stage before it in config.stages")
     check_training_config(config.sft, "sft")
     check_data_source(config.data.source, config.data.shards_dir, config.sft.length_buckets)
+    check_rl_holdout(config.data)
     if not 0.0 <= config.sft.history_crop <= 1.0:
         raise ValueError(f"sft.history_crop {config.sft.history_crop} must be in [0, 1]")
     if config.sft.history_crop_max_keep < 0:
@@ -100,7 +103,7 @@ def _run(context: RunContext) -> None:
     loss_fn = make_sft_loss(config.sft.history_crop, config.sft.history_crop_max_keep)
     outcome = train_supervised(
         model=model, loss_fn=loss_fn, evaluate=evaluate,
-        train=splits.train,
+        train=sft_examples(splits.train, config.data.rl_holdout),
         valid=subsample(splits.valid, config.eval.valid_users, config.seed),
         config=config.sft, mesh_config=config.mesh, run_dir=run_dir, seed=config.seed,
     )

@@ -45,9 +45,12 @@ class LoopSettings:
 
     max_steps_per_run: 0 = no limit; otherwise save and raise Preempted after that many steps in
     this invocation, so a long run can be spread over time-limited sessions. best_metric: a key
-    `validate` returns (larger is better) whose best checkpoint is kept and restored at the end,
-    or None to keep the last state; patience: evaluations of best_metric without improvement
-    before stopping (0 = never).
+    `validate` returns (larger is better) whose best checkpoint (the latest of equal ones) is
+    kept and restored at the end, or None to keep the last state; patience: evaluations of
+    best_metric without improvement before stopping (0 = never). validate_start: also validate
+    the state a fresh run starts from (step 0, checkpointed like any validated step), so with
+    best_metric the starting point is a candidate and the run never returns a state worse on
+    validation than it began with (RL from an SFT policy); a resumed run has done it already.
     """
 
     num_steps: int
@@ -57,6 +60,7 @@ class LoopSettings:
     max_steps_per_run: int = 0
     best_metric: str | None = None
     patience: int = 0
+    validate_start: bool = False
     log_keys: tuple[str, ...] = ("loss",)
 
 
@@ -72,6 +76,10 @@ class LoopOutcome:
     # Seconds spent in training steps (input pipeline included; validation and checkpoints
     # excluded), summed over every invocation of the run.
     train_seconds: float
+    # Host copies of the state at last_step's running counters (nonfinite_steps, `extra`): they
+    # describe the whole run even when the best state is the one returned.
+    last_nonfinite_steps: int = 0
+    last_extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def _scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -102,6 +110,7 @@ def run_loop(
     progress: dict[str, Any] = {"best_metric": float("-inf"), "best_step": 0, "bad_evals": 0,
                                 "train_seconds": 0.0}
     step = int(state.step)
+    resumed = False
     with contextlib.ExitStack() as on_disk:
         checkpointer = writer = None
         if run_dir is not None:
@@ -112,6 +121,7 @@ def run_loop(
             checkpointer.install_sigterm_handler()
             state, metadata = checkpointer.restore_or_init(state, data)
             step = int(state.step)
+            resumed = metadata is not None
             if metadata is not None:
                 progress.update(metadata.get("progress", {}))
                 if metric_name is None:
@@ -119,11 +129,42 @@ def run_loop(
                 else:
                     logging.info("resumed at step %d (best %s %.4f at step %d)", step,
                                  metric_name, progress["best_metric"], progress["best_step"])
-            # Also from step 0: a run killed before its first checkpoint leaves records that the
-            # restarted run replaces.
-            writer = on_disk.enter_context(MetricWriter(run_dir, purge_step=step + 1))
+            # A fresh run drops every record (a run killed before its first checkpoint leaves
+            # records, step 0's validation among them, that the restarted run replaces).
+            writer = on_disk.enter_context(
+                MetricWriter(run_dir, purge_step=step + 1 if resumed else step))
         start_step = step
         stopped_early = s.patience > 0 and progress["bad_evals"] >= s.patience
+
+        def validate_and_save(step: int, state) -> bool:
+            """Validates `state`, tracks the best metric, writes and checkpoints; whether to stop
+            early."""
+            report = _scalars(validate(state))
+            values = " ".join(f"{k} {v:.4f}" for k, v in report.items())
+            saved_metrics, stop_now = None, False
+            if metric_name is None:
+                logging.info("step %d valid: %s", step, values)
+            else:
+                if s.best_metric not in report:
+                    raise ValueError(f"best_metric {s.best_metric!r} is not among the validation "
+                                     f"metrics {sorted(report)}")
+                value = report[s.best_metric]
+                improved = value > progress["best_metric"]
+                # A tie is no improvement (patience counts it) but moves the best to this step:
+                # the checkpointer keeps the latest of equal checkpoints, so the best step's
+                # checkpoint is always kept.
+                if value >= progress["best_metric"]:
+                    progress.update(best_metric=value, best_step=step)
+                progress["bad_evals"] = 0 if improved else progress["bad_evals"] + 1
+                stop_now = s.patience > 0 and progress["bad_evals"] >= s.patience
+                saved_metrics = {metric_name: value}
+                logging.info("step %d valid: %s (best %.4f at step %d)", step, values,
+                             progress["best_metric"], progress["best_step"])
+            if writer is not None:
+                writer.write_scalars(step, {f"valid/{k}": v for k, v in report.items()})
+                checkpointer.save(step, state, data, metadata={"progress": dict(progress)},
+                                  metrics=saved_metrics, force=True)
+            return stop_now
 
         def stop(step: int, state, why: str) -> None:
             jax.block_until_ready(state)
@@ -133,6 +174,8 @@ def run_loop(
             raise Preempted(f"{why}: saved step {step} in {run_dir}; run the same command "
                             "again to resume")
 
+        if validate is not None and s.validate_start and step == 0 and not resumed:
+            stopped_early = validate_and_save(step, state)
         logger = ProgressLogger(s.num_steps, every=s.log_every, keys=s.log_keys)
         step_clock = time.perf_counter()
         while step < s.num_steps and not stopped_early:
@@ -146,25 +189,7 @@ def run_loop(
             if validate is not None and (step % s.eval_every == 0 or step == s.num_steps):
                 jax.block_until_ready(state)
                 progress["train_seconds"] += time.perf_counter() - step_clock
-                report = _scalars(validate(state))
-                values = " ".join(f"{k} {v:.4f}" for k, v in report.items())
-                saved_metrics = None
-                if metric_name is None:
-                    logging.info("step %d valid: %s", step, values)
-                else:
-                    value = report[s.best_metric]
-                    if value > progress["best_metric"]:
-                        progress.update(best_metric=value, best_step=step, bad_evals=0)
-                    else:
-                        progress["bad_evals"] += 1
-                    stopped_early = s.patience > 0 and progress["bad_evals"] >= s.patience
-                    saved_metrics = {metric_name: value}
-                    logging.info("step %d valid: %s (best %.4f at step %d)", step, values,
-                                 progress["best_metric"], progress["best_step"])
-                if writer is not None:
-                    writer.write_scalars(step, {f"valid/{k}": v for k, v in report.items()})
-                    checkpointer.save(step, state, data, metadata={"progress": dict(progress)},
-                                      metrics=saved_metrics, force=True)
+                stopped_early = validate_and_save(step, state)
                 step_clock = time.perf_counter()
             if checkpointer is None:
                 continue
@@ -177,12 +202,16 @@ def run_loop(
         if stopped_early:
             logging.info("early stop: no %s improvement in %d evaluations", metric_name,
                          s.patience)
+        last_nonfinite_steps, last_extra = jax.device_get((state.nonfinite_steps, state.extra))
         if checkpointer is not None:
             checkpointer.wait_until_finished()
-            if metric_name is not None and progress["best_step"] and progress["best_step"] != step:
+            # best_metric stays -inf until a validation yields a comparable value.
+            tracked = metric_name is not None and progress["best_metric"] > float("-inf")
+            if tracked and progress["best_step"] != step:
                 state = checkpointer.restore(progress["best_step"], state)
     return LoopOutcome(
         state=state, last_step=step, best_step=progress["best_step"],
         best_metric=progress["best_metric"], stopped_early=stopped_early,
         train_seconds=float(progress["train_seconds"]),
+        last_nonfinite_steps=int(last_nonfinite_steps), last_extra=last_extra,
     )

@@ -26,6 +26,7 @@ CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "configs
 # benchmark, device_check: sizes of the speed benchmark and of the device check, not experiments
 # (tests/benchmarks/test_run.py, tests/benchmarks/test_device_check.py).
 NOT_CONFIGS = {"__init__", "common", "benchmark", "device_check"}
+RANK_ARGS = ("rank_single", "rank_a2po", "rank_adv_sum", "rank_popo")
 # The args each config's docstring documents; "" is get_config()'s default.
 DOCUMENTED_ARGS = {
     "quickstart": ("", "rq_kmeans", "rq_vae"),
@@ -35,9 +36,11 @@ DOCUMENTED_ARGS = {
     "scientific_sft": ("", "zcr_index", "rq_kmeans", "rq_vae"),
     "beauty_sasrec": ("",),
     "scientific_sasrec": ("",),
-    # RL configs: the arg names the advantage estimator.
+    # RL configs: the arg names the advantage estimator; "rank_<estimator>" on the public data
+    # rewards MiniOneRec's "rank" (with "psj" but for "single").
     "quickstart_rl": ("", "a2po", "popo", "adv_sum"),
-    "scientific_rl": ("", "a2po", "popo"),
+    "scientific_rl": ("", "a2po", "popo", *RANK_ARGS),
+    "beauty_rl": ("", "a2po", "popo", *RANK_ARGS),
     # The synthetic conflict study: the arg is the world's conflict level.
     "synthetic_conflict": ("", "0", "0.5", "1"),
 }
@@ -63,7 +66,7 @@ def test_config_loads_and_passes_the_checks(name, arg):
     if "sft" in config.stages:
         assert config.eval.beam_size >= 10
     if name.endswith("_rl"):
-        assert config.rl.estimator == (arg or "a2po")
+        assert config.rl.estimator == (arg or "a2po").removeprefix("rank_")
     elif name == "synthetic_conflict":
         assert config.data.options.conflict == float(arg or "0.5")
     elif arg.endswith("_index"):
@@ -82,6 +85,32 @@ def test_conflict_study_rewards_the_ground_truth_at_its_conflict_level():
         load("synthetic_conflict", "1.5")
     with pytest.raises(ValueError, match="a number in"):
         load("synthetic_conflict", "high")
+
+
+@pytest.mark.parametrize("name, train_examples, steps", [("scientific_rl", 33_541, 1049),
+                                                         ("beauty_rl", 131_413, 4107)])
+def test_rank_args_reward_rank_for_two_epochs_of_requests(name, train_examples, steps):
+    single = load(name, "rank_single").rl
+    assert tuple(single.channels) == ("rank",) and single.estimator_options.single.channel == "rank"
+    a2po = load(name, "rank_a2po").rl
+    assert tuple(a2po.channels) == ("rank", "psj")
+    assert (a2po.estimator_options.a2po.business, a2po.estimator_options.a2po.semantic) == (
+        "rank", "psj")
+    for rl in (single, a2po, load(name, "rank_popo").rl):
+        assert rl.num_steps == steps and rl.batch_size == 64
+        assert 2.0 <= rl.num_steps * rl.batch_size / train_examples < 2.0 + 64 / train_examples
+    ads = load(name, "").rl  # the advertising setting keeps its rewards and length
+    assert tuple(ads.channels) == ("ecpm", "psj") and ads.num_steps == 500
+    assert ads.estimator_options.a2po.business == "ecpm"
+    assert load(name, "").rl.init_workdir == f"workdirs/{name.removesuffix('_rl')}_sft"
+
+
+@pytest.mark.real_data
+@pytest.mark.parametrize("name", ["scientific_rl", "beauty_rl"])
+def test_rl_budgets_count_the_real_training_examples(name, beauty_dir, scientific_dir):
+    config = load(name, "rank_a2po")
+    examples = len(leave_one_out(load_configured_dataset(config), config.data.max_history).train)
+    assert examples == importlib.import_module(f"experiments.configs.{name}").TRAIN_EXAMPLES
 
 
 def test_sid_configs_default_to_their_documented_sids():

@@ -1,4 +1,7 @@
-"""The clipped GRPO loss with the k3 KL, the per-channel gradient Gram matrix, the jitted step."""
+"""The clipped GRPO loss with its KL penalties and NLL anchor, the per-channel gradient Gram
+matrix, the jitted step (with and without its own pi_old pass)."""
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +13,8 @@ from sgrec_jax.core.sharding import make_mesh
 from sgrec_jax.decoding.beam_search import constrained_beam_search_jit
 from sgrec_jax.rewards.channel import REWARD_CHANNELS, RewardChannel
 from sgrec_jax.rl.estimators import ESTIMATORS, ChannelSpec, channel_advantages
+from sgrec_jax.benchmarks.base import flops
+from sgrec_jax.core.policy_gradient import exact_kl
 from sgrec_jax.rl.grpo import (
     RLSettings,
     channel_gram,
@@ -17,12 +22,14 @@ from sgrec_jax.rl.grpo import (
     init_extra,
     judged_mask,
     make_rl_step,
+    needs_old_pass,
     param_path,
     policy_loss,
     select_params,
 )
-from sgrec_jax.rl.rollout import score_group
+from sgrec_jax.rl.rollout import score_group, score_logits
 from sgrec_jax.sid.catalog import build_catalog
+from sgrec_jax.stages.sft import make_sft_loss
 from sgrec_jax.train.train_state import create_train_state, make_optimizer, make_update
 from tests.fake_devices import run_on_fake_devices
 from tests.models.tiny import CODES, NUM_ITEMS, SIZES, batch, tiny
@@ -48,13 +55,14 @@ def requests(catalog):
 def test_loss_at_pi_old_is_the_mean_advantage_and_clipping_binds_only_outside_the_range():
     logp_bgl = jax.random.normal(jax.random.key(0), (B, G, L)) - 2
     adv_bg = jax.random.normal(jax.random.key(1), (B, G))
-    loss, m = grpo_loss(logp_bgl, logp_bgl, logp_bgl, adv_bg, clip_eps=0.2, beta=1e-3)
-    assert m["ratio_mean"] == 1.0 and m["clip_frac"] == 0.0 and m["kl"] == 0.0
+    loss, m = grpo_loss(logp_bgl, logp_bgl, logp_bgl, adv_bg[:, :, None], clip_eps=0.2, beta=1e-3)
+    assert m["ratio_mean"] == 1.0 and m["clip_frac"] == 0.0 and m["k3_beams"] == 0.0
     np.testing.assert_allclose(loss, -adv_bg.mean(), rtol=1e-6)
 
     # pi moved away from pi_old by +-0.5 nats per token: ratios e^0.5 and e^-0.5.
     shift_bgl = jnp.where(jnp.arange(L) % 2 == 0, 0.5, -0.5) * jnp.ones((B, G, L))
-    loss, m = grpo_loss(logp_bgl + shift_bgl, logp_bgl, logp_bgl, adv_bg, clip_eps=0.2, beta=0.0)
+    loss, m = grpo_loss(logp_bgl + shift_bgl, logp_bgl, logp_bgl, adv_bg[:, :, None],
+                        clip_eps=0.2, beta=0.0)
     ratio = np.exp(np.asarray(shift_bgl))
     a = np.asarray(adv_bg)[:, :, None]
     np.testing.assert_allclose(loss, -np.minimum(ratio * a, np.clip(ratio, 0.8, 1.2) * a).mean(),
@@ -62,6 +70,92 @@ def test_loss_at_pi_old_is_the_mean_advantage_and_clipping_binds_only_outside_th
     binds = ((ratio > 1.2) & (a > 0)) | ((ratio < 0.8) & (a < 0))
     assert 0 < m["clip_frac"] < 1
     np.testing.assert_allclose(m["clip_frac"], binds.mean())
+
+
+# A hand-built catalog: 6 items, 3 levels of 3, 3 and 2 codes (V = 3, level 2 padded).
+HAND_ITEMS = np.array([[0, 0, 0], [0, 0, 1], [0, 2, 0], [1, 1, 0], [1, 1, 1], [2, 0, 0]])
+
+
+def _brute_force_kl(logits, ref_logits, codes):
+    """KL(pi_l || pi_ref,l) per (b, g, l) by listing each prefix's children in HAND_ITEMS."""
+    out = np.zeros(codes.shape)
+    for index in np.ndindex(*codes.shape):
+        *bg, level = index
+        prefix = tuple(codes[(*bg, slice(0, level))])
+        allowed = sorted({int(i[level]) for i in HAND_ITEMS if tuple(i[:level]) == prefix})
+        p = np.exp(logits[index][allowed] - np.logaddexp.reduce(logits[index][allowed]))
+        q = np.exp(ref_logits[index][allowed] - np.logaddexp.reduce(ref_logits[index][allowed]))
+        out[index] = (p * np.log(p / q)).sum()
+    return out
+
+
+def test_exact_kl_equals_a_brute_force_sum_over_a_hand_built_catalog():
+    catalog = build_catalog(HAND_ITEMS, (3, 3, 2))
+    codes = jnp.asarray(HAND_ITEMS[np.array([[0, 1, 2, 5], [3, 4, 0, 0]])])  # B 2, G 4
+    logits = jax.random.normal(jax.random.key(0), (2, 4, 3, 3)) * 2
+    ref_logits = jax.random.normal(jax.random.key(1), (2, 4, 3, 3)) * 2
+    pi, ref = score_logits(logits, codes, catalog), score_logits(ref_logits, codes, catalog)
+    want = _brute_force_kl(np.asarray(logits, np.float64), np.asarray(ref_logits, np.float64),
+                           np.asarray(codes))
+    assert (want[:, :, 0] > 0).all() and (want[:, 0, 2] > 0).all()
+    assert want[1, 0, 1] == 0.0  # prefix (1,) has one child: no choice, no divergence
+    np.testing.assert_allclose(exact_kl(pi.logp_bglv, ref.logp_bglv), want, rtol=1e-5,
+                               atol=1e-7)
+    np.testing.assert_allclose(exact_kl(pi.logp_bglv, pi.logp_bglv), 0.0, atol=1e-7)
+    # In the loss: the logged kl_exact, and the penalty when kl_estimator says "exact".
+    adv_bgl = jnp.zeros((2, 4, 1))
+    args = (pi.token_logprob_bgl, pi.token_logprob_bgl, ref.token_logprob_bgl, adv_bgl)
+    dists = dict(logp_bglv=pi.logp_bglv, ref_logp_bglv=ref.logp_bglv)
+    loss, m = grpo_loss(*args, clip_eps=0.2, beta=0.5, kl_estimator="exact", **dists)
+    np.testing.assert_allclose(m["kl_exact"], want.mean(), rtol=1e-5)
+    np.testing.assert_allclose(loss, 0.5 * want.mean(), rtol=1e-5)
+    loss, m = grpo_loss(*args, clip_eps=0.2, beta=0.5, **dists)  # k3 stays the default
+    np.testing.assert_allclose(loss, 0.5 * m["k3_beams"], rtol=1e-6)
+    assert abs(float(m["k3_beams"]) - want.mean()) > 1e-3
+    with pytest.raises(ValueError, match="needs logp_bglv"):
+        grpo_loss(*args, clip_eps=0.2, beta=0.5, kl_estimator="exact")
+
+
+def _loss_grads(graphdef, params, model_state, loss_fn, batch):
+    @jax.jit
+    def grads(params):
+        def loss(p):
+            return loss_fn(nnx.merge(graphdef, p, model_state, copy=True), batch,
+                           jax.random.key(0))[0]
+        return jax.value_and_grad(loss)(params)
+
+    return grads(params)
+
+
+def test_the_nll_anchor_has_the_sft_gradient(catalog, requests):
+    """pg_weight 0, beta 0, nll_weight 1 is the SFT loss on the same batch; nll_weight alpha
+    adds alpha x the SFT gradient to the policy gradient."""
+    graphdef, params, model_state = nnx.split(tiny("encoder_decoder", "item", dropout=0.0),
+                                              nnx.Param, ...)
+    codes_bgl = jnp.asarray(CODES[np.arange(B * G).reshape(B, G) * 3 % NUM_ITEMS])
+    logp_bgl = jax.random.normal(jax.random.key(4), (B, G, L)) - 1.5
+    batch = {"history": requests["history"], "history_mask": requests["history_mask"],
+             "target": jnp.arange(B, dtype=jnp.int32) * 7 % NUM_ITEMS, "codes_bgl": codes_bgl,
+             "ref_token_logprob_bgl": logp_bgl,
+             "advantage_bgl": jax.random.normal(jax.random.key(5), (B, G, L)),
+             "first_update": jnp.array(True)}
+    sft_loss, sft_grads = _loss_grads(graphdef, params, model_state, make_sft_loss(), batch)
+    anchor = policy_loss(catalog, clip_eps=0.2, beta=0.0, pg_weight=0.0, nll_weight=1.0)
+    loss, grads = _loss_grads(graphdef, params, model_state, anchor, batch)
+    np.testing.assert_allclose(loss, sft_loss, rtol=1e-6)
+    assert max(np.abs(g).max() for g in jax.tree.leaves(sft_grads)) > 1e-3
+    # float32 rounding of differently shaped matmuls (G + 1 candidates against 1): ~1e-7.
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+                 grads, sft_grads)
+
+    def rl_grads(nll_weight):
+        loss_fn = policy_loss(catalog, clip_eps=0.2, beta=1e-2, nll_weight=nll_weight)
+        return _loss_grads(graphdef, params, model_state, loss_fn, batch)[1]
+
+    with_anchor, without = rl_grads(0.5), rl_grads(0.0)
+    jax.tree.map(lambda a, b, s: np.testing.assert_allclose(a - b, 0.5 * s, rtol=1e-4,
+                                                            atol=1e-6),
+                 with_anchor, without, sft_grads)
 
 
 def _setup(catalog, lr=1e-2):
@@ -83,8 +177,9 @@ def test_an_update_raises_the_log_prob_of_positive_advantage_items(catalog, requ
     update = jax.jit(make_update(graphdef, policy_loss(catalog, clip_eps=0.2, beta=1e-3),
                                  optimizer))
     data = {"history": requests["history"], "history_mask": requests["history_mask"],
-            "codes_bgl": codes_bgl, "old_token_logprob_bgl": jnp.zeros((B, G, L)),
-            "ref_token_logprob_bgl": jnp.zeros((B, G, L)), "advantage_bg": adv_bg,
+            "target": requests["target"], "codes_bgl": codes_bgl,
+            "old_token_logprob_bgl": jnp.zeros((B, G, L)),
+            "ref_token_logprob_bgl": jnp.zeros((B, G, L)), "advantage_bgl": adv_bg[:, :, None],
             "first_update": jnp.array(True)}
     state, metrics = update(state, data)
     assert metrics["ratio_mean"] == 1.0 and metrics["clip_frac"] == 0.0
@@ -120,7 +215,7 @@ def test_gram_is_the_inner_products_of_per_channel_gradients(catalog, requests):
                                 if i in chosen]) for g in grads]
         want = np.array([[fi @ fj for fj in flat] for fi in flat])
         gram = jax.jit(channel_gram, static_argnums=(0, 6))(
-            graphdef, params, model_state, catalog, data, adv_bgk, pattern)
+            graphdef, params, model_state, catalog, data, adv_bgk[:, :, None], pattern)
         np.testing.assert_allclose(gram, want, rtol=1e-4, atol=1e-9)
         assert np.linalg.eigvalsh(want).min() > -1e-6 * np.abs(want).max()
     paths = [param_path(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
@@ -182,7 +277,8 @@ def test_rl_steps_move_the_policy_with_ratio_one_on_the_first_update(rl, catalog
         assert m["reward_fault"] == 0 and m["skipped"] == 0
         assert np.isfinite(m["loss"]) and m["entropy"] > 0
         assert m["judged_frac/hit"] == 1.0 and m["zero_std_frac/value"] == 0.0
-    assert m1["kl"] < 1e-6 < m2["kl"]  # the first batch is scored at the reference
+    # The first batch is scored at the reference.
+    assert m1["k3_beams"] < 1e-6 < m2["k3_beams"] and m1["kl_exact"] < 1e-6 < m2["kl_exact"]
     assert int(state.step) == 2 and int(state.nonfinite_steps) == 0
     weights = np.asarray(state.extra["estimator"]["weights_k"])
     assert not np.allclose(weights, 0.5) and np.isclose(weights.sum(), 1.0)
@@ -264,9 +360,60 @@ def test_rl_step_on_eight_devices_matches_one_device():
         # Adam divides by sqrt(nu): elements with near-zero gradients amplify rounding; 5e-5 is
         # 2.5% of the 2e-3 that two updates move a parameter.
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=5e-5), p1, p8)
-        for k in ("loss", "kl", "ratio_mean", "weights/hit"):
+        for k in ("loss", "k3_beams", "kl_exact", "nll", "ratio_mean", "weights/hit"):
             np.testing.assert_allclose(m1[k], m8[k], rtol=1e-4, atol=1e-6)
-        assert m8["kl"] > 0  # the second update moved away from the reference
+        assert m8["k3_beams"] > 0  # the second update moved away from the reference
         print("ok", float(m8["grad_norm"]))
     """, timeout=400)
     assert out.startswith("ok")
+
+
+def test_only_a_reader_of_the_log_probs_or_a_second_update_needs_a_pi_old_pass():
+    settings = RLSettings(group_size=G, rollout="beam", temperature=1.0, updates_per_batch=1,
+                          clip_eps=0.2, beta=1e-3, semantic_sample_ratio=1.0, judge_seed=0)
+    hit, rank = (REWARD_CHANNELS.get(name)(None, {}) for name in ("hit", "rank"))
+    assert not needs_old_pass(settings, [hit])
+    assert needs_old_pass(settings, [hit, rank])  # rank orders the group by log pi_old
+    assert needs_old_pass(dataclasses.replace(settings, updates_per_batch=2), [hit])
+
+
+def test_the_step_without_its_own_pi_old_pass_lands_where_the_step_with_it_lands(catalog,
+                                                                               requests):
+    """One update per batch and no channel reading log-probs: pi_old, the entropy and the
+    rewards come from the update's own forward pass, with every new loss option on (NLL anchor,
+    exact KL penalty, prefix-tree credit) and popo's per-channel gradients."""
+    value = RewardChannel("value", 0.0, 1.0, "business",
+                          {"value_n": jax.random.uniform(jax.random.key(5), (NUM_ITEMS,))},
+                          _value_score)
+    channels = [REWARD_CHANNELS.get("hit")(None, {}), value]
+    estimator = ESTIMATORS.build("popo", [ChannelSpec.of(c) for c in channels])
+    settings = RLSettings(group_size=G, rollout="beam", temperature=1.0, updates_per_batch=1,
+                          clip_eps=0.2, beta=1e-2, semantic_sample_ratio=1.0, judge_seed=0,
+                          nll_weight=0.3, kl_estimator="exact", level_credit="prefix_tree")
+    assert not needs_old_pass(settings, channels)
+    runs = {}
+    for force in (False, True):
+        model, optimizer, mesh = _setup(catalog)
+        graphdef, state, sharding = create_train_state(
+            model, optimizer, jax.random.key(0), mesh, extra=init_extra(estimator))
+        ref_params = jax.tree.map(jnp.copy, state.params)
+        step = make_rl_step(graphdef=graphdef, optimizer=optimizer, channels=channels,
+                            estimator=estimator, settings=settings, mesh=mesh,
+                            state_sharding=sharding, _force_old_pass=force)
+        args = (ref_params, channels, catalog, requests)
+        compiled = step.lower(state, *args).compile()
+        metrics = []
+        for _ in range(2):
+            state, m = compiled(state, *args)
+            metrics.append(m)
+        runs[force] = (flops(compiled), jax.device_get((state.params, metrics)))
+    (reused_flops, (params, metrics)), (forced_flops, (want_params, want_metrics)) = (
+        runs[False], runs[True])
+    assert reused_flops < forced_flops  # one forward pass of the group fewer
+    for m, want in zip(metrics, want_metrics, strict=True):
+        assert m.keys() == want.keys() and m["skipped"] == 0
+        for key in want:
+            np.testing.assert_allclose(m[key], want[key], rtol=1e-5, atol=1e-7, err_msg=key)
+    assert metrics[0]["kl_exact"] < 1e-6 < metrics[1]["kl_exact"] and metrics[1]["nll"] > 0
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                 params, want_params)

@@ -1,5 +1,6 @@
 """The sids -> sft -> rl pipeline (quickstart_rl) on a tiny synthetic world: results, resume, the
-start-policy row (num_steps 0) and starting from another run's SFT work directory."""
+start-policy row (num_steps 0), starting from another run's SFT work directory, and the checks of
+the best-policy selection fields."""
 
 import json
 import math
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 
 from experiments.configs import quickstart_rl
-from sgrec_jax.stages.pipeline import run_pipeline
+from sgrec_jax.stages.pipeline import check_config, run_pipeline
 
 RL_RESULTS = ("rl/recall@5", "rl/ndcg@5", "rl/recall@10", "rl/ndcg@10", "rl/valid_rate",
               "rl/ecpm@10", "rl/semantic@10", "rl/true_business@10", "rl/true_relevance@10")
@@ -53,11 +54,13 @@ def test_rl_writes_its_results_and_logs(run):
     assert rankings["items_uk"].shape == (60, 10)
     records = train_records(workdir)
     assert [r["step"] for r in records] == [1, 2, 3, 4]
-    for key in ("kl", "clip_frac", "entropy", "ratio_mean", "sign_agreement", "a2po/lambda_mean",
-                "reward/ecpm/mean", "reward/emb_cosine/std", "zero_std_frac/ecpm"):
+    for key in ("k3_beams", "kl_exact", "nll", "clip_frac", "entropy", "ratio_mean",
+                "sign_agreement", "a2po/lambda_mean", "reward/ecpm/mean", "reward/emb_cosine/std",
+                "zero_std_frac/ecpm"):
         assert f"train/{key}" in records[0], key
     assert records[0]["train/ratio_mean"] == 1.0 and records[0]["train/clip_frac"] == 0.0
-    assert records[0]["train/kl"] < 1e-6 < records[-1]["train/kl"]
+    assert records[0]["train/k3_beams"] < 1e-6 < records[-1]["train/k3_beams"]
+    assert records[0]["train/kl_exact"] < 1e-6 < records[-1]["train/kl_exact"]
 
 
 def test_a_rerun_resumes_from_the_last_checkpoint_without_new_steps(run):
@@ -78,3 +81,28 @@ def test_zero_steps_evaluates_the_start_policy_from_an_sft_workdir(run, tmp_path
         assert start[f"rl/{name}"] == results[name], name
     assert start["rl/last_step"] == 0 and math.isnan(start["rl/sign_agreement"])
     assert not (tmp_path / "rl" / "checkpoints").exists()
+
+
+def test_the_rl_loss_options_are_checked_before_any_work():
+    check_config(tiny_config(pg_weight=0.0, nll_weight=1.0, beta=0.0, kl_estimator="exact",
+                             level_credit="prefix_tree"))
+    for options, message in [
+        (dict(pg_weight=0.0, nll_weight=0.0), "not both 0"),
+        (dict(nll_weight=-1.0), "nll_weight >= 0"),
+        (dict(kl_estimator="k2"), "kl_estimator 'k2' is not one of k3, exact"),
+        (dict(level_credit="token"), "level_credit 'token' is not one of item, prefix_tree"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            check_config(tiny_config(**options))
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("best_metric", "ndcg@20", "best_metric 'ndcg@20' is not a validation metric: one of recall@5"),
+    ("patience", 2, "patience 2 must be >= 0, and 0 without a best_metric"),
+    ("patience", -1, "patience -1 must be >= 0"),
+])
+def test_the_check_names_a_bad_selection_field(field, value, match):
+    check_config(tiny_config(best_metric="ecpm@10"))
+    check_config(tiny_config(best_metric="true_relevance@10", patience=3))  # synthetic truth
+    with pytest.raises(ValueError, match=match):
+        check_config(tiny_config(**{field: value}))
