@@ -18,7 +18,8 @@ rl/ecpm@10 ("ecpm_eval": a pCTR model trained independently of the reward's, sim
 rl/semantic@10 (rl.semantic_eval_channel), rl/true_business@10 and rl/true_relevance@10 on the
 synthetic world (each: the mean over users of the mean over their top 10), rl/sign_agreement
 (business/semantic sign agreement averaged over training steps), rl/best_step,
-rl/best_valid_metric, rl/stopped_early, and the ranked lists in DIR/rl/test_rankings.npz. rl.num_steps = 0 evaluates the start policy (the SFT row).
+rl/best_valid_metric, rl/stopped_early, and the ranked lists in DIR/rl/test_rankings.npz.
+rl.num_steps = 0 evaluates the start policy (the SFT row).
 """
 
 from __future__ import annotations
