@@ -2,7 +2,13 @@ r"""Ablation of RL advantage schemes from one SFT checkpoint: table, trade-off p
 
     python -m experiments.ablation --config=experiments/configs/NAME.py --workdir=DIR \
         --schemes=sft,single,weighted_sum,adv_sum,a2po,popo_light,popo \
-        --sweep=0,0.25,0.5,0.75,1 --seeds=0,1,2 [--config.rl.num_steps=...]
+        --sweep=0,0.25,0.5,0.75,1 --seeds=0,1,2 [--config.rl.num_steps=...] \
+        [--variant='sft_continued:rl.pg_weight=0;rl.nll_weight=1;rl.beta=0' \
+         --variant="anchored:rl.estimator=single;rl.channels=('rank',);rl.nll_weight=0.5"] \
+        [--reference=sft_continued] [--export=docs/results/NAME_rl.json]
+
+A variant is NAME:field=value;field=value (rl.* and eval.* fields; one --variant per row, as
+values such as tuples hold commas).
 
 What each run writes and how it resumes: see sgrec_jax/stages/ablation.py, which holds the logic.
 """
@@ -18,6 +24,7 @@ import sgrec_jax.registration  # noqa: F401  (registers everything a config name
 from sgrec_jax.core.files import as_path
 from sgrec_jax.stages.ablation import (
     backfill_rewards,
+    check_reference,
     load_finished,
     plan_cells,
     run_cells,
@@ -26,6 +33,7 @@ from sgrec_jax.stages.ablation import (
 from experiments.configs.common import base_config
 from sgrec_jax.stages.cli import quiet_library_logs, run_app, run_or_exit
 from sgrec_jax.stages.runs import parse_seeds, parse_sweep
+from sgrec_jax.stages.variants import parse_variants
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (experiments/configs/*.py[:arg]).", lock_config=True
@@ -44,6 +52,17 @@ _SWEEP_CHANNELS = flags.DEFINE_list(
     "sweep_channels", [], "BUSINESS,SEMANTIC reward channels the sweep weighs (default: the "
     "first two of config.rl.channels).",
 )
+_VARIANTS = flags.DEFINE_multi_string(
+    "variant", [], "NAME:field=value;field=value (rl.* and eval.* config fields, Python literals "
+    "or raw strings): a row running the config with these overrides; repeat for each row.",
+)
+_REFERENCE = flags.DEFINE_string(
+    "reference", None, "A row (e.g. sft_continued) every other row is also bootstrapped against, "
+    "beside sft.",
+)
+_EXPORT = flags.DEFINE_string(
+    "export", None, "Also write the table as a results file in benchmarks.md's format.",
+)
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of every cell.")
 _SUMMARIZE_ONLY = flags.DEFINE_bool(
     "summarize_only", False, "Run nothing; tabulate the cells that have finished."
@@ -61,7 +80,9 @@ def main(argv: Sequence[str]) -> None:
     def run() -> str:
         workdir = as_path(_WORKDIR.value)
         seeds = parse_seeds(_SEEDS.value)
-        cells = plan_cells([s for s in _SCHEMES.value if s], parse_sweep(_SWEEP.value))
+        variants = parse_variants(_VARIANTS.value) if _VARIANTS.value else []
+        cells = plan_cells([s for s in _SCHEMES.value if s], parse_sweep(_SWEEP.value), variants)
+        reference = check_reference(cells, _REFERENCE.value)
         if _SUMMARIZE_ONLY.value:
             results = load_finished(workdir, cells, seeds)
             if not results:
@@ -75,7 +96,8 @@ def main(argv: Sequence[str]) -> None:
         backfill_rewards(workdir, results)
         logging.info("summarising %d cells", len(results))
         sweep_rows = [c.name for c in cells if c.weight is not None and c.name in results]
-        return summarize(workdir, results, sweep_rows, num_resamples=_NUM_RESAMPLES.value,
+        return summarize(workdir, results, sweep_rows, reference=reference, variants=variants,
+                         export=_EXPORT.value, num_resamples=_NUM_RESAMPLES.value,
                          bootstrap_seed=_BOOTSTRAP_SEED.value)
 
     print(run_or_exit(run))

@@ -76,6 +76,16 @@ def bootstrap_entries(
     return entries
 
 
+def agreed_value(values: Mapping[str, Any], what: str) -> Any:
+    """The value every run shares ({run: value}, e.g. the dataset name of each row and seed);
+    ValueError naming `what` and each run's value when they differ."""
+    if not values:
+        raise ValueError(f"no runs to take {what} from")
+    if len({repr(v) for v in values.values()}) != 1:
+        raise ValueError(f"the runs disagree on {what}: {dict(values)}")
+    return next(iter(values.values()))
+
+
 def _agreed(values: Mapping[str, Any]) -> Any:
     """The common value of every run, or the {run: value} map when they differ."""
     distinct = {repr(v) for v in values.values()}

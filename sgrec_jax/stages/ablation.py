@@ -2,14 +2,23 @@
 
     python -m experiments.ablation --config=experiments/configs/NAME.py --workdir=DIR \
         --schemes=sft,single,weighted_sum,adv_sum,a2po,popo_light,popo \
-        --sweep=0,0.25,0.5,0.75,1 --seeds=0,1,2 [--config.rl.num_steps=...]
+        --sweep=0,0.25,0.5,0.75,1 --seeds=0,1,2 [--config.rl.num_steps=...] \
+        [--variant='sft_continued:rl.pg_weight=0;rl.nll_weight=1;rl.beta=0' ...] \
+        [--reference=sft_continued] [--export=docs/results/NAME_rl.json]
 
 Every (scheme, seed) is a cell: the "rl" stage alone, in DIR/cells/<scheme>/seed_<s>, started
 from the same SFT workdir, with config.rl.estimator = scheme and config.seed = s. "sft" is the
-start policy itself (config.rl.num_steps = 0). --sweep adds fixed-weight cells
-DIR/cells/weighted_sum_w<w>/seed_<s>: the weighted_sum estimator with weights (w, 1 - w) on the
-(business, semantic) reward channels. When config.stages holds "sids"/"sft", they run once in
-DIR/sft_base and every cell starts from it; otherwise from config.rl.init_workdir.
+start policy itself (config.rl.num_steps = 0). Each --variant NAME:field=value;...
+(sgrec_jax/stages/variants.py; one flag per variant, as values such as tuples hold commas) adds
+the cells DIR/cells/<NAME>/seed_<s>: the config with those overrides, e.g. SFT continued by NLL
+alone (`rl.pg_weight=0;rl.nll_weight=1;rl.beta=0`, the control row) or an estimator with an NLL
+anchor. A variant may change rl.* and eval.* fields only (the cells share the SFT base), not
+rl.init_workdir; its overrides are applied and checked with every other cell's config before
+anything runs. --sweep adds fixed-weight cells DIR/cells/weighted_sum_w<w>/seed_<s>: the
+weighted_sum estimator with weights (w, 1 - w) on the (business, semantic) reward channels.
+Rows: the schemes, the variants, the sweep, in that order. When config.stages holds
+"sids"/"sft", they run once in DIR/sft_base and every cell starts from it; otherwise from
+config.rl.init_workdir.
 The reward models (pCTR of "ecpm" and "ecpm_eval", ...) are trained once, in that SFT
 workdir's rewards/ (or config.rl.rewards_workdir), seeded by config.rl.reward_seed: every
 cell is graded by the same ones.
@@ -21,9 +30,13 @@ midway resumes from its checkpoints. --summarize_only (no --config needed) tabul
 that have finished so far.
 
 Outputs in DIR:
-- ablation.md / ablation.csv: mean ± std over seeds (ddof 1) of recall/ndcg@5,10, eCPM@10,
-  semantic@10, valid rate, sign agreement (+ true_business@10, true_relevance@10 on the synthetic
-  world); ablation.json holds these plus the trade-off and ground-truth summaries below.
+- ablation.md / ablation.csv: mean ± std over seeds (ddof 1) of recall/ndcg@5,10 (and @20 when
+  every cell reports it: eval.beam_size >= 20), eCPM@10, semantic@10, valid rate, sign agreement
+  (+ true_business@10, true_relevance@10 on the synthetic world); ablation.md adds the ranking
+  diagnostics (DIAGNOSTICS_TABLE: coverage@10, recall@10 by follows / not follows and by
+  target-popularity quintile, history and popular shares, first SID codes; also in
+  diagnostics.csv) of the cells that report them; ablation.json holds both tables, the
+  trade-off and ground-truth summaries below and every bootstrap entry (results-file form).
 - tradeoff.png / .svg: semantic@10 against eCPM@10 (means, std bars), the sweep joined and its
   Pareto front shaded, one marker per scheme.
 - Hypervolume (both objectives maximised): reference point = componentwise minimum over all rows
@@ -36,7 +49,13 @@ Outputs in DIR:
   true_hv = their product, front_gap = the row's IGD+ distance to the oracle front (0 = on it).
   truth_tradeoff.png plots the rows against that front.
 - bootstrap.md / .json: paired bootstrap over test users of each row - sft on recall@10 and
-  ndcg@10, per seed and on per-user means over seeds, from each cell's rl/test_rankings.npz.
+  ndcg@10 (and eCPM@10, semantic@10, the truth, from rl/test_rewards.npz), per seed and on
+  per-user means over seeds, from each cell's rl/test_rankings.npz. With --reference=ROW
+  (e.g. sft_continued), bootstrap_<ROW>.md / .json hold each other row - ROW too (not sft:
+  ROW - sft is in bootstrap.md), and ablation.md summarises both.
+- --export=PATH: the table as a results file (benchmarks.md "Results files"; see
+  ablation_results_file): a system per row with every rl result, the bootstrap entries against
+  sft and the reference, provenance, and what each row ran ("cells").
 
 experiments/ablation.py is the command line; the logic lives here so tests and other runners
 can import it (absl flags may be defined once per process).
@@ -56,6 +75,7 @@ from etils import epath
 from ml_collections import ConfigDict
 
 from sgrec_jax.core.files import as_path, atomic_write, read_json, write_json
+from sgrec_jax.core.registry import UnknownNameError
 from sgrec_jax.evaluation.bootstrap import BootstrapResult
 from sgrec_jax.evaluation.paired import (
     BOOTSTRAP_METRICS,
@@ -75,11 +95,20 @@ from sgrec_jax.evaluation.pareto import (
     reference_point,
 )
 from sgrec_jax.evaluation.plots import PlotPoint, tradeoff_plot
+from sgrec_jax.evaluation.results_file import (
+    agreed_value,
+    bootstrap_entries,
+    merged_provenance,
+    results_file,
+)
 from sgrec_jax.evaluation.tables import ResultsTable, results_table, to_csv, to_markdown
 from sgrec_jax.rl.estimators import ESTIMATORS
+from sgrec_jax.rl.evaluation import DEEP_METRICS
+from sgrec_jax.stages.multi_seed import DIAGNOSTIC_METRICS
 from sgrec_jax.stages.pipeline import RESULTS_FILE, check_config, run_pipeline
 from sgrec_jax.stages.rl import TEST_REWARDS_FILE, TRUE_FRONT_FILE, backfill_test_rewards
 from sgrec_jax.stages.runs import run_or_load
+from sgrec_jax.stages.variants import Variant, apply_variant
 
 SFT = "sft"  # The start policy: config.rl.num_steps = 0.
 SWEEP_ESTIMATOR = "weighted_sum"
@@ -94,32 +123,86 @@ TRUE_BUSINESS, TRUE_RELEVANCE = "true_business@10", "true_relevance@10"
 TABLE_METRICS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10", BUSINESS, SEMANTIC,
                  "valid_rate", "sign_agreement")
 REWARD_METRICS = (BUSINESS, SEMANTIC, TRUE_BUSINESS, TRUE_RELEVANCE)
+# The second table: what the top-10 lists hold (sgrec_jax/evaluation/diagnostics.py).
+DIAGNOSTICS_TABLE = ("coverage@10", *DIAGNOSTIC_METRICS)
+# A variant cell runs only the rl stage from the shared SFT base: it may change these sections.
+VARIANT_SECTIONS = ("rl", "eval")
+CELL_FIELDS = ("rl.init_workdir",)  # Set by the ablation for every cell.
+# Per row of the results file: what the cell ran (from its stored config).
+ROW_FIELDS = ("estimator", "channels", "num_steps", "pg_weight", "nll_weight", "beta")
 
 
 Results = dict[str, dict[int, dict[str, Any]]]  # cell name -> seed -> results.json
+Comparisons = dict[tuple[str, str], dict[str, dict[str, BootstrapResult]]]  # (a, b) -> a - b
 
 
 @dataclasses.dataclass(frozen=True)
 class Cell:
-    """One row of the table: an estimator (or SFT), and the business weight of a sweep point."""
+    """One row of the table.
 
-    scheme: str
+    Attributes:
+      scheme: SFT, an estimator name, or None for a variant.
+      weight: the business weight of a weighted_sum sweep point.
+      variant: config overrides (sgrec_jax/stages/variants.py) on top of the config as given,
+        e.g. SFT continued by NLL alone, or an estimator with an NLL anchor; the row is named
+        by the variant.
+    """
+
+    scheme: str | None
     weight: float | None = None
+    variant: Variant | None = None
 
     @property
     def name(self) -> str:
+        if self.variant is not None:
+            return self.variant.name
         return self.scheme if self.weight is None else f"{self.scheme}_w{self.weight:g}"
 
 
-def plan_cells(schemes: Sequence[str], sweep: Sequence[float]) -> list[Cell]:
-    """The schemes' cells in the order given, then one weighted_sum cell per sweep weight."""
-    cells = [Cell(s) for s in schemes] + [Cell(SWEEP_ESTIMATOR, w) for w in sweep]
+def check_variant_fields(variant: Variant) -> None:
+    """A variant may change only VARIANT_SECTIONS fields, not CELL_FIELDS, and not take the
+    start policy's row name; ValueError naming the variant and the field."""
+    if variant.name == SFT:
+        raise ValueError(f"variant {SFT!r}: the name is the start policy's row (--schemes={SFT})")
+    for field in variant.overrides:
+        if field in CELL_FIELDS:
+            raise ValueError(f"variant {variant.name!r}, field {field!r}: the ablation sets it "
+                             "for every cell (the shared SFT base)")
+        if field.split(".", 1)[0] not in VARIANT_SECTIONS:
+            raise ValueError(
+                f"variant {variant.name!r}, field {field!r}: a cell runs only the rl stage from "
+                "the shared SFT base, so a variant may change only "
+                f"{', '.join(s + '.*' for s in VARIANT_SECTIONS)} fields"
+            )
+
+
+def plan_cells(schemes: Sequence[str], sweep: Sequence[float],
+               variants: Sequence[Variant] = ()) -> list[Cell]:
+    """The schemes' cells in the order given, the variants', then one weighted_sum cell per
+    sweep weight. Variants are checked by check_variant_fields."""
+    for variant in variants:
+        check_variant_fields(variant)
+    cells = ([Cell(s) for s in schemes] + [Cell(None, variant=v) for v in variants]
+             + [Cell(SWEEP_ESTIMATOR, w) for w in sweep])
     names = [c.name for c in cells]
     if len(set(names)) != len(names):
         raise ValueError(f"cells repeat: {', '.join(names)}")
     if not cells:
-        raise ValueError("no schemes and no sweep: nothing to run")
+        raise ValueError("no schemes, variants or sweep: nothing to run")
     return cells
+
+
+def check_reference(cells: Sequence[Cell], reference: str | None) -> str | None:
+    """--reference: None (or empty) for none, else a row other than sft."""
+    if not reference:
+        return None
+    names = [c.name for c in cells]
+    if reference == SFT:
+        raise ValueError(f"--reference={SFT}: every row is compared with {SFT} already; name "
+                         "another row (e.g. sft_continued) or leave it empty")
+    if reference not in names:
+        raise ValueError(f"--reference={reference} is not a row ({', '.join(names)})")
+    return reference
 
 
 def cell_dir(workdir: str, cell: Cell, seed: int) -> str:
@@ -158,12 +241,19 @@ def cell_config(
 
     config.rl.estimator_options holds options by estimator name (the rl stage reads the entry
     of config.rl.estimator), so a scheme cell runs with the config's entry for that scheme and a
-    sweep cell with the weighted_sum entry, its weights replaced by the sweep's.
+    sweep cell with the weighted_sum entry, its weights replaced by the sweep's. A variant cell
+    runs the config with the variant's overrides (its estimator unless it overrides
+    rl.estimator); ValueError naming the variant and the field when one does not apply.
     """
-    cell_config = config.copy_and_resolve_references()
+    if cell.variant is not None:
+        cell_config, _ = apply_variant(config, cell.variant)
+    else:
+        cell_config = config.copy_and_resolve_references()
     cell_config.seed = seed
     cell_config.stages = ("rl",)
     cell_config.rl.init_workdir = init_workdir
+    if cell.variant is not None:
+        return cell_config
     if cell.scheme == SFT:
         cell_config.rl.num_steps = 0
         return cell_config
@@ -213,9 +303,10 @@ def run_cells(
 ) -> Results:
     """Runs the SFT base, then every unfinished (cell, seed), seeds outermost; every result.
 
-    All cell configs are checked first, so a bad scheme name fails before any training. With
-    `defaults` (the code's default config), a finished cell whose config lacks a field added
-    since passes when the field holds its default (`runs.check_same_config`).
+    All cell configs (a variant's overrides too) are built and checked first, so a bad scheme
+    name or override fails before any training. With `defaults` (the code's default config), a
+    finished cell whose config lacks a field added since passes when the field holds its
+    default (`runs.check_same_config`).
     """
     workdir = as_path(workdir)
     init_workdir = prepare_sft(config, workdir, dry=True)
@@ -223,8 +314,11 @@ def run_cells(
         (cell.name, seed): cell_config(config, cell, seed, init_workdir, channels)
         for seed in seeds for cell in cells
     }
-    for cell_config_ in configs.values():
-        check_config(cell_config_)
+    for (name, _), cell_config_ in configs.items():
+        try:
+            check_config(cell_config_)
+        except (ValueError, UnknownNameError) as e:
+            raise ValueError(f"cell {name}: {e}") from None
     prepare_sft(config, workdir, run, defaults=defaults)
     results: Results = {cell.name: {} for cell in cells}
     for seed in seeds:
@@ -252,11 +346,16 @@ def _row_metrics(result: Mapping[str, Any], metrics: Sequence[str]) -> dict[str,
 
 
 def ablation_table(results: Results) -> ResultsTable:
-    """Mean ± std over seeds per cell of TABLE_METRICS (+ the truth metrics when all have them)."""
+    """Mean ± std over seeds per cell of TABLE_METRICS, with recall@20 and ndcg@20 after the
+    @10 columns and the truth metrics at the end when every run reports them."""
     every = [r for by_seed in results.values() for r in by_seed.values()]
-    metrics = TABLE_METRICS + tuple(
-        m for m in (TRUE_BUSINESS, TRUE_RELEVANCE) if all(PREFIX + m in r for r in every)
-    )
+
+    def reported(names: Sequence[str]) -> tuple[str, ...]:
+        return tuple(m for m in names if all(PREFIX + m in r for r in every))
+
+    cut = TABLE_METRICS.index("ndcg@10") + 1
+    metrics = (TABLE_METRICS[:cut] + reported(DEEP_METRICS) + TABLE_METRICS[cut:]
+               + reported((TRUE_BUSINESS, TRUE_RELEVANCE)))
     for name, by_seed in results.items():
         for seed, result in by_seed.items():
             missing = [PREFIX + m for m in metrics if PREFIX + m not in result]
@@ -269,6 +368,19 @@ def ablation_table(results: Results) -> ResultsTable:
          for name, by_seed in results.items()},
         metrics,
     )
+
+
+def diagnostics_table(results: Results) -> tuple[ResultsTable | None, list[str]]:
+    """Mean ± std over seeds of DIAGNOSTICS_TABLE for the cells whose every seed reports them
+    (cells that finished before the rl stage reported diagnostics do not), and the other
+    cells' names. None when no cell reports them."""
+    rows, missing = {}, []
+    for name, by_seed in results.items():
+        if all(PREFIX + m in r for r in by_seed.values() for m in DIAGNOSTICS_TABLE):
+            rows[name] = [_row_metrics(r, DIAGNOSTICS_TABLE) for r in by_seed.values()]
+        else:
+            missing.append(name)
+    return (results_table(rows, DIAGNOSTICS_TABLE) if rows else None), missing
 
 
 def _column(table: ResultsTable, metric: str, stat: str = "mean") -> np.ndarray:
@@ -363,15 +475,18 @@ def truth_summary(table: ResultsTable,
     }
 
 
-def bootstrap_vs_sft(
-    workdir: str, results: Results, *, num_resamples: int, bootstrap_seed: int
+def bootstrap_against(
+    workdir: str, results: Results, base: str = SFT, *, num_resamples: int, bootstrap_seed: int
 ) -> dict[str, dict[str, dict[str, BootstrapResult]]]:
-    """row -> paired_bootstrap_by_seed(row, sft) over the seeds both finished: recall@10 and
+    """row -> paired_bootstrap_by_seed(row, base) over the seeds both finished: recall@10 and
     ndcg@10 from the saved rankings, and eCPM@10 and semantic@10 (+ the ground truth) from
-    rl/test_rewards.npz where every compared cell has it with finite values."""
-    if SFT not in results:
+    rl/test_rewards.npz where every compared cell has it with finite values.
+
+    Every row but `base` and sft (against another base, sft - base is base - sft negated).
+    Empty when `base` has no finished cell.
+    """
+    if base not in results:
         return {}
-    sft_cell = Cell(SFT)
 
     def cell_values(directory: str) -> UserMetrics:
         values = user_metrics(os.path.join(directory, RANKINGS), BOOTSTRAP_METRICS)
@@ -380,14 +495,15 @@ def bootstrap_vs_sft(
             return values
         return with_rewards(values, rewards, REWARD_METRICS)
 
+    def seed_dir(name: str, seed: int) -> str:
+        return os.path.join(workdir, CELLS_DIR, name, f"seed_{seed}")
+
     out = {}
     for name, by_seed in results.items():
-        seeds = [s for s in by_seed if s in results[SFT]]
-        if name == SFT or not seeds:
+        seeds = [s for s in by_seed if s in results[base]]
+        if name in (base, SFT) or not seeds:
             continue
-        directory = os.path.join(workdir, CELLS_DIR, name)
-        pairs = {seed: (cell_values(os.path.join(directory, f"seed_{seed}")),
-                        cell_values(cell_dir(workdir, sft_cell, seed)))
+        pairs = {seed: (cell_values(seed_dir(name, seed)), cell_values(seed_dir(base, seed)))
                  for seed in seeds}
         shared = [m for m in (*BOOTSTRAP_METRICS, *REWARD_METRICS)
                   if all(m in v.values and np.all(np.isfinite(v.values[m]))
@@ -449,10 +565,11 @@ def _truth_markdown(truth: Mapping[str, Mapping[str, float]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _bootstrap_summary_markdown(boot: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
+def _bootstrap_summary_markdown(boot: Mapping[str, Mapping[str, Mapping[str, Any]]],
+                                base: str = SFT) -> str:
     """One row per (system, metric) on the pooled comparison (seed_mean, or the only seed)."""
     lines = [
-        "| system | seeds | metric | system - sft | CI | p two-sided |",
+        f"| system | seeds | metric | system - {base} | CI | p two-sided |",
         "|---|---|---|---|---|---|",
     ]
     for name, by_seeds in boot.items():
@@ -465,17 +582,90 @@ def _bootstrap_summary_markdown(boot: Mapping[str, Mapping[str, Mapping[str, Any
     return "\n".join(lines) + "\n"
 
 
+def _row_record(result: Mapping[str, Any]) -> dict[str, Any]:
+    """ROW_FIELDS of the rl config a cell ran (None where an older config lacks one) and the
+    options of its estimator."""
+    rl = result.get("provenance", {}).get("config", {}).get("rl", {})
+    record = {field: rl.get(field) for field in ROW_FIELDS}
+    record["estimator_options"] = rl.get("estimator_options", {}).get(rl.get("estimator"))
+    return record
+
+
+def ablation_results_file(
+    workdir: str, results: Results, comparisons: Comparisons,
+    variants: Mapping[str, Variant] | None = None,
+) -> dict[str, Any]:
+    """The table as a results file (benchmarks.md "Results files",
+    sgrec_jax/evaluation/results_file.py): one system per cell, named by the cell, with every
+    numeric "rl/" result of each seed (prefix dropped: recall@5 ... ndcg@20, coverage@10,
+    valid_rate, the diag/ keys, ecpm@10, semantic@10, sign_agreement, best_step, ...); the
+    bootstrap entries of `comparisons`; provenance merged from the cells' results.json (sources
+    and configs by cell directory). Extra key "cells": {row: ROW_FIELDS of its config, its
+    estimator's options, and "overrides" {field: text} for a variant}, so a row's name need not
+    say what it ran.
+    """
+    variants = variants or {}
+    directories = {name: os.path.join(workdir, CELLS_DIR, name) for name in results}
+    runs = {f"{name}/seed_{seed}": result
+            for name, by_seed in results.items() for seed, result in by_seed.items()}
+    for run, result in runs.items():
+        if "provenance" not in result or "dataset" not in result:
+            raise ValueError(f"{run}: its results.json has no provenance or dataset record")
+    provenance = merged_provenance(
+        {run: result["provenance"] for run, result in runs.items()},
+        sources=directories,
+        configs={directories[name]: by_seed[min(by_seed)]["provenance"].get("config")
+                 for name, by_seed in results.items()},
+    )
+    data = results_file(
+        dataset=agreed_value({run: r["dataset"]["name"] for run, r in runs.items()}, "dataset"),
+        users=agreed_value({run: r[PREFIX + "num_users"] for run, r in runs.items()},
+                           "the number of test users"),
+        items=agreed_value({run: r["dataset"]["items"] for run, r in runs.items()}, "items"),
+        systems={name: {seed: {k.removeprefix(PREFIX): v for k, v in result.items()
+                               if k.startswith(PREFIX)}
+                        for seed, result in by_seed.items()}
+                 for name, by_seed in results.items()},
+        bootstrap=comparisons, provenance=provenance,
+    )
+    data["cells"] = {
+        name: {**_row_record(by_seed[min(by_seed)]),
+               **({"overrides": dict(variants[name].overrides)} if name in variants else {})}
+        for name, by_seed in results.items()
+    }
+    return data
+
+
+def _write_bootstrap(stem: str, boot: Mapping[str, Mapping[str, Any]], base: str) -> None:
+    """<stem>.md (a section per row) and <stem>.json ({row: bootstrap_json(row, base)})."""
+    details = "".join(f"## {name}\n\n{bootstrap_markdown(b, name, base)}\n"
+                      for name, b in boot.items())
+    atomic_write(stem + ".md", lambda f: f.write(details.encode()))
+    write_json(stem + ".json", {name: bootstrap_json(b, name, base) for name, b in boot.items()})
+
+
 def summarize(
-    workdir: str, results: Results, sweep_rows: Sequence[str], *, num_resamples: int = 10_000,
+    workdir: str, results: Results, sweep_rows: Sequence[str], *, reference: str | None = None,
+    variants: Sequence[Variant] = (), export: str | None = None, num_resamples: int = 10_000,
     bootstrap_seed: int = 0,
 ) -> str:
-    """Writes ablation.md/.csv/.json, tradeoff.png/.svg and bootstrap.md/.json; returns the md."""
+    """Writes ablation.md/.csv/.json, diagnostics.csv, tradeoff.png/.svg, bootstrap.md/.json
+    (each row vs sft), with a reference row bootstrap_<reference>.md/.json (each row vs it),
+    and with `export` the results file there (ablation_results_file); returns the markdown.
+
+    variants: those of the table's variant cells (their overrides go in the results file).
+    """
     table = ablation_table(results)
+    diagnostics, undiagnosed = diagnostics_table(results)
     tradeoff = tradeoff_summary(table, sweep_rows)
     truth = truth_summary(table, load_true_front(workdir, results))
-    boot = bootstrap_vs_sft(
-        workdir, results, num_resamples=num_resamples, bootstrap_seed=bootstrap_seed
-    )
+    bases = [SFT] + ([reference] if reference else [])
+    boots = {base: bootstrap_against(workdir, results, base, num_resamples=num_resamples,
+                                     bootstrap_seed=bootstrap_seed)
+             for base in bases}
+    if reference and reference not in results:
+        logging.warning("the reference row %s has no finished cell: no comparison with it",
+                        reference)
     index = {name: i for i, name in enumerate(table.systems)}
 
     def point(name: str, label: str) -> PlotPoint:
@@ -507,40 +697,64 @@ def summarize(
             title="Ground truth: rows against the oracle front", reference_label="oracle front",
         )
 
-    text = (
-        f"# Ablation: {len(table.systems)} rows, seeds {', '.join(map(str, seeds))}\n\n"
+    text = f"# Ablation: {len(table.systems)} rows, seeds {', '.join(map(str, seeds))}\n\n"
+    if variants:
+        text += "Variants (the config with these overrides):\n\n" + "".join(
+            f"- {v.name}: {v.describe()}\n" for v in variants) + "\n"
+    text += (
         "Test metrics of the rl stage, mean ± std over seeds (ddof 1):\n\n"
         f"{to_markdown(table)}\n## Business vs semantic trade-off\n\n"
         f"{_tradeoff_markdown(tradeoff)}\n![trade-off](tradeoff.png)\n"
     )
+    if diagnostics is not None:
+        text += ("\n## Ranking diagnostics\n\nWhat the top-10 lists hold "
+                 "(sgrec_jax/evaluation/diagnostics.py): recall@10 by whether the target follows "
+                 "the last history item and by target-popularity quintile (q1 least popular), "
+                 "history and popular shares, distinct first SID codes.\n\n"
+                 f"{to_markdown(diagnostics)}")
+        atomic_write(os.path.join(workdir, "diagnostics.csv"),
+                     lambda f: f.write(to_csv(diagnostics).encode()))
+    if undiagnosed:
+        text += (f"\nNo diagnostics (finished before the rl stage reported them): "
+                 f"{', '.join(undiagnosed)}.\n")
     if truth is not None:
         text += f"\n## Ground-truth utility\n\n{_truth_markdown(truth)}"
         if front_m2 is not None:
             text += "\n![ground truth](truth_tradeoff.png)\n"
-    if boot:
-        text += (
-            "\n## Paired bootstrap against sft (details in bootstrap.md)\n\n"
-            f"{_bootstrap_summary_markdown(boot)}"
-        )
-        details = "".join(
-            f"## {name}\n\n{bootstrap_markdown(b, name, SFT)}\n" for name, b in boot.items()
-        )
-        atomic_write(os.path.join(workdir, "bootstrap.md"), lambda f: f.write(details.encode()))
-        write_json(os.path.join(workdir, "bootstrap.json"),
-                   {name: bootstrap_json(b, name, SFT) for name, b in boot.items()})
+    for base, boot in boots.items():
+        if not boot:
+            continue
+        stem = "bootstrap" if base == SFT else f"bootstrap_{base}"
+        text += (f"\n## Paired bootstrap against {base} (details in {stem}.md)\n\n"
+                 f"{_bootstrap_summary_markdown(boot, base)}")
+        _write_bootstrap(os.path.join(workdir, stem), boot, base)
+    comparisons: Comparisons = {(name, base): b for base, boot in boots.items()
+                                for name, b in boot.items()}
     atomic_write(os.path.join(workdir, "ablation.md"), lambda f: f.write(text.encode()))
     atomic_write(os.path.join(workdir, "ablation.csv"), lambda f: f.write(to_csv(table).encode()))
-    write_json(os.path.join(workdir, "ablation.json"), {
-        "seeds": seeds,
-        "table": {
+
+    def table_json(table: ResultsTable) -> dict[str, Any]:
+        return {
             name: {"num_seeds": int(table.num_seeds_s[i]), **{
                 m: {"mean": float(table.mean_sm[i, j]),
                     "std": None if math.isnan(table.std_sm[i, j]) else float(table.std_sm[i, j])}
                 for j, m in enumerate(table.metrics)
             }}
             for i, name in enumerate(table.systems)
-        },
+        }
+
+    write_json(os.path.join(workdir, "ablation.json"), {
+        "seeds": seeds,
+        "table": table_json(table),
+        "diagnostics": None if diagnostics is None else table_json(diagnostics),
         "tradeoff": tradeoff,
         "truth": truth,
+        "reference": reference,
+        "bootstrap": [entry for (a, b), r in comparisons.items()
+                      for entry in bootstrap_entries(a, b, r)],
     })
+    if export:
+        write_json(export, ablation_results_file(workdir, results, comparisons,
+                                                 {v.name: v for v in variants}))
+        text += f"\nResults file: {export}\n"
     return text

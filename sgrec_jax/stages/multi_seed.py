@@ -67,7 +67,7 @@ from sgrec_jax.evaluation.paired import (
     user_metrics,
     write_bootstrap,
 )
-from sgrec_jax.evaluation.results_file import merged_provenance, results_file
+from sgrec_jax.evaluation.results_file import agreed_value, merged_provenance, results_file
 from sgrec_jax.evaluation.tables import results_table, to_markdown, write_table
 from sgrec_jax.stages.pipeline import RESULTS_FILE
 from sgrec_jax.stages.runs import run_or_load
@@ -224,12 +224,6 @@ def _write_comparisons(
     return text
 
 
-def _one_value(values: Mapping[str, Any], what: str) -> Any:
-    if len({repr(v) for v in values.values()}) != 1:
-        raise ValueError(f"the runs disagree on {what}: {dict(values)}")
-    return next(iter(values.values()))
-
-
 def export_results(
     path: str,
     runs: Mapping[str, SystemRuns],
@@ -241,10 +235,11 @@ def export_results(
     for run, (_, result) in seeds.items():
         if "provenance" not in result or "dataset" not in result:
             raise ValueError(f"{run}: its results.json has no provenance or dataset record")
-    dataset = _one_value({run: r["dataset"]["name"] for run, (_, r) in seeds.items()}, "dataset")
-    items = _one_value({run: r["dataset"]["items"] for run, (_, r) in seeds.items()}, "items")
-    users = _one_value({run: r[SYSTEMS[system] + "num_users"]
-                        for run, (system, r) in seeds.items()}, "the number of test users")
+    dataset = agreed_value({run: r["dataset"]["name"] for run, (_, r) in seeds.items()},
+                           "dataset")
+    items = agreed_value({run: r["dataset"]["items"] for run, (_, r) in seeds.items()}, "items")
+    users = agreed_value({run: r[SYSTEMS[system] + "num_users"]
+                          for run, (system, r) in seeds.items()}, "the number of test users")
     configs = {}
     for r in runs.values():
         first_seed = min(r.results)

@@ -45,7 +45,7 @@ from sgrec_jax.core.files import as_path, atomic_write, is_local, write_json
 from sgrec_jax.core.registry import UnknownNameError
 from sgrec_jax.evaluation.bootstrap import BootstrapResult
 from sgrec_jax.evaluation.paired import UserMetrics, paired_bootstrap_by_seed, user_metrics
-from sgrec_jax.evaluation.results_file import merged_provenance, results_file
+from sgrec_jax.evaluation.results_file import agreed_value, merged_provenance, results_file
 from sgrec_jax.evaluation.tables import results_table, to_csv
 from sgrec_jax.stages.multi_seed import (
     DIAGNOSTIC_PREFIX,
@@ -319,12 +319,6 @@ def _csv(rows: Mapping[str, Row]) -> str:
     return to_csv(table)
 
 
-def _agreed(values: Mapping[str, Any], what: str) -> Any:
-    if len({repr(v) for v in values.values()}) != 1:
-        raise ValueError(f"the rows disagree on {what}: {dict(values)}")
-    return next(iter(values.values()))
-
-
 def ablation_results(
     runs: Sequence[VariantRun],
     rows: Mapping[str, Row],
@@ -344,10 +338,12 @@ def ablation_results(
                  for name, row in rows.items()},
     )
     data = results_file(
-        dataset=_agreed({n: r.results["dataset"]["name"] for n, r in rows.items()}, "dataset"),
-        users=_agreed({n: r.results[SYSTEMS[r.system] + "num_users"] for n, r in rows.items()},
-                      "the number of test users"),
-        items=_agreed({n: r.results["dataset"]["items"] for n, r in rows.items()}, "items"),
+        dataset=agreed_value({n: r.results["dataset"]["name"] for n, r in rows.items()},
+                             "dataset"),
+        users=agreed_value({n: r.results[SYSTEMS[r.system] + "num_users"]
+                            for n, r in rows.items()}, "the number of test users"),
+        items=agreed_value({n: r.results["dataset"]["items"] for n, r in rows.items()},
+                           "items"),
         systems={name: {row.seed: row.metrics()} for name, row in rows.items()},
         bootstrap=comparisons, provenance=provenance,
     )

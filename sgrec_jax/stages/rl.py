@@ -11,13 +11,15 @@ log).
 
 At the end the policy (the final one, or with rl.best_metric the best on validation among the
 start policy and the validated steps: rl/best_step) ranks the test split by beam search
-(config.eval.beam_size); results: rl/recall@5, rl/ndcg@5, rl/recall@10, rl/ndcg@10,
-rl/valid_rate, rl/coverage@10, rl/ecpm@10 ("ecpm_eval": a pCTR model trained independently of
-the reward's, simulated bids), rl/semantic@10 (rl.semantic_eval_channel), rl/true_business@10
-and rl/true_relevance@10 on the synthetic world (each: the mean over users of the mean over
-their top 10), rl/sign_agreement (business/semantic sign agreement averaged over training
-steps), rl/best_step, rl/best_valid_metric, rl/stopped_early, and the ranked lists in
-DIR/rl/test_rankings.npz. rl.num_steps = 0 evaluates the start policy (the SFT row).
+(config.eval.beam_size); results: rl/recall@5, rl/ndcg@5, rl/recall@10, rl/ndcg@10 (and
+rl/recall@20, rl/ndcg@20 when eval.beam_size >= 20), rl/valid_rate, rl/coverage@10, the
+ranking diagnostics the SFT stage reports (rl/diag/..., sgrec_jax/evaluation/diagnostics.py),
+rl/ecpm@10 ("ecpm_eval": a pCTR model trained independently of the reward's, simulated bids),
+rl/semantic@10 (rl.semantic_eval_channel), rl/true_business@10 and rl/true_relevance@10 on the
+synthetic world (each: the mean over users of the mean over their top 10), rl/sign_agreement
+(business/semantic sign agreement averaged over training steps), rl/best_step,
+rl/best_valid_metric, rl/stopped_early, and the ranked lists in DIR/rl/test_rankings.npz.
+rl.num_steps = 0 evaluates the start policy (the SFT row).
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ from sgrec_jax.rl.rollout import ROLLOUT_MODES
 from sgrec_jax.rl.training import train_rl
 from sgrec_jax.sid.build import SemanticIds, load_semantic_ids
 from sgrec_jax.stages.pipeline import CONFIG_FILE, RunContext, Stage, load_configured_dataset
+from sgrec_jax.stages.reports import training_statistics
 from sgrec_jax.train.checkpointing import Checkpointer
 from sgrec_jax.train.evaluate import Rankings, subsample
 from sgrec_jax.train.train_state import create_train_state, make_optimizer
@@ -243,8 +246,10 @@ def _run(context: RunContext) -> None:
                      config.data.rl_holdout)
         model, summary = train_rl(config, dataset.num_items, model, catalog, channels,
                                   eval_channels, requests, valid, run_dir)
-    rankings, report, per_user = evaluate_policy(model, catalog, splits.test, eval_channels, config,
-                                                  dataset.num_items)
+    rankings, report, per_user = evaluate_policy(
+        model, catalog, splits.test, eval_channels, config, dataset.num_items,
+        stats=training_statistics(context), codes_nl=sids.codes_nl,
+    )
     front = None
     if setup.world() is not None:
         truth = {c.name: c for c in eval_channels}

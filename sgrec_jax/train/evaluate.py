@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -100,6 +100,9 @@ def rank_with_scores(model: nnx.Module, examples: Examples, *, k: int, batch_siz
                     np.concatenate(scores))
 
 
+PROTOCOL_KS = (5, 10)  # The protocol's cut-offs; coverage and valid_rate are of the top 10.
+
+
 def ranking_report(
     rankings: Rankings,
     num_items: int,
@@ -107,18 +110,22 @@ def ranking_report(
     history_uh: np.ndarray | None = None,
     stats: TrainingStatistics | None = None,
     codes_nl: np.ndarray | None = None,
+    ks: Sequence[int] = PROTOCOL_KS,
 ) -> dict[str, Any]:
     """Metrics by name (recall@5, ndcg@5, recall@10, ndcg@10, coverage@10, valid_rate, ...).
 
+    recall@k and ndcg@k for each k in `ks` (each <= the lists' length K; e.g. (5, 10, 20) for
+    lists ranked 20 deep). coverage@10 and valid_rate are of the top 10 whatever K is, so a
+    deeper list leaves them comparable with the protocol's 10-item lists.
     With the rankings' histories (history_uh [U, H], rows as in `rankings`) and the training
     statistics, also the ranking diagnostics ("diag/...", sgrec_jax/evaluation/diagnostics.py;
     first_codes@10 needs the SID table codes_nl [N, L]).
     """
     if (history_uh is None) != (stats is None):
         raise ValueError("ranking diagnostics need both history_uh and stats (or neither)")
-    report: dict[str, Any] = ranking_metrics(rankings.items_uk, rankings.targets_u, ks=(5, 10))
+    report: dict[str, Any] = ranking_metrics(rankings.items_uk, rankings.targets_u, ks=ks)
     report["coverage@10"] = catalog_coverage(rankings.items_uk, num_items, 10)
-    report["valid_rate"] = valid_rate(rankings.items_uk, num_items)
+    report["valid_rate"] = valid_rate(rankings.items_uk[:, :10], num_items)
     if rankings.argmax_invalid_u is not None:
         report["argmax_invalid_rate"] = float(np.mean(rankings.argmax_invalid_u))
     report["num_users"] = int(len(rankings.targets_u))

@@ -1,5 +1,6 @@
-"""The ablation runner: cells, table and trade-off assembly, bootstrap vs sft, resume; and one
-real run through the sids/sft base and the rl stage on a tiny synthetic world."""
+"""The ablation runner: cells (schemes, variants, sweep), table and trade-off assembly, bootstrap
+vs sft and a reference row, resume; and one real run through the sids/sft base and the rl stage
+on a tiny synthetic world, with a variant row, a reference and the exported results file."""
 
 import csv
 import json
@@ -17,6 +18,7 @@ from sgrec_jax.core.files import write_json
 from sgrec_jax.rl.estimators import ESTIMATORS, ChannelSpec
 from sgrec_jax.stages import ablation
 from sgrec_jax.stages.runs import parse_sweep
+from sgrec_jax.stages.variants import parse_variant
 from sgrec_jax.train.evaluate import Rankings
 from tests.stages.test_rl import RL_RESULTS
 from tests.stages.test_rl import tiny_config as tiny_rl_config
@@ -76,6 +78,22 @@ def summary(tmp_path_factory):
     return workdir, text
 
 
+@pytest.fixture(scope="module")
+def summary_with_reference(summary, tmp_path_factory):
+    """The same finished cells summarised with popo as the reference row."""
+    workdir, _ = summary
+    copy = tmp_path_factory.mktemp("ablation_reference")
+    shutil.copytree(workdir / "cells", copy / "cells")
+    results = {name: {seed: cell_results(name, seed) for seed in (0, 1)} for name in POINTS}
+    text = ablation.summarize(str(copy), results, SWEEP_ROWS, reference="popo",
+                              num_resamples=500)
+    return copy, text
+
+
+ANCHOR = "anchored:rl.estimator=single;rl.channels=('ecpm',);rl.nll_weight=0.5"
+CONTROL = "sft_continued:rl.pg_weight=0;rl.nll_weight=1;rl.beta=0"
+
+
 def test_plan_cells_names_schemes_then_sweep():
     cells = ablation.plan_cells(["sft", "popo"], [0.0, 0.25, 1.0])
     assert [c.name for c in cells] == [
@@ -84,6 +102,82 @@ def test_plan_cells_names_schemes_then_sweep():
     assert ablation.cell_dir("/d", cells[3], 2) == "/d/cells/weighted_sum_w0.25/seed_2"
     with pytest.raises(ValueError, match="cells repeat"):
         ablation.plan_cells(["popo", "popo"], [])
+
+
+def test_variants_are_rows_between_the_schemes_and_the_sweep():
+    variants = [parse_variant(CONTROL), parse_variant(ANCHOR)]
+    cells = ablation.plan_cells(["sft", "popo"], [1.0], variants)
+    assert [c.name for c in cells] == ["sft", "popo", "sft_continued", "anchored",
+                                       "weighted_sum_w1"]
+    assert ablation.cell_dir("/d", cells[2], 1) == "/d/cells/sft_continued/seed_1"
+    with pytest.raises(ValueError, match="cells repeat"):
+        ablation.plan_cells(["popo"], [], [parse_variant("popo:rl.beta=0")])
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("x:sft.num_steps=3", r"variant 'x', field 'sft.num_steps': a cell runs only the rl stage "
+                          r"from the shared SFT base, so a variant may change only rl\.\*, "
+                          r"eval\.\* fields"),
+    ("x:seed=3", "variant 'x', field 'seed': a cell runs only the rl stage"),
+    ("x:rl.init_workdir=/other", "variant 'x', field 'rl.init_workdir': the ablation sets it"),
+    ("sft:rl.beta=0", "variant 'sft': the name is the start policy's row"),
+])
+def test_variant_fields_outside_the_rl_cell_are_refused(spec, message):
+    with pytest.raises(ValueError, match=message):
+        ablation.plan_cells(["sft"], [], [parse_variant(spec)])
+
+
+def test_variant_cells_run_the_config_with_their_overrides():
+    config = tiny_rl_config()
+    config.lock()
+    control = ablation.cell_config(config, ablation.Cell(None, variant=parse_variant(CONTROL)),
+                                   1, "/sft")
+    assert (control.seed, control.stages, control.rl.init_workdir) == (1, ("rl",), "/sft")
+    assert (control.rl.pg_weight, control.rl.nll_weight, control.rl.beta) == (0.0, 1.0, 0.0)
+    assert control.rl.estimator == config.rl.estimator  # not overridden: the config's
+    assert control.rl.num_steps == config.rl.num_steps
+    anchored = ablation.cell_config(config, ablation.Cell(None, variant=parse_variant(ANCHOR)),
+                                    0, "/sft")
+    assert anchored.rl.estimator == "single" and anchored.rl.channels == ("ecpm",)
+    assert anchored.rl.nll_weight == 0.5 and config.rl.nll_weight == 0.0  # config untouched
+    for spec, message in [
+        ("x:rl.no_such_field=1", "variant 'x', field 'rl.no_such_field': no such field"),
+        ("x:rl.beta=high", "variant 'x', field 'rl.beta': the field is float"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            ablation.cell_config(config, ablation.Cell(None, variant=parse_variant(spec)), 0,
+                                 "/sft")
+
+
+def test_bad_variants_fail_before_anything_runs(tmp_path):
+    config = tiny_rl_config()
+    ran = []
+
+    def run(cell_config, directory):
+        ran.append(directory)
+        return {}
+
+    for spec, message in [
+        ("x:rl.estimator=nope", "cell x: .*nope"),
+        ("x:rl.nll_weight=-1", "cell x: rl: need pg_weight >= 0 and nll_weight >= 0"),
+        ("x:rl.no_such_field=1", "variant 'x', field 'rl.no_such_field'"),
+    ]:
+        cells = ablation.plan_cells(["sft"], [], [parse_variant(spec)])
+        with pytest.raises(ValueError, match=message):
+            ablation.run_cells(config, str(tmp_path), cells, [0], run=run)
+    assert ran == [] and not (tmp_path / "sft_base").exists()
+
+
+def test_the_reference_must_be_another_row():
+    cells = ablation.plan_cells(["sft", "popo"], [], [parse_variant(CONTROL)])
+    assert ablation.check_reference(cells, "sft_continued") == "sft_continued"
+    assert ablation.check_reference(cells, "") is None
+    assert ablation.check_reference(cells, None) is None
+    with pytest.raises(ValueError, match=r"--reference=nope is not a row \(sft, popo, "
+                                         r"sft_continued\)"):
+        ablation.check_reference(cells, "nope")
+    with pytest.raises(ValueError, match="every row is compared with sft already"):
+        ablation.check_reference(cells, "sft")
 
 
 def test_sweep_weighs_business_by_w_and_semantic_by_one_minus_w():
@@ -192,6 +286,35 @@ def test_bootstrap_pairs_each_row_with_sft_user_by_user(summary):
     assert "## popo" in (workdir / "bootstrap.md").read_text()
 
 
+def test_a_reference_row_is_bootstrapped_against_too(summary_with_reference):
+    workdir, text = summary_with_reference
+    against_popo = json.loads((workdir / "bootstrap_popo.json").read_text())
+    assert set(against_popo) == set(POINTS) - {"sft", "popo"}  # popo - sft is in bootstrap.json
+    w0 = against_popo["weighted_sum_w0"]
+    assert (w0["a"], w0["b"]) == ("weighted_sum_w0", "popo")
+    recall = w0["results"]["seed_mean"]["recall@10"]
+    assert recall["mean_diff"] == pytest.approx(-0.5) and recall["ci_high"] < 0
+    assert set(json.loads((workdir / "bootstrap.json").read_text())) == set(POINTS) - {"sft"}
+    entries = json.loads((workdir / "ablation.json").read_text())["bootstrap"]
+    pairs = {(e["a"], e["b"]) for e in entries}
+    assert pairs == ({(name, "sft") for name in POINTS if name != "sft"}
+                     | {(name, "popo") for name in POINTS if name not in ("sft", "popo")})
+    entry = next(e for e in entries if (e["a"], e["b"], e["metric"], e["seeds"])
+                 == ("weighted_sum_w0", "popo", "recall@10", "seed_mean"))
+    assert entry["diff"] == pytest.approx(-0.5) and entry["resamples"] == 500
+    assert "## Paired bootstrap against sft (details in bootstrap.md)" in text
+    assert "## Paired bootstrap against popo (details in bootstrap_popo.md)" in text
+    assert "| weighted_sum_w0 | seed_mean | recall@10 | -0.5000 |" in text
+    assert "| system | seeds | metric | system - popo |" in text
+
+
+def test_cells_without_diagnostics_are_named(summary):
+    _, text = summary
+    assert "## Ranking diagnostics" not in text
+    assert f"No diagnostics (finished before the rl stage reported them): {', '.join(POINTS)}." \
+        in text
+
+
 def test_sft_base_runs_once_and_resumes(tmp_path):
     """The base stages run for real in DIR/sft_base; a rerun skips them, another config fails."""
     config = tiny_config()
@@ -219,7 +342,8 @@ def test_cli_summarizes_the_finished_cells(summary, tmp_path):
     (copy / "cells" / "weighted_sum_w1" / "seed_1" / "results.json").unlink()  # unfinished
     done = subprocess.run(
         [sys.executable, "-m", "experiments.ablation", f"--workdir={copy}", "--summarize_only",
-         "--schemes=sft,popo,single", "--sweep=0,0.5,1", "--seeds=0,1", "--num_resamples=500"],
+         "--schemes=sft,popo,single", "--sweep=0,0.5,1", "--seeds=0,1", "--num_resamples=500",
+         "--reference=popo"],
         cwd=ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True,
         timeout=120,
     )
@@ -228,6 +352,8 @@ def test_cli_summarizes_the_finished_cells(summary, tmp_path):
     assert "| popo | 2 |" in done.stdout
     assert done.stdout.strip() == (copy / "ablation.md").read_text().strip()
     assert (copy / "tradeoff.png").exists()
+    assert "## Paired bootstrap against popo" in done.stdout
+    assert (copy / "bootstrap_popo.json").exists()
 
 
 @pytest.mark.parametrize("sweep", [["2"], ["0.5", "0.5"], ["x"]])
@@ -238,8 +364,11 @@ def test_bad_sweep_weights_are_refused(sweep):
 
 # -- end to end: sft_base, then the rl stage in every cell ----------------------------------------
 
-REAL_CELLS = ablation.plan_cells(["sft", "a2po"], [1.0])  # sft, a2po, weighted_sum_w1
+# sft, a2po, sft_continued (SFT continued by NLL alone, the reference), weighted_sum_w1
+REAL_VARIANTS = [parse_variant(CONTROL)]
+REAL_CELLS = ablation.plan_cells(["sft", "a2po"], [1.0], REAL_VARIANTS)
 REAL_SWEEP = ["weighted_sum_w1"]
+REFERENCE = "sft_continued"
 
 
 def finished_files(workdir):
@@ -250,11 +379,14 @@ def finished_files(workdir):
 
 @pytest.fixture(scope="module")
 def real(tmp_path_factory):
-    """Runs the ablation for real (2 RL steps per cell, seed 0), summarises it, then reruns it."""
+    """Runs the ablation for real (2 RL steps per cell, seed 0), summarises it against sft and
+    sft_continued with the results file exported to DIR/export.json, then reruns it."""
     workdir = tmp_path_factory.mktemp("real_ablation")
     config = tiny_rl_config(num_steps=2, eval_every=2)
     results = ablation.run_cells(config, str(workdir), REAL_CELLS, [0])
-    text = ablation.summarize(str(workdir), results, REAL_SWEEP, num_resamples=200)
+    text = ablation.summarize(str(workdir), results, REAL_SWEEP, reference=REFERENCE,
+                              variants=REAL_VARIANTS, export=str(workdir / "export.json"),
+                              num_resamples=200)
     first = finished_files(workdir)
     again = ablation.run_cells(config, str(workdir), REAL_CELLS, [0])
     return workdir, results, text, first, again
@@ -313,7 +445,7 @@ def test_real_summary_has_every_row_ground_truth_and_bootstrap(real):
         assert (workdir / name).stat().st_size > 0, name
     with open(workdir / "ablation.csv") as f:
         rows = {row["system"]: row for row in csv.DictReader(f)}
-    assert list(rows) == ["sft", "a2po", "weighted_sum_w1"]
+    assert list(rows) == ["sft", "a2po", "sft_continued", "weighted_sum_w1"]
     for name in ("true_business@10_mean", "true_relevance@10_mean", "ecpm@10_mean"):
         assert all(row[name] for row in rows.values()), name
     assert all(f"| {name} | 1 |" in text for name in rows)
@@ -329,7 +461,7 @@ def test_real_summary_has_every_row_ground_truth_and_bootstrap(real):
     assert "Closest to the oracle front" in text
     assert (workdir / "truth_tradeoff.png").stat().st_size > 1000
     boot = json.loads((workdir / "bootstrap.json").read_text())
-    assert set(boot) == {"a2po", "weighted_sum_w1"}
+    assert set(boot) == {"a2po", "sft_continued", "weighted_sum_w1"}
     assert boot["a2po"]["results"]["seed_0"]["recall@10"]["num_users"] == 60
     # eCPM@10, semantic@10 and the truth are paired user by user too, from rl/test_rewards.npz.
     paired = boot["a2po"]["results"]["seed_0"]
@@ -337,6 +469,86 @@ def test_real_summary_has_every_row_ground_truth_and_bootstrap(real):
                            "true_business@10", "true_relevance@10"}
     assert paired["ecpm@10"]["mean_a"] == pytest.approx(results["a2po"][0]["rl/ecpm@10"])
     assert paired["semantic@10"]["mean_b"] == pytest.approx(results["sft"][0]["rl/semantic@10"])
+
+
+def test_the_variant_cell_continues_sft_by_nll_alone(real):
+    workdir, results, _, _, _ = real
+    cell = workdir / "cells" / "sft_continued" / "seed_0"
+    config = json.loads((cell / "config.json").read_text())
+    assert (config["rl"]["pg_weight"], config["rl"]["nll_weight"], config["rl"]["beta"]) == (
+        0.0, 1.0, 0.0)
+    assert config["rl"]["init_workdir"] == str(workdir / "sft_base")
+    records = [r for r in map(json.loads, (cell / "rl" / "metrics.jsonl").read_text()
+                              .splitlines()) if "train/loss" in r]
+    assert [r["step"] for r in records] == [1, 2]
+    assert results["sft_continued"][0]["rl/last_step"] == 2
+
+
+def test_real_rows_carry_the_ranking_diagnostics(real):
+    workdir, results, text, _, _ = real
+    for name, by_seed in results.items():
+        for metric in ablation.DIAGNOSTICS_TABLE:
+            assert f"rl/{metric}" in by_seed[0], (name, metric)
+    assert "## Ranking diagnostics" in text and "No diagnostics" not in text
+    assert "diag/recall@10\\|pop_q5" in text  # escaped "|" inside the markdown cell
+    with open(workdir / "diagnostics.csv") as f:
+        rows = {row["system"]: row for row in csv.DictReader(f)}
+    assert list(rows) == [c.name for c in REAL_CELLS]
+    assert float(rows["sft"]["diag/recall@10|pop_q1_mean"]) == pytest.approx(
+        results["sft"][0]["rl/diag/recall@10|pop_q1"], nan_ok=True)
+
+
+def test_real_rows_are_bootstrapped_against_sft_and_the_reference(real):
+    workdir, _, text, _, _ = real
+    against = json.loads((workdir / f"bootstrap_{REFERENCE}.json").read_text())
+    assert set(against) == {"a2po", "weighted_sum_w1"}
+    assert against["a2po"]["b"] == REFERENCE
+    assert set(against["a2po"]["results"]["seed_0"]) >= {"recall@10", "ndcg@10", "ecpm@10"}
+    assert f"## Paired bootstrap against {REFERENCE}" in text
+    assert "Variants (the config with these overrides):" in text
+    assert f"- sft_continued: {REAL_VARIANTS[0].describe()}" in text
+
+
+def test_the_exported_results_file_has_the_documented_structure(real):
+    """benchmarks.md "Results files": dataset, split, users, items, systems (seeds, mean, std,
+    per_seed), bootstrap entries (a, b, metric, diff, ci95, resamples), provenance."""
+    workdir, results, _, _, _ = real
+    data = json.loads((workdir / "export.json").read_text())
+    assert set(data) == {"dataset", "split", "users", "items", "systems", "bootstrap",
+                         "provenance", "cells"}
+    assert (data["dataset"], data["split"], data["users"]) == ("synthetic", "test", 60)
+    assert data["items"] == 150
+    assert set(data["systems"]) == {c.name for c in REAL_CELLS}  # (write_json sorts keys)
+    for name, system in data["systems"].items():
+        assert set(system) == {"seeds", "mean", "std", "per_seed"} and system["seeds"] == [0]
+        for metric in ("recall@5", "ndcg@5", "recall@10", "ndcg@10", "coverage@10",
+                       "ecpm@10", "semantic@10", "diag/recall@10|pop_q3"):
+            assert metric in system["mean"], (name, metric)
+        assert system["mean"]["ndcg@10"] == results[name][0]["rl/ndcg@10"]
+        assert system["std"]["ndcg@10"] is None  # one seed
+        assert system["per_seed"] == [system["mean"]]
+    pairs = {(e["a"], e["b"]) for e in data["bootstrap"]}
+    assert pairs == {("a2po", "sft"), ("sft_continued", "sft"), ("weighted_sum_w1", "sft"),
+                     ("a2po", REFERENCE), ("weighted_sum_w1", REFERENCE)}
+    against = json.loads((workdir / f"bootstrap_{REFERENCE}.json").read_text())
+    for entry in data["bootstrap"]:
+        assert set(entry) == {"a", "b", "metric", "diff", "ci95", "resamples", "seeds"}
+        assert entry["resamples"] == 200 and entry["seeds"] == "seed_0"
+        low, high = entry["ci95"]
+        assert low <= entry["diff"] <= high
+        if entry["b"] == REFERENCE:
+            r = against[entry["a"]]["results"]["seed_0"][entry["metric"]]
+            assert entry["diff"] == pytest.approx(r["mean_a"] - r["mean_b"])
+    provenance = data["provenance"]
+    assert {"commit", "packages", "data_hashes", "config", "sources"} <= set(provenance)
+    assert provenance["sources"]["a2po"] == str(workdir / "cells" / "a2po")
+    cells = data["cells"]
+    assert cells["sft"]["num_steps"] == 0 and cells["a2po"]["estimator"] == "a2po"
+    assert (cells[REFERENCE]["pg_weight"], cells[REFERENCE]["nll_weight"]) == (0.0, 1.0)
+    assert cells[REFERENCE]["overrides"] == dict(REAL_VARIANTS[0].overrides)
+    assert cells["weighted_sum_w1"]["estimator_options"]["weights"] == {
+        "ecpm": 1.0, "emb_cosine": 0.0}
+    assert "overrides" not in cells["a2po"]
 
 
 def test_rewards_of_older_cells_are_backfilled_from_their_rankings(real, tmp_path):

@@ -1,6 +1,7 @@
-"""The sids -> sft -> rl pipeline (quickstart_rl) on a tiny synthetic world: results, resume, the
-start-policy row (num_steps 0), starting from another run's SFT work directory, and the checks of
-the best-policy selection fields."""
+"""The sids -> sft -> rl pipeline (quickstart_rl) on a tiny synthetic world: results (with the
+SFT stage's ranking diagnostics, and recall@20 with a beam of 20), resume, the start-policy row
+(num_steps 0), starting from another run's SFT work directory, and the checks of the
+best-policy selection fields."""
 
 import json
 import math
@@ -9,6 +10,8 @@ import numpy as np
 import pytest
 
 from experiments.configs import quickstart_rl
+from sgrec_jax.evaluation.metrics import catalog_coverage, ranking_metrics, valid_rate
+from sgrec_jax.stages.multi_seed import DIAGNOSTIC_METRICS
 from sgrec_jax.stages.pipeline import check_config, run_pipeline
 
 RL_RESULTS = ("rl/recall@5", "rl/ndcg@5", "rl/recall@10", "rl/ndcg@10", "rl/valid_rate",
@@ -47,6 +50,9 @@ def test_rl_writes_its_results_and_logs(run):
     workdir, results = run
     for name in RL_RESULTS:
         assert math.isfinite(results[name]), name
+    for name in DIAGNOSTIC_METRICS:  # the ranking diagnostics the SFT stage reports too
+        assert f"rl/{name}" in results and name in results, name
+    assert not any(key.endswith("@20") for key in results), "beam 10 cannot rank 20 deep"
     assert results["rl/valid_rate"] == 1.0 and results["rl/last_step"] == 4
     assert results["rl/ecpm@10"] > 0 and 0 <= results["rl/true_relevance@10"] <= 1
     assert -1 <= results["rl/sign_agreement"] <= 1 and results["rl/nonfinite_steps"] == 0
@@ -79,8 +85,39 @@ def test_zero_steps_evaluates_the_start_policy_from_an_sft_workdir(run, tmp_path
     # The SFT row: the same policy, the same beam search as the SFT stage's test evaluation.
     for name in ("recall@10", "ndcg@10", "recall@5"):
         assert start[f"rl/{name}"] == results[name], name
+    diagnostics = [key for key in results if key.startswith("diag/")]
+    assert "diag/first_codes@10" in diagnostics and "diag/recall@10|pop_q5" in diagnostics
+    for name in diagnostics:  # the same code on the same rankings, histories and statistics
+        np.testing.assert_equal(start[f"rl/{name}"], results[name], err_msg=name)
     assert start["rl/last_step"] == 0 and math.isnan(start["rl/sign_agreement"])
     assert not (tmp_path / "rl" / "checkpoints").exists()
+
+
+def test_a_beam_of_20_ranks_20_deep_and_adds_recall_at_20(run, tmp_path):
+    workdir, _ = run
+    config = tiny_config(num_steps=0, init_workdir=str(workdir))
+    config.stages = ("rl",)
+    config.eval.beam_size = 20
+    results = run_pipeline(config, str(tmp_path))
+    rankings = np.load(tmp_path / "rl" / "test_rankings.npz")
+    items, targets = rankings["items_uk"], rankings["targets_u"]
+    assert items.shape == (60, 20)
+    deep = ranking_metrics(items, targets, ks=(10, 20))
+    for name in ("recall@20", "ndcg@20", "recall@10", "ndcg@10"):
+        assert results[f"rl/{name}"] == pytest.approx(deep[name]), name
+    assert results["rl/recall@20"] >= results["rl/recall@10"]
+    # coverage and valid_rate stay those of the top 10, as in a 10-deep ranking.
+    assert results["rl/coverage@10"] == catalog_coverage(items, 150, 10)
+    assert results["rl/valid_rate"] == valid_rate(items[:, :10], 150)
+    assert "rl/diag/recall@10|pop_q1" in results
+
+
+def test_recall_at_20_is_selectable_only_with_a_beam_of_20():
+    config = tiny_config(best_metric="ndcg@20")
+    config.eval.beam_size = 20
+    check_config(config)
+    with pytest.raises(ValueError, match="best_metric 'ndcg@20' is not a validation metric"):
+        check_config(tiny_config(best_metric="ndcg@20"))
 
 
 def test_the_rl_loss_options_are_checked_before_any_work():
