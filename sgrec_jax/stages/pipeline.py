@@ -82,6 +82,9 @@ def run_pipeline(config: ConfigDict, workdir: str | os.PathLike) -> dict[str, An
     dataset = load_configured_dataset(config)
     stats = dataset.stats()
     logging.info("dataset %s: %s", dataset.name, stats)
+    # Taken before the stages run: the commit of the code that trains, not of whatever the
+    # checkout holds when a long run ends.
+    record = provenance(dataset.source_files, config)
     context = RunContext(config=config, workdir=workdir, dataset=dataset)
     for name in config.stages:
         logging.info("=== stage %s ===", name)
@@ -94,7 +97,7 @@ def run_pipeline(config: ConfigDict, workdir: str | os.PathLike) -> dict[str, An
         "dataset": {"name": dataset.name, **stats},
         "stages": list(config.stages),
         "wall_seconds": time.perf_counter() - start,
-        "provenance": provenance(dataset.source_files, config),
+        "provenance": record,
     }
     if is_primary_process():
         write_json(workdir / RESULTS_FILE, results)

@@ -62,3 +62,23 @@ def test_unknown_option_lists_the_valid_ones():
     with pytest.raises(ValueError, match=r"unknown option\(s\) window for pipeline stage "
                        r"'popularity'; valid options: exclude_history$"):
         check_config(config)
+
+
+def test_the_recorded_commit_is_the_one_the_stages_ran_with(tmp_path, monkeypatch):
+    """A long run's provenance names the code it trained with, not a checkout that moved on
+    while it ran (the commit is read before the first stage)."""
+    from sgrec_jax.core import provenance
+    from sgrec_jax.stages import baselines, pipeline
+
+    head = {"commit": "commit-at-start"}
+    monkeypatch.setattr(provenance, "git_commit", lambda directory=None: head["commit"])
+    run_baseline = baselines._run_baseline
+
+    def run_then_move_head(*args, **kwargs):
+        run_baseline(*args, **kwargs)
+        head["commit"] = "commit-checked-out-later"
+
+    monkeypatch.setattr(baselines, "_run_baseline", run_then_move_head)
+    results = pipeline.run_pipeline(baseline_config(), str(tmp_path))
+    assert head["commit"] == "commit-checked-out-later"
+    assert results["provenance"]["git_commit"] == "commit-at-start"
