@@ -177,6 +177,10 @@ def rl_options() -> ConfigDict:
         # KL of the constrained per-level distributions at the prefixes the candidates visit
         # (logged as kl_exact either way); both per (candidate, level).
         "kl_estimator": "k3",
+        # Direction of the "exact" KL: "reverse" KL(pi || pi_ref), or "forward" KL(pi_ref || pi),
+        # which also charges the policy for mass the reference put on codes no candidate visits
+        # (logged as kl_exact_forward).
+        "kl_direction": "reverse",
         "pg_weight": 1.0,  # Weight of the clipped policy-gradient objective.
         # Weight of the SFT loss of each request's logged target (the NLL anchor). pg_weight 0,
         # nll_weight 1, beta 0: SFT continued on the RL requests, the control row of an RL run.

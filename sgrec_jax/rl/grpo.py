@@ -61,10 +61,12 @@ from sgrec_jax.train.next_item import next_item_nll
 from sgrec_jax.train.train_state import LossFn, Metrics, TrainState, make_update
 
 KL_ESTIMATORS = ("k3", "exact")
+KL_DIRECTIONS = ("reverse", "forward")  # Of the exact KL (algorithms.md 5b).
 
-# Per-update metrics averaged over the updates of a rollout batch.
+# Per-update metrics averaged over the updates of a rollout batch (those the loss reports:
+# kl_exact_forward only with kl_direction "forward").
 UPDATE_MEANS = ("loss", "grad_norm", "policy_objective", "k3_beams", "kl_exact", "nll",
-                "clip_frac", "ratio_mean")
+                "clip_frac", "ratio_mean", "kl_exact_forward")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +90,7 @@ class RLSettings:
         `grpo_loss`.
       level_credit: "item" or "prefix_tree", how a candidate's advantage reaches its levels
         (`rl.level_credit`).
+      kl_direction: "reverse" KL(pi || pi_ref) or "forward" KL(pi_ref || pi) for the exact KL.
     """
 
     group_size: int
@@ -103,6 +106,7 @@ class RLSettings:
     nll_weight: float = 0.0
     kl_estimator: str = "k3"
     level_credit: str = "item"
+    kl_direction: str = "reverse"
 
 
 def grpo_loss(
@@ -115,6 +119,7 @@ def grpo_loss(
     beta: float,
     pg_weight: float = 1.0,
     kl_estimator: str = "k3",
+    kl_direction: str = "reverse",
     logp_bglv: jax.Array | None = None,
     ref_logp_bglv: jax.Array | None = None,
 ) -> tuple[jax.Array, Metrics]:
@@ -141,6 +146,8 @@ def grpo_loss(
     """
     if kl_estimator not in KL_ESTIMATORS:
         raise ValueError(f"kl_estimator {kl_estimator!r} is not one of {', '.join(KL_ESTIMATORS)}")
+    if kl_direction not in KL_DIRECTIONS:
+        raise ValueError(f"kl_direction {kl_direction!r} is not one of {', '.join(KL_DIRECTIONS)}")
     terms = clipped_objective(token_logprob_bgl, old_token_logprob_bgl, advantage_bgl, clip_eps)
     objective = terms.objective.mean()
     metrics = {
@@ -151,9 +158,12 @@ def grpo_loss(
     }
     if logp_bglv is not None and ref_logp_bglv is not None:
         metrics["kl_exact"] = exact_kl(logp_bglv, ref_logp_bglv).mean()
+        if kl_direction == "forward":
+            metrics["kl_exact_forward"] = exact_kl(ref_logp_bglv, logp_bglv).mean()
     if kl_estimator == "exact" and "kl_exact" not in metrics:
         raise ValueError('kl_estimator "exact" needs logp_bglv and ref_logp_bglv')
-    kl = metrics["kl_exact"] if kl_estimator == "exact" else metrics["k3_beams"]
+    kl = (metrics["k3_beams"] if kl_estimator == "k3"
+          else metrics["kl_exact_forward"] if kl_direction == "forward" else metrics["kl_exact"])
     loss = jnp.zeros((), jnp.float32)
     if beta:
         loss += beta * kl
@@ -170,6 +180,7 @@ def policy_loss(
     pg_weight: float = 1.0,
     nll_weight: float = 0.0,
     kl_estimator: str = "k3",
+    kl_direction: str = "reverse",
 ) -> LossFn:
     """The `make_update` loss of a scored group batch: `grpo_loss` + nll_weight * NLL.
 
@@ -211,6 +222,7 @@ def policy_loss(
         loss, metrics = grpo_loss(
             logp_bgl, old_bgl, batch["ref_token_logprob_bgl"], batch["advantage_bgl"],
             clip_eps=clip_eps, beta=beta, pg_weight=pg_weight, kl_estimator=kl_estimator,
+            kl_direction=kl_direction,
             logp_bglv=score.logp_bglv, ref_logp_bglv=batch.get("ref_logp_bglv"),
         )
         nll = next_item_nll(logits_bklv[:, g], target_bl).sum(-1).mean()
@@ -417,7 +429,8 @@ def make_rl_step(
         # Updates: pi moves away from pi_old over the batch's updates.
         loss_fn = policy_loss(catalog, clip_eps=settings.clip_eps, beta=settings.beta,
                               pg_weight=settings.pg_weight, nll_weight=settings.nll_weight,
-                              kl_estimator=settings.kl_estimator)
+                              kl_estimator=settings.kl_estimator,
+                              kl_direction=settings.kl_direction)
         update = make_update(graphdef, loss_fn, optimizer)
 
         def one_update(state: TrainState, first: jax.Array) -> tuple[TrainState, Metrics]:
@@ -431,7 +444,7 @@ def make_rl_step(
 
         metrics = {
             **stats,
-            **{k: per_update[k].mean() for k in UPDATE_MEANS},
+            **{k: per_update[k].mean() for k in UPDATE_MEANS if k in per_update},
             # The first update's pass is at the rollout parameters: the entropy of pi_old too.
             "entropy": (per_update["entropy"][0] if old is None
                         else old.entropy_bgl.mean()),

@@ -55,7 +55,7 @@ from sgrec_jax.rl.evaluation import (
     selectable_metrics,
     test_rewards,
 )
-from sgrec_jax.rl.grpo import KL_ESTIMATORS
+from sgrec_jax.rl.grpo import KL_DIRECTIONS, KL_ESTIMATORS
 from sgrec_jax.rl.level_credit import LEVEL_CREDITS
 from sgrec_jax.rl.rollout import ROLLOUT_MODES
 from sgrec_jax.rl.training import train_rl
@@ -100,6 +100,9 @@ def _check(config: ConfigDict) -> None:
     if rl.kl_estimator not in KL_ESTIMATORS:
         problems.append(f"kl_estimator {rl.kl_estimator!r} is not one of "
                         f"{', '.join(KL_ESTIMATORS)}")
+    if rl.kl_direction not in KL_DIRECTIONS:
+        problems.append(f"kl_direction {rl.kl_direction!r} is not one of "
+                        f"{', '.join(KL_DIRECTIONS)}")
     if rl.level_credit not in LEVEL_CREDITS:
         problems.append(f"level_credit {rl.level_credit!r} is not one of "
                         f"{', '.join(LEVEL_CREDITS)}")

@@ -77,7 +77,8 @@ HAND_ITEMS = np.array([[0, 0, 0], [0, 0, 1], [0, 2, 0], [1, 1, 0], [1, 1, 1], [2
 
 
 def _brute_force_kl(logits, ref_logits, codes):
-    """KL(pi_l || pi_ref,l) per (b, g, l) by listing each prefix's children in HAND_ITEMS."""
+    """KL(pi_l || pi_ref,l) per (b, g, l) by listing each prefix's children in HAND_ITEMS
+    (swap the logits for the forward KL(pi_ref,l || pi_l))."""
     out = np.zeros(codes.shape)
     for index in np.ndindex(*codes.shape):
         *bg, level = index
@@ -114,6 +115,17 @@ def test_exact_kl_equals_a_brute_force_sum_over_a_hand_built_catalog():
     assert abs(float(m["k3_beams"]) - want.mean()) > 1e-3
     with pytest.raises(ValueError, match="needs logp_bglv"):
         grpo_loss(*args, clip_eps=0.2, beta=0.5, kl_estimator="exact")
+    # The forward direction, KL(pi_ref || pi): its own brute-force sum, a different number.
+    want_forward = _brute_force_kl(np.asarray(ref_logits, np.float64),
+                                   np.asarray(logits, np.float64), np.asarray(codes))
+    loss, m = grpo_loss(*args, clip_eps=0.2, beta=0.5, kl_estimator="exact",
+                        kl_direction="forward", **dists)
+    np.testing.assert_allclose(m["kl_exact_forward"], want_forward.mean(), rtol=1e-5)
+    np.testing.assert_allclose(m["kl_exact"], want.mean(), rtol=1e-5)
+    np.testing.assert_allclose(loss, 0.5 * want_forward.mean(), rtol=1e-5)
+    assert abs(want_forward.mean() - want.mean()) > 1e-3
+    with pytest.raises(ValueError, match="kl_direction 'both' is not one of reverse, forward"):
+        grpo_loss(*args, clip_eps=0.2, beta=0.5, kl_direction="both", **dists)
 
 
 def _loss_grads(graphdef, params, model_state, loss_fn, batch):

@@ -127,6 +127,7 @@ def test_the_rl_loss_options_are_checked_before_any_work():
         (dict(pg_weight=0.0, nll_weight=0.0), "not both 0"),
         (dict(nll_weight=-1.0), "nll_weight >= 0"),
         (dict(kl_estimator="k2"), "kl_estimator 'k2' is not one of k3, exact"),
+        (dict(kl_direction="both"), "kl_direction 'both' is not one of reverse, forward"),
         (dict(level_credit="token"), "level_credit 'token' is not one of item, prefix_tree"),
     ]:
         with pytest.raises(ValueError, match=message):
