@@ -17,6 +17,11 @@ Keys (k = 10), all under "diag/":
   follows_share                     share of users whose target follows their last history item
   recall@10|follows, ndcg@10|follows, recall@10|not_follows, ndcg@10|not_follows
                                     the metrics within each group (NaN for an empty group)
+  recall@10|follows_<c>, follows_<c>_share  for c in once / few / often: the follows users split
+                                    by how often a -> b occurs in training (1, 2-3, >= 4 times),
+                                    and each part's share of all users. Counting scores a
+                                    transition seen once as highly as any other; a model that
+                                    generalises rather than memorises loses most on "once".
   recall@10|pop_q<i>                recall within popularity bucket i (q1 = least popular)
   pop_q<i>_share, pop_q<i>_freq_min, pop_q<i>_freq_max
                                     the bucket's share of users and its target-frequency range
@@ -40,6 +45,8 @@ from sgrec_jax.evaluation.metrics import ranking_metrics
 from sgrec_jax.models.counting import popularity_order, training_transitions
 
 POPULAR_FRACTION = 0.01  # popular_share@k counts the ceil(1% of N) most frequent targets.
+# The follows users split by the training count of their transition: (name, min, max).
+FOLLOWS_COUNT_GROUPS = (("once", 1, 1), ("few", 2, 3), ("often", 4, None))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,11 +57,13 @@ class TrainingStatistics:
       num_items: N, the catalog size.
       transition_keys: int64 sorted unique keys a * N + b of every transition a -> b seen
         consecutively in a training sequence.
+      transition_count: int64, aligned with transition_keys: how often each transition occurs.
       target_count_n: int64 [N], how often each item is a training target.
     """
 
     num_items: int
     transition_keys: np.ndarray
+    transition_count: np.ndarray
     target_count_n: np.ndarray
 
     @classmethod
@@ -63,21 +72,27 @@ class TrainingStatistics:
     ) -> TrainingStatistics:
         """From the training sequences (each user's items but the last two, oldest first)."""
         from_t, to_t = training_transitions(sequences, num_items)
+        keys, counts = np.unique(from_t * num_items + to_t, return_counts=True)
         return cls(
             num_items=num_items,
-            transition_keys=np.unique(from_t * num_items + to_t),
+            transition_keys=keys,
+            transition_count=counts.astype(np.int64),
             target_count_n=np.bincount(to_t, minlength=num_items).astype(np.int64),
         )
 
     def follows(self, from_u: np.ndarray, to_u: np.ndarray) -> np.ndarray:
         """bool [U]: whether from_u[i] -> to_u[i] is a training transition (False for PAD)."""
+        return self.transition_counts(from_u, to_u) > 0
+
+    def transition_counts(self, from_u: np.ndarray, to_u: np.ndarray) -> np.ndarray:
+        """int64 [U]: how often from_u[i] -> to_u[i] occurs in training (0 for PAD)."""
         from_u, to_u = np.asarray(from_u, np.int64), np.asarray(to_u, np.int64)
         real = (from_u >= 0) & (to_u >= 0)
         if not len(self.transition_keys):
-            return np.zeros(len(from_u), bool)
+            return np.zeros(len(from_u), np.int64)
         keys = np.where(real, from_u * self.num_items + to_u, -1)
         at = np.minimum(np.searchsorted(self.transition_keys, keys), len(self.transition_keys) - 1)
-        return real & (self.transition_keys[at] == keys)
+        return np.where(real & (self.transition_keys[at] == keys), self.transition_count[at], 0)
 
 
 def _group_metrics(
@@ -133,12 +148,18 @@ def ranking_diagnostics(
         raise ValueError(f"num_buckets must be >= 1, got {num_buckets}")
     out: dict[str, float] = {}
 
-    follows_u = stats.follows(history_uh[:, -1], targets_u)
+    count_u = stats.transition_counts(history_uh[:, -1], targets_u)
+    follows_u = count_u > 0
     out["diag/follows_share"] = float(follows_u.mean())
     for name, group_u in (("follows", follows_u), ("not_follows", ~follows_u)):
         recall, ndcg = _group_metrics(items_uk, targets_u, group_u, k)
         out[f"diag/recall@{k}|{name}"] = recall
         out[f"diag/ndcg@{k}|{name}"] = ndcg
+    for name, low, high in FOLLOWS_COUNT_GROUPS:
+        high = np.iinfo(np.int64).max if high is None else high
+        group_u = (count_u >= low) & (count_u <= high)
+        out[f"diag/recall@{k}|follows_{name}"] = _group_metrics(items_uk, targets_u, group_u, k)[0]
+        out[f"diag/follows_{name}_share"] = float(group_u.mean())
 
     frequency_u = stats.target_count_n[targets_u]
     bucket_u = popularity_buckets(frequency_u, num_buckets)

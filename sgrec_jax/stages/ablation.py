@@ -104,7 +104,7 @@ from sgrec_jax.evaluation.results_file import (
 from sgrec_jax.evaluation.tables import ResultsTable, results_table, to_csv, to_markdown
 from sgrec_jax.rl.estimators import ESTIMATORS
 from sgrec_jax.rl.evaluation import DEEP_METRICS
-from sgrec_jax.stages.multi_seed import DIAGNOSTIC_METRICS
+from sgrec_jax.stages.multi_seed import DIAGNOSTIC_METRICS, FOLLOWS_COUNT_METRICS
 from sgrec_jax.stages.pipeline import RESULTS_FILE, check_config, run_pipeline
 from sgrec_jax.stages.rl import TEST_REWARDS_FILE, TRUE_FRONT_FILE, backfill_test_rewards
 from sgrec_jax.stages.runs import run_or_load
@@ -371,16 +371,24 @@ def ablation_table(results: Results) -> ResultsTable:
 
 
 def diagnostics_table(results: Results) -> tuple[ResultsTable | None, list[str]]:
-    """Mean ± std over seeds of DIAGNOSTICS_TABLE for the cells whose every seed reports them
-    (cells that finished before the rl stage reported diagnostics do not), and the other
-    cells' names. None when no cell reports them."""
-    rows, missing = {}, []
+    """Mean ± std over seeds of DIAGNOSTICS_TABLE (plus FOLLOWS_COUNT_METRICS where every such
+    cell reports them) for the cells whose every seed reports them (cells that finished before
+    the rl stage reported diagnostics do not), and the other cells' names. None when no cell
+    reports them."""
+    reporting, missing = {}, []
     for name, by_seed in results.items():
         if all(PREFIX + m in r for r in by_seed.values() for m in DIAGNOSTICS_TABLE):
-            rows[name] = [_row_metrics(r, DIAGNOSTICS_TABLE) for r in by_seed.values()]
+            reporting[name] = by_seed
         else:
             missing.append(name)
-    return (results_table(rows, DIAGNOSTICS_TABLE) if rows else None), missing
+    # The follows-by-count columns join when every reporting cell has them.
+    columns = DIAGNOSTICS_TABLE + tuple(
+        m for m in FOLLOWS_COUNT_METRICS
+        if reporting and all(PREFIX + m in r for s in reporting.values() for r in s.values())
+    )
+    rows = {name: [_row_metrics(r, columns) for r in by_seed.values()]
+            for name, by_seed in reporting.items()}
+    return (results_table(rows, columns) if rows else None), missing
 
 
 def _column(table: ResultsTable, metric: str, stat: str = "mean") -> np.ndarray:

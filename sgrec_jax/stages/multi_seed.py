@@ -87,6 +87,10 @@ DIAGNOSTIC_METRICS = (
     *(f"diag/recall@10|pop_q{q}" for q in range(1, 6)),
     "diag/history_share@10", "diag/popular_share@10", "diag/first_codes@10",
 )
+# Reported since the follows split by training count; tables show them where every row has them.
+FOLLOWS_COUNT_METRICS = tuple(
+    f"diag/recall@10|follows_{name}" for name in ("once", "few", "often")
+)
 RANKINGS_FILE = "test_rankings.npz"
 
 
@@ -272,8 +276,8 @@ def tabulate(
     table = results_table(per_seed(TABLE_METRICS), TABLE_METRICS)
     write_table(table, os.path.join(out_dir, "table"))
     text = f"{_seeds_text(runs)}:\n\n{to_markdown(table)}"
-    reported = per_seed(DIAGNOSTIC_METRICS)
-    diagnostics = [m for m in DIAGNOSTIC_METRICS
+    reported = per_seed(DIAGNOSTIC_METRICS + FOLLOWS_COUNT_METRICS)
+    diagnostics = [m for m in DIAGNOSTIC_METRICS + FOLLOWS_COUNT_METRICS
                    if all(m in seed for seeds in reported.values() for seed in seeds)]
     if diagnostics:
         table = results_table(reported, diagnostics)

@@ -16,7 +16,9 @@ still be training elsewhere). Object stores (DIR = gs://...) have no symlinks.
 Rows: one per variant (its generator, the "sft" stage), then the floors "item_transition" and
 "popularity" of the reference variant's run (deterministic counts on the same data; another
 variant that reports them with other numbers is warned about). Per row: TABLE_METRICS and every
-"diag/" key (sgrec_jax/evaluation/diagnostics.py) the run reports, and for variants the cost
+"diag/" key (sgrec_jax/evaluation/diagnostics.py) the run reports (a diagnostic added after the
+run finished is recomputed from its saved rankings: sgrec_jax/stages/backfill.py; the results
+file lists those under "backfilled_diagnostics"), and for variants the cost
 (COST_METRICS; null where an older run did not record it; wall_seconds is the run's last
 invocation). The paired bootstrap over test users, from the saved test_rankings.npz, compares
 each variant with the reference variant and with item_transition on BOOTSTRAP_METRICS.
@@ -47,6 +49,7 @@ from sgrec_jax.evaluation.bootstrap import BootstrapResult
 from sgrec_jax.evaluation.paired import UserMetrics, paired_bootstrap_by_seed, user_metrics
 from sgrec_jax.evaluation.results_file import agreed_value, merged_provenance, results_file
 from sgrec_jax.evaluation.tables import results_table, to_csv
+from sgrec_jax.stages.backfill import BACKFILLED_KEY, backfill_diagnostics
 from sgrec_jax.stages.multi_seed import (
     DIAGNOSTIC_PREFIX,
     RANKINGS_FILE,
@@ -81,6 +84,8 @@ MAIN_COLUMNS = (
 DIAGNOSTIC_COLUMNS = (
     ("R@10\\|follows", "diag/recall@10|follows", "{:.4f}"),
     ("R@10\\|not_follows", "diag/recall@10|not_follows", "{:.4f}"),
+    *((f"R@10\\|follows_{c}", f"diag/recall@10|follows_{c}", "{:.4f}")
+      for c in ("once", "few", "often")),
     *((f"R@10 q{q}", f"diag/recall@10|pop_q{q}", "{:.4f}") for q in range(1, 6)),
     ("history_share@10", "diag/history_share@10", "{:.4f}"),
     ("popular_share@10", "diag/popular_share@10", "{:.4f}"),
@@ -348,6 +353,10 @@ def ablation_results(
         bootstrap=comparisons, provenance=provenance,
     )
     data["variants"] = {r.variant.name: dict(r.values) for r in runs}
+    backfilled = {name: row.results[BACKFILLED_KEY][row.system] for name, row in rows.items()
+                  if row.system in row.results.get(BACKFILLED_KEY, {})}
+    if backfilled:  # diagnostics the rows' runs predate, recomputed from their rankings
+        data[BACKFILLED_KEY] = backfilled
     return data
 
 
@@ -365,6 +374,8 @@ def summarize(
     Returns the markdown, for printing.
     """
     reference = pick_reference([r.variant for r in runs], reference)
+    runs = [dataclasses.replace(r, results=backfill_diagnostics(r.directory, r.results))
+            for r in runs]
     rows = table_rows(runs, reference)
     comparisons = bootstrap_rows(rows, reference, num_resamples=num_resamples,
                                  bootstrap_seed=bootstrap_seed)

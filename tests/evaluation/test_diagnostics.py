@@ -41,6 +41,8 @@ def test_training_statistics():
                                                           3 * 5 + 1, 4 * 5 + 1])
     np.testing.assert_array_equal(STATS.follows([0, 1, 2, -1, 4, 1], [1, 2, 4, 1, 1, 0]),
                                   [True, True, False, False, True, False])
+    np.testing.assert_array_equal(STATS.transition_counts([0, 1, 2, -1, 4, 1], [1, 2, 4, 1, 1, 0]),
+                                  [1, 2, 0, 0, 1, 0])
 
 
 def test_follows_split_history_popular_and_first_codes():
@@ -54,6 +56,32 @@ def test_follows_split_history_popular_and_first_codes():
     assert diag["diag/history_share@10"] == pytest.approx(7 / 13)
     assert diag["diag/popular_share@10"] == pytest.approx(3 / 13)  # item 1 in u0, u3, u4
     assert diag["diag/first_codes@10"] == 3  # codes 5, 7, 8 (item 7 has none: not counted)
+    # Follows by training count: once = u0 (0 -> 1, hit), u2 (4 -> 1, miss); few = u1 (1 -> 2
+    # twice, hit); often: nobody.
+    assert diag["diag/recall@10|follows_once"] == pytest.approx(1 / 2)
+    assert diag["diag/follows_once_share"] == pytest.approx(2 / 5)
+    assert diag["diag/recall@10|follows_few"] == pytest.approx(1.0)
+    assert diag["diag/follows_few_share"] == pytest.approx(1 / 5)
+    assert math.isnan(diag["diag/recall@10|follows_often"])
+    assert diag["diag/follows_often_share"] == 0.0
+
+
+def test_follows_split_by_training_count_reaches_often():
+    # 0 -> 1 four times, 0 -> 2 three times, 0 -> 3 once.
+    stats = TrainingStatistics.from_sequences(
+        [np.array(s) for s in ([0, 1], [0, 1], [0, 1], [0, 1], [0, 2], [0, 2], [0, 2], [0, 3])],
+        num_items=4,
+    )
+    history = np.array([[0], [0], [0], [0], [1]])
+    targets = np.array([1, 1, 2, 3, 0])
+    ranked = _ranked([2, 3], [1], [2], [0], [0])  # hits: u1 (often), u2 (few), u4 (not follows)
+    diag = ranking_diagnostics(ranked, targets, history, stats)
+    assert diag["diag/recall@10|follows_often"] == pytest.approx(1 / 2)
+    assert diag["diag/follows_often_share"] == pytest.approx(2 / 5)
+    assert diag["diag/recall@10|follows_few"] == pytest.approx(1.0)
+    assert diag["diag/recall@10|follows_once"] == pytest.approx(0.0)
+    assert diag["diag/follows_once_share"] == pytest.approx(1 / 5)
+    assert diag["diag/recall@10|not_follows"] == pytest.approx(1.0)
 
 
 def test_two_popularity_buckets():

@@ -255,3 +255,48 @@ def test_cli_reruns_from_finished_directories_and_exports(workdir, config_file, 
     wrong = run("--variant=base", "--variant=x:sft.num_steps=many")
     assert wrong.returncode == 1
     assert "error: variant 'x', field 'sft.num_steps': the field is int" in wrong.stderr
+
+
+def _strip_follows_counts(run_dir):
+    """Makes run_dir's results.json look like a run that predates the follows-count split."""
+    path = run_dir / "results.json"
+    original = json.loads(path.read_text())
+    path.write_text(json.dumps({k: v for k, v in original.items() if "follows_" not in k}))
+    return original
+
+
+def test_backfill_recomputes_exactly_what_the_stages_reported(workdir, tmp_path):
+    from sgrec_jax.stages.backfill import BACKFILLED_KEY, backfill_diagnostics
+
+    old = tmp_path / "old"
+    shutil.copytree(workdir / "base", old)
+    original = _strip_follows_counts(old)
+    stripped = results(tmp_path, "old")
+    filled = backfill_diagnostics(str(old), stripped)
+    recomputed = {k for k in original if "follows_" in k}
+    assert recomputed and {"diag/recall@10|follows_once",
+                           "item_transition/diag/recall@10|follows_often"} <= recomputed
+    for key in recomputed:
+        assert filled[key] == pytest.approx(original[key], nan_ok=True), key
+    for key, value in stripped.items():  # reported numbers are never replaced
+        assert filled[key] == value
+    assert set(filled[BACKFILLED_KEY]) == {"sft", "item_transition", "popularity"}
+    assert "diag/recall@10|follows_once" in filled[BACKFILLED_KEY]["sft"]
+    # A run that has them is returned as it is.
+    assert backfill_diagnostics(str(workdir / "base"), results(workdir, "base")) == \
+        results(workdir, "base")
+
+
+def test_backfill_refuses_rankings_of_other_users(workdir, tmp_path):
+    from sgrec_jax.stages.backfill import backfill_diagnostics
+    from sgrec_jax.train.evaluate import Rankings
+
+    old = tmp_path / "old"
+    shutil.copytree(workdir / "base", old)
+    _strip_follows_counts(old)
+    path = old / "sft" / "test_rankings.npz"
+    rankings = Rankings.load(path)
+    Rankings(rankings.users_u[::-1].copy(), rankings.targets_u, rankings.items_uk,
+             rankings.scores_uk).save(path)
+    with pytest.raises(ValueError, match="not the test split"):
+        backfill_diagnostics(str(old), results(tmp_path, "old"))
