@@ -28,7 +28,6 @@ from typing import Any
 
 import jax
 import numpy as np
-import optax
 from absl import app, flags
 from etils import epath
 from flax import nnx
@@ -43,6 +42,7 @@ from sgrec_jax.data.split import Examples
 from sgrec_jax.data.synthetic import WorldConfig, generate_world
 from sgrec_jax.models.registry import build_model
 from sgrec_jax.stages.sft import sft_loss
+from sgrec_jax.train.next_item import next_item_nll
 from sgrec_jax.train.supervised import train_supervised
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where the shards, runs and results go.")
@@ -143,7 +143,7 @@ def measure_train(shards_dir: str, source: str, run_dir: epath.Path, *, steps: i
         """Teacher-forced SID NLL: a cheap check that training went somewhere."""
         codes = model.item_codes(examples.target)
         logits = model(examples.history, examples.history_mask, codes, deterministic=True)
-        nll = optax.softmax_cross_entropy_with_integer_labels(logits, codes).sum(-1).mean()
+        nll = next_item_nll(logits, codes).sum(-1).mean()
         return {"neg_nll": -float(nll)}
 
     config = supervised_training()
