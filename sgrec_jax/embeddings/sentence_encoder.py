@@ -23,9 +23,12 @@ not promised (float summation order), which can move an item across a k-means bo
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
+import time
 
 import numpy as np
+from absl import logging
 
 from sgrec_jax.data.dataset import TEXT_FIELDS, SeqRecDataset
 from sgrec_jax.embeddings.base import SourceOptions, truncated_svd
@@ -102,13 +105,20 @@ def load_model(model: str, *, cache_dir: str = "", device: str | None = None):
         ) from e
     path = resolve_model(model, cache_dir)
     try:
-        return sentence_transformers.SentenceTransformer(path, device=device)
+        return _sentence_transformer(sentence_transformers, path, device)
     except (OSError, ValueError) as e:
         raise SentenceEncoderUnavailableError(
             f"sentence-transformers model {model!r} is not available locally ({e}); use a "
             f"packaged model ({', '.join(PACKAGED_MODELS)}), or download it on a machine with "
             "network access (SentenceTransformer(name).save(dir)) and pass model=<that dir>"
         ) from e
+
+
+@functools.lru_cache(maxsize=1)
+def _sentence_transformer(module, path: str, device: str | None):
+    """The loaded model, kept for the next call: the SIDs and the semantic rewards of one run
+    encode with the same model, and loading costs seconds."""
+    return module.SentenceTransformer(path, device=device)
 
 
 def model_width(model) -> int:
@@ -157,7 +167,11 @@ def sentence_encoder_embeddings(
             f"width), or a smaller dim to project onto principal components"
         )
     documents = [dataset.items.document(i, options.fields) for i in range(dataset.num_items)]
+    start = time.perf_counter()
     x_nd = encode_documents(model, documents, options.batch_size)
+    seconds = time.perf_counter() - start
+    logging.info("sentence_encoder %s: encoded %d item documents in %.1f s (%.1f items/s)",
+                 options.model, len(documents), seconds, len(documents) / max(seconds, 1e-9))
     if dim is None or dim == width:
         return x_nd
     return project_to_dim(x_nd, dim, seed)
