@@ -4,9 +4,10 @@
         --workdir=workdirs/beauty_sft
 
 Arg selects the SIDs: "letter_index" (default: LETTER's 4-level RQ-VAE index shipped with the
-data, 13 collisions resolved by the dedup level), or "rq_kmeans" / "rq_vae" built here from the
-real titles and categories. Encoder-decoder, 4+4 layers, d 128, item-level history tokens (one
-per history item, from its code embeddings), which is what makes it trainable on a CPU.
+data, 13 collisions resolved by the dedup level), or "rq_kmeans" / "rq_vae" / "rq_kmeans_minilm"
+(beauty_sids.py) built here from the real titles and categories. Encoder-decoder, 4+4 layers,
+d 128, item-level history tokens (one per history item, from its code embeddings), which is what
+makes it trainable on a CPU.
 """
 
 from experiments.configs import beauty_sids

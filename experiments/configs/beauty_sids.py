@@ -2,8 +2,10 @@
 
     python -m experiments.train --config=experiments/configs/beauty_sids.py:rq_kmeans --workdir=...
 
-Arg: "rq_kmeans" (default), "rq_vae", or "letter_index" (LETTER's precomputed 4-level index,
-`letter_sid_index.json` in the data folder, deduplicated like the others).
+Arg: "rq_kmeans" (default), "rq_vae", "letter_index" (LETTER's precomputed 4-level index,
+`letter_sid_index.json` in the data folder, deduplicated like the others), or
+"rq_kmeans_minilm" (balanced RQ-KMeans on 384-d all-MiniLM-L6-v2 sentence embeddings instead of
+128-d TF-IDF ones; needs the packages of requirements.txt, no network).
 """
 
 import os

@@ -13,6 +13,8 @@ from typing import Any
 from ml_collections import ConfigDict, config_dict
 
 from sgrec_jax.core.registry import field_defaults
+from sgrec_jax.embeddings.packaged_models import PACKAGED_MODELS
+from sgrec_jax.embeddings.sentence_encoder import DEFAULT_MODEL, SentenceEncoderOptions
 from sgrec_jax.embeddings.text import TextOptions
 from sgrec_jax.judge.defaults import JUDGE_OPTIONS, PSJ_OPTIONS
 from sgrec_jax.models.defaults import BASELINE_OPTIONS, GENERATOR_OPTIONS, SASREC_OPTIONS
@@ -212,15 +214,39 @@ def set_quantizer(config: ConfigDict, name: str) -> None:
     config.sid.quantizer_options = options_config(QUANTIZER_OPTIONS[name])
 
 
+# Item-text embedding sources a config may select with their options dataclasses (the
+# sentence_encoder module imports torch only when it encodes, so configs stay light).
+TEXT_EMBEDDING_OPTIONS = {"text": TextOptions, "sentence_encoder": SentenceEncoderOptions}
+
+
+def set_embeddings(config: ConfigDict, source: str, dim: int) -> None:
+    """Selects an item-text embedding source for the SIDs and exposes all its options (with
+    defaults) for overriding, as set_quantizer does for quantizers. The sections differ per
+    source, so switching sources takes this (or a config arg that calls it); overriding
+    sid.embeddings.source alone leaves the previous source's options, which fail by name."""
+    config.sid.embeddings.source = source
+    config.sid.embeddings.dim = dim
+    config.sid.embeddings.options = options_config(field_defaults(TEXT_EMBEDDING_OPTIONS[source]))
+
+
+# real_data_sids args that quantize MiniLM sentence embeddings instead of TF-IDF ones.
+MINILM_ARGS = {"rq_kmeans_minilm": "rq_kmeans"}
+
+
 def real_data_sids(config: ConfigDict, arg: str, index_arg: str, index_file: str) -> None:
     """SIDs of a public dataset from its text: arg `index_arg` reads the precomputed index
-    `index_file` of the data folder; otherwise arg names the quantizer (3 x 256 codes, 128-d
-    text embeddings; RQ-KMeans capacity-balanced, which cut collisions before dedup from 34% to
-    24% on Scientific)."""
+    `index_file` of the data folder; "rq_kmeans_minilm" is "rq_kmeans" on the 384-d
+    all-MiniLM-L6-v2 sentence embeddings (the "sentence_encoder" source's packaged model, kept
+    at its full width); otherwise arg names the quantizer (3 x 256 codes, 128-d text
+    embeddings; RQ-KMeans capacity-balanced, which cut collisions before dedup from 34% to 24%
+    on Scientific)."""
     config.sid.levels = 3
     config.sid.codebook_size = 256
-    config.sid.embeddings.source = "text"
-    config.sid.embeddings.dim = 128
+    if arg in MINILM_ARGS:
+        set_embeddings(config, "sentence_encoder", PACKAGED_MODELS[DEFAULT_MODEL].width)
+        arg = MINILM_ARGS[arg]
+    else:
+        set_embeddings(config, "text", 128)
     if arg == index_arg:
         config.sid.source = "index"
         config.sid.index_path = index_file

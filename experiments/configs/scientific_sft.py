@@ -3,11 +3,12 @@
     python -m experiments.train --config=experiments/configs/scientific_sft.py --workdir=DIR
 
 Arg selects the SIDs: "zcr_index" (default: CollisionGenRec's 4-level RQ-VAE index shipped with
-the data, no collisions), or "rq_kmeans" / "rq_vae" built here from the item text. The model is
-beauty_sft.py's (4+4-layer encoder-decoder, d 128, item-level history tokens). Scientific has
-33,541 training examples, 131 steps of 256 per epoch: 2,400 steps are about 18 epochs (Beauty's
-7,000 are 14), validated every ~3 epochs. At the ~0.5-0.8 steps/s measured here a validation
-(2,000 users, beam 20) costs 45-60 s and the test (8,317 users) about 2 min.
+the data, no collisions), or "rq_kmeans" / "rq_vae" / "rq_kmeans_minilm" (scientific_sids.py)
+built here from the item text. The model is beauty_sft.py's (4+4-layer encoder-decoder, d 128,
+item-level history tokens). Scientific has 33,541 training examples, 131 steps of 256 per epoch:
+2,400 steps are about 18 epochs (Beauty's 7,000 are 14), validated every ~3 epochs. At the
+~0.5-0.8 steps/s measured here a validation (2,000 users, beam 20) costs 45-60 s and the test
+(8,317 users) about 2 min.
 """
 
 from experiments.configs import scientific_sids

@@ -3,8 +3,10 @@
     python -m experiments.train \
         --config=experiments/configs/scientific_sids.py:rq_kmeans --workdir=...
 
-Arg: "rq_kmeans" (default), "rq_vae", or "zcr_index" (CollisionGenRec's precomputed index,
-`rqvae_zcr_sid_index.json` in the data folder).
+Arg: "rq_kmeans" (default), "rq_vae", "zcr_index" (CollisionGenRec's precomputed index,
+`rqvae_zcr_sid_index.json` in the data folder), or "rq_kmeans_minilm" (balanced RQ-KMeans on
+384-d all-MiniLM-L6-v2 sentence embeddings instead of 128-d TF-IDF ones; needs the packages of
+requirements.txt, no network).
 """
 
 import os

@@ -16,6 +16,7 @@ PSJ_OPTIONS = {
     "num_batches": 300,
     "distill_batches": 600,
     "dim": None,
+    "text_source": None,  # Item-text embeddings as emb_cosine's (rewards/semantic.py).
     "evidence_store": "",
 }
 

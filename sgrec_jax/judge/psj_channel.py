@@ -18,8 +18,9 @@ Where the models learn from:
     distils the stored evidence, so it scores the candidates the judge never saw. Needs
     evidence="distilled": the RL policy's candidates are not in the store.
 
-Needs the items' text (embeddings from `RewardSetup.text_embeddings`, options `dim`). The models
-are trained on the config's mesh (config.mesh) the first time and cached under
+Needs the items' text (embeddings from `RewardSetup.text_embeddings`, options `dim` and
+`text_source`, as emb_cosine's: "text" or "sentence_encoder", None = the SIDs' text source).
+The models are trained on the config's mesh (config.mesh) the first time and cached under
 workdir/judge/aggregator/ and workdir/judge/scorer/, keyed by a hash of everything they depend
 on (the store by its file's sha256).
 
@@ -196,7 +197,7 @@ def psj_models(setup: RewardSetup, options: Mapping[str, Any]
     _check(options)
     store = (load_evidence_store(setup, options["evidence_store"])
              if options["evidence_store"] else None)
-    emb_nd = setup.text_embeddings(dim=options["dim"])
+    emb_nd = setup.text_embeddings(dim=options["dim"], source=options["text_source"])
     ctx = context_tables(setup.dataset, emb_nd)
     negatives = tuple(options["negatives"])
     mesh = make_mesh(data=setup.config.mesh.data, fsdp=setup.config.mesh.fsdp)
@@ -291,11 +292,12 @@ def _psj_score(graphdefs: tuple[Any, Any], tables: dict[str, Any], requests: Rew
 def build_psj(setup: RewardSetup, options: Mapping[str, Any]) -> RewardChannel:
     """The "psj" channel; options: evidence, aggregator, negatives (log-pair negatives the
     aggregator trains on), group_size and num_batches (its GRPO/BT training), distill_batches
-    (the distilled scorer's), dim (text embedding width; None = the config's), evidence_store
-    (path of a stage-1 evidence.npz to learn from instead of feature evidence; "" = none).
+    (the distilled scorer's), dim (text embedding width; None = the config's), text_source
+    (item-text embedding source; None = the config's SIDs'), evidence_store (path of a stage-1
+    evidence.npz to learn from instead of feature evidence; "" = none).
     Defaults: judge/defaults.py."""
     aggregator, scorer = psj_models(setup, options)
-    emb_nd = setup.text_embeddings(dim=options["dim"])
+    emb_nd = setup.text_embeddings(dim=options["dim"], source=options["text_source"])
     tables: dict[str, Any] = {"context": context_tables(setup.dataset, emb_nd)}
     graphdefs: list[Any] = [None, None]
     if aggregator is not None:

@@ -117,8 +117,12 @@ def judge_features(
 ) -> tuple[str, dict]:
     """Feature evidence of the sampled pairs not yet cached; returns (model name, counts)."""
     setup = RewardSetup(config=config, dataset=dataset, workdir=workdir, seed=config.seed)
-    x_nd = setup.text_embeddings()
-    model = f"features:text_emb_{x_nd.shape[1]}"
+    # The SIDs' text space ("text" or "sentence_encoder"; RewardSetup.text_embeddings); the
+    # cache's model name keeps its pre-source spelling for "text".
+    source = setup.text_source()
+    x_nd = setup.text_embeddings(source=source)
+    prefix = "text_emb" if source == "text" else f"{source}_emb"
+    model = f"features:{prefix}_{x_nd.shape[1]}"
     tables = feature_tables(dataset, x_nd)
     stored = cache.statuses(model, FEATURES_VERSION)
     todo = [(r, c) for r, c in first_occurrences(sample, items_kg)

@@ -41,7 +41,9 @@ from sgrec_jax.embeddings import item_embeddings
 
 KINDS = ("business", "semantic", "truth")
 REWARDS_DIR = "rewards"  # Under the work directory: every cached reward artefact.
-DEFAULT_TEXT_DIM = 64  # Text embedding width when the config's SIDs are not built from text.
+DEFAULT_TEXT_DIM = 64  # "text" embedding width when the config's SIDs are not built from text.
+# Embedding sources of item text that semantic channels may read (RewardSetup.text_embeddings).
+TEXT_SOURCES = ("text", "sentence_encoder")
 
 
 @flax.struct.dataclass
@@ -200,21 +202,41 @@ class RewardSetup:
             self._world = world
         return self._world
 
-    def text_embeddings(self, dim: int | None = None, **text_options: Any) -> np.ndarray:
-        """float32 [N, D] unit-norm item text embeddings ("text" source), cached on disk.
+    def text_source(self) -> str:
+        """The config's SID embedding source when it embeds item text (TEXT_SOURCES), else
+        "text": the default source of text_embeddings."""
+        sid_emb = self.config.sid.embeddings if "sid" in self.config else None
+        return sid_emb.source if sid_emb is not None and sid_emb.source in TEXT_SOURCES else "text"
 
-        Defaults to the config's SID embedding settings when those use the "text" source (so
-        rewards and SIDs see the same text space), else DEFAULT_TEXT_DIM and the source's
-        defaults. Cached as workdir/rewards/text_emb_<key>.npy, key = hash of the settings.
+    def text_embeddings(self, dim: int | None = None, source: str | None = None,
+                        **text_options: Any) -> np.ndarray:
+        """float32 [N, D] unit-norm item text embeddings, cached on disk.
+
+        source: an item-text embedding source (TEXT_SOURCES: "text" TF-IDF/LSA, or
+        "sentence_encoder", a pretrained model); None = the config's SID embedding source when
+        it is one of those (so rewards and SIDs see the same text space), else "text".
+        dim and the options default to the config's SID embedding settings when `source` is the
+        SIDs' source, else to DEFAULT_TEXT_DIM ("text") or the model's width
+        ("sentence_encoder") and the source's defaults. Cached as
+        workdir/rewards/text_emb_<key>.npy, key = hash of the settings.
         """
         sid_emb = self.config.sid.embeddings if "sid" in self.config else None
-        from_config = sid_emb is not None and sid_emb.source == "text"
+        source = self.text_source() if source is None else source
+        if source not in TEXT_SOURCES:
+            raise ValueError(f"text embedding source must be one of {TEXT_SOURCES}, got "
+                             f"{source!r}")
+        from_config = sid_emb is not None and sid_emb.source == source
         if dim is None:
-            dim = int(sid_emb.dim) if from_config else DEFAULT_TEXT_DIM
+            if from_config:
+                dim = None if sid_emb.dim is None else int(sid_emb.dim)
+            elif source == "text":
+                dim = DEFAULT_TEXT_DIM
         if not text_options and from_config:
             text_options = dict(sid_emb.options)
         settings = {"dim": dim, "seed": self.seed, "options": dict(sorted(text_options.items())),
                     "dataset": self.dataset.name, "num_items": self.dataset.num_items}
+        if source != "text":  # "text" keys stay those of caches written before sources existed.
+            settings["source"] = source
         key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=list).encode())
         key = key.hexdigest()[:16]
         if key not in self._embeddings:
@@ -222,7 +244,7 @@ class RewardSetup:
             if path.exists():
                 x_nd = read_npy(path)
             else:
-                x_nd = item_embeddings("text", self.dataset, dim=dim, seed=self.seed,
+                x_nd = item_embeddings(source, self.dataset, dim=dim, seed=self.seed,
                                        workdir=self.rewards_dir / "text_emb",
                                        **{**text_options, "normalize": True})
                 self.rewards_dir.mkdir(parents=True, exist_ok=True)

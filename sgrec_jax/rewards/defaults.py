@@ -31,7 +31,9 @@ CHANNEL_OPTIONS = {
     "ecpm": CTR_OPTIONS,
     # The independent evaluation model: the other architecture, its own seed.
     "ecpm_eval": {**CTR_OPTIONS, "architecture": "mean_pool", "seed_offset": 1000},
-    "emb_cosine": {"dim": None},  # Text embedding width; None = the config's SID embeddings'.
+    # Item-text embeddings (rewards/semantic.py): text_source "text" | "sentence_encoder" | None
+    # (= the config's SID embedding source when it is a text one); dim None = that source's width.
+    "emb_cosine": {"dim": None, "text_source": None},
     "true_ctr": {},
     "true_business": {},
     "true_relevance": {},

@@ -30,10 +30,10 @@ RANK_ARGS = ("rank_single", "rank_a2po", "rank_adv_sum", "rank_popo")
 # The args each config's docstring documents; "" is get_config()'s default.
 DOCUMENTED_ARGS = {
     "quickstart": ("", "rq_kmeans", "rq_vae"),
-    "beauty_sids": ("", "rq_kmeans", "rq_vae", "letter_index"),
-    "scientific_sids": ("", "rq_kmeans", "rq_vae", "zcr_index"),
-    "beauty_sft": ("", "letter_index", "rq_kmeans", "rq_vae"),
-    "scientific_sft": ("", "zcr_index", "rq_kmeans", "rq_vae"),
+    "beauty_sids": ("", "rq_kmeans", "rq_vae", "letter_index", "rq_kmeans_minilm"),
+    "scientific_sids": ("", "rq_kmeans", "rq_vae", "zcr_index", "rq_kmeans_minilm"),
+    "beauty_sft": ("", "letter_index", "rq_kmeans", "rq_vae", "rq_kmeans_minilm"),
+    "scientific_sft": ("", "zcr_index", "rq_kmeans", "rq_vae", "rq_kmeans_minilm"),
     "beauty_sasrec": ("",),
     "scientific_sasrec": ("",),
     # RL configs: the arg names the advantage estimator; "rank_<estimator>" on the public data
@@ -72,7 +72,8 @@ def test_config_loads_and_passes_the_checks(name, arg):
     elif arg.endswith("_index"):
         assert config.sid.source == "index" and config.sid.index_path
     elif arg:
-        assert config.sid.source == "quantizer" and config.sid.quantizer == arg
+        assert config.sid.source == "quantizer"
+        assert config.sid.quantizer == common.MINILM_ARGS.get(arg, arg)
 
 
 def test_conflict_study_rewards_the_ground_truth_at_its_conflict_level():
@@ -111,6 +112,22 @@ def test_rl_budgets_count_the_real_training_examples(name, beauty_dir, scientifi
     config = load(name, "rank_a2po")
     examples = len(leave_one_out(load_configured_dataset(config), config.data.max_history).train)
     assert examples == importlib.import_module(f"experiments.configs.{name}").TRAIN_EXAMPLES
+
+
+@pytest.mark.parametrize("name", ["scientific_sids", "beauty_sids", "scientific_sft", "beauty_sft"])
+def test_minilm_arg_is_rq_kmeans_on_minilm_sentence_embeddings(name):
+    """rq_kmeans_minilm changes only the embeddings of the rq_kmeans arg: the packaged MiniLM at
+    its full 384-d width, with every option of the sentence_encoder source listed."""
+    minilm, tfidf = load(name, "rq_kmeans_minilm"), load(name, "rq_kmeans")
+    emb = minilm.sid.embeddings
+    assert (emb.source, emb.dim, emb.options.model) == ("sentence_encoder", 384,
+                                                          "all-MiniLM-L6-v2")
+    assert emb.options.to_dict() == EMBEDDING_SOURCES.options("sentence_encoder")
+    assert minilm.sid.quantizer == "rq_kmeans" and minilm.sid.quantizer_options.balanced
+    assert (tfidf.sid.embeddings.source, tfidf.sid.embeddings.dim) == ("text", 128)
+    for config in (minilm, tfidf):
+        del config.sid.embeddings
+    assert minilm.to_dict() == tfidf.to_dict()
 
 
 def test_sid_configs_default_to_their_documented_sids():
@@ -167,6 +184,9 @@ def test_config_sections_hold_the_registered_options():
     assert config.baselines.to_dict() == {
         name: STAGES.options(name) for name in ("popularity", "item_transition")}
     assert config.sid.embeddings.options.to_dict() == EMBEDDING_SOURCES.options("text")
+    for source in common.TEXT_EMBEDDING_OPTIONS:
+        common.set_embeddings(config, source, 32)
+        assert config.sid.embeddings.options.to_dict() == EMBEDDING_SOURCES.options(source)
     for quantizer in QUANTIZERS.names():
         common.set_quantizer(config, quantizer)
         assert config.sid.quantizer_options.to_dict() == QUANTIZERS.options(quantizer)

@@ -20,6 +20,7 @@ from sgrec_jax.judge.store import EvidenceStore
 from sgrec_jax.rewards.channel import REWARD_CHANNELS, RewardRequests, RewardSetup
 from sgrec_jax.rewards.channel import build_channels
 from sgrec_jax.stages.pipeline import load_configured_dataset
+from tests.embeddings.minilm import minilm_cache  # noqa: F401 (a fixture)
 from tests.rewards.tiny import requests_and_items, tiny_config
 
 FAST = {"num_batches": 6, "group_size": 4, "distill_batches": 6, "negatives": ("random",)}
@@ -163,3 +164,16 @@ def test_bad_options_fail(setup):
         build_channels(setup, ["psj"], {"psj": {"aggregator": "mean"}})
     with pytest.raises(ValueError, match="negatives"):
         build_channels(setup, ["psj"], {"psj": {"negatives": ("farthest",)}})
+
+
+def test_psj_feature_evidence_reads_sentence_encoder_embeddings(setup, batch, minilm_cache):
+    """text_source="sentence_encoder": context and feature tables hold the model's encodings."""
+    options = {"psj": {"text_source": "sentence_encoder", "aggregator": "uniform",
+                       "evidence": "features"}}
+    (channel,) = build_channels(setup, ["psj"], options)
+    want_nd = setup.text_embeddings(source="sentence_encoder")
+    assert want_nd.shape == (setup.dataset.num_items, 384)
+    # feature_tables normalises the (already unit-norm) rows once more: equal up to rounding.
+    np.testing.assert_allclose(np.asarray(channel.tables["features"].item_nd), want_nd, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(channel.tables["context"].emb_nd), want_nd)
+    check_rewards(score(channel, batch), batch)
