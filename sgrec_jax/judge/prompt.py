@@ -12,6 +12,12 @@ object is rejected. One exception, by decision: a single Markdown code fence aro
 object (```json ... ``` or ``` ... ```) is stripped first, since many chat models add it even when
 told not to and it carries no ambiguity. Anything else outside the object still fails.
 
+ANSWER_SCHEMA is the same contract as a JSON Schema. The client sends it as the request's
+OpenAI `response_format` (structured output), so servers that constrain decoding by a schema
+(llama.cpp, vLLM, SGLang) can only produce answers of this shape. parse_answer stays the judge of
+record either way: a server may ignore the schema or only partly enforce it (llama.cpp's grammar,
+for one, does not bound numbers to [0, 1]), and such answers still fail validation.
+
 Changing the wording, the scale or the fields changes PROMPT_VERSION, so cached answers of the
 old prompt are never read as answers to the new one.
 """
@@ -42,6 +48,18 @@ SYSTEM_PROMPT = (
     "Answer with exactly one JSON object and no other text:\n"
     '{"profile": <0..1>, "future": <0..1>, "novelty": <0..1>, "rationale": "<one sentence>"}'
 )
+
+
+ANSWER_SCHEMA_NAME = "psj_aspect_scores"
+ANSWER_SCHEMA: dict = {
+    "type": "object",
+    "properties": {
+        **{aspect: {"type": "number", "minimum": 0, "maximum": 1} for aspect in ASPECTS},
+        RATIONALE: {"type": "string"},
+    },
+    "required": [*ASPECTS, RATIONALE],
+    "additionalProperties": False,
+}
 
 
 class MalformedAnswer(ValueError):
