@@ -12,11 +12,13 @@ object is rejected. One exception, by decision: a single Markdown code fence aro
 object (```json ... ``` or ``` ... ```) is stripped first, since many chat models add it even when
 told not to and it carries no ambiguity. Anything else outside the object still fails.
 
-ANSWER_SCHEMA is the same contract as a JSON Schema. The client sends it as the request's
-OpenAI `response_format` (structured output), so servers that constrain decoding by a schema
-(llama.cpp, vLLM, SGLang) can only produce answers of this shape. parse_answer stays the judge of
-record either way: a server may ignore the schema or only partly enforce it (llama.cpp's grammar,
-for one, does not bound numbers to [0, 1]), and such answers still fail validation.
+ANSWER_SCHEMA is the same contract as a JSON Schema, for structured output: the client sends it
+as the request's `response_format`, so servers that constrain decoding by a schema (llama.cpp,
+vLLM, SGLang) can only produce answers of this shape. Its scores are one of SCORE_LEVELS (0, 0.05,
+..., 1) as an `enum`, because llama.cpp's grammars ignore `minimum`/`maximum` on numbers (the
+packaged SmolLM2 then answers 1, 2, 3); an enum every engine enforces. parse_answer stays the
+judge of record (any number in [0, 1] passes it): a server may ignore the schema, and such
+answers still fail validation.
 
 Changing the wording, the scale or the fields changes PROMPT_VERSION, so cached answers of the
 old prompt are never read as answers to the new one.
@@ -51,10 +53,12 @@ SYSTEM_PROMPT = (
 
 
 ANSWER_SCHEMA_NAME = "psj_aspect_scores"
+SCORE_LEVELS = tuple(round(k / 20, 2) for k in range(21))  # 0.0, 0.05, ..., 1.0
 ANSWER_SCHEMA: dict = {
     "type": "object",
     "properties": {
-        **{aspect: {"type": "number", "minimum": 0, "maximum": 1} for aspect in ASPECTS},
+        **{aspect: {"type": "number", "minimum": 0, "maximum": 1, "enum": list(SCORE_LEVELS)}
+           for aspect in ASPECTS},
         RATIONALE: {"type": "string"},
     },
     "required": [*ASPECTS, RATIONALE],
