@@ -18,6 +18,7 @@ sample.npz and run.json (with the schema-failure rate and the score-spread check
 """
 
 import contextlib
+import signal
 import sys
 
 from absl import app, flags, logging
@@ -68,6 +69,9 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     quiet_library_logs()
+    # SIGTERM (kill, a scheduler) unwinds like Ctrl-C: the started server is stopped and the
+    # answers in flight are stored. (Background jobs of a shell ignore SIGINT.)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if _START_SERVER.value:
         run = lambda: judge_with_server(_CONFIG.value, _WORKDIR.value, _START_SERVER.value)  # noqa: E731
     else:

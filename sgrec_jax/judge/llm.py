@@ -28,8 +28,9 @@ run_judge is resumable and never asks twice for a pair already in the cache: pai
 answered are skipped, and so are stored failures unless retry_failed. Each pair's requests run in
 a worker thread (at most `concurrency` at once); the main thread commits each outcome to the
 cache as it arrives. Transient failures (timeouts, connection errors, HTTP 429 and 5xx) and
-malformed answers are retried with exponential backoff and seeded jitter; when a pair's attempts
-run out it is stored as failed. A retry after a malformed answer samples at
+malformed answers are retried, the transient failures with exponential backoff and seeded
+jitter, a malformed answer at once (the server is not overloaded); when a pair's attempts run out
+it is stored as failed. A retry after a malformed answer samples at
 RetryPolicy.malformed_temperature (if above the endpoint's), since a greedy server would repeat
 the same bad answer word for word. A server that cannot be reached at all through a pair's
 attempts (connection refused, reset or dropped unanswered: it is down, not slow) stops the run with EndpointUnreachable
@@ -367,7 +368,7 @@ def judge_pair(
         if stop.is_set() or not budget.take():
             return _Outcome(None, prompt_tokens, completion_tokens, malformed)
         attempts += 1
-        hint = None
+        hint, backoff = None, True
         try:
             reply = client.complete(job.messages, temperature)
             prompt_tokens += reply.prompt_tokens
@@ -388,9 +389,10 @@ def judge_pair(
         except MalformedAnswer as e:
             error, unreachable = client.scrub(str(e)), False
             malformed += 1
+            backoff = False  # the server answered: nothing to back off from
             if retry.malformed_temperature is not None:
                 temperature = max(client.endpoint.temperature, retry.malformed_temperature)
-        if attempts < retry.max_attempts:
+        if attempts < retry.max_attempts and backoff:
             delay = retry.delay(attempts - 1, rng)
             if hint is not None:
                 delay = max(delay, min(hint, retry.backoff_max_s))

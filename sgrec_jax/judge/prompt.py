@@ -16,7 +16,9 @@ ANSWER_SCHEMA is the same contract as a JSON Schema, for structured output: the 
 as the request's `response_format`, so servers that constrain decoding by a schema (llama.cpp,
 vLLM, SGLang) can only produce answers of this shape. Its scores are one of SCORE_LEVELS (0, 0.05,
 ..., 1) as an `enum`, because llama.cpp's grammars ignore `minimum`/`maximum` on numbers (the
-packaged SmolLM2 then answers 1, 2, 3); an enum every engine enforces. parse_answer stays the
+packaged SmolLM2 then answers 1, 2, 3); an enum every engine enforces. The rationale is capped
+at MAX_RATIONALE_CHARS in the schema, since a small model's unending rationale is cut at
+max_tokens into invalid JSON (11 of 45 first answers on Scientific before the cap). parse_answer stays the
 judge of record (any number in [0, 1] passes it): a server may ignore the schema, and such
 answers still fail validation.
 
@@ -53,13 +55,14 @@ SYSTEM_PROMPT = (
 
 
 ANSWER_SCHEMA_NAME = "psj_aspect_scores"
+MAX_RATIONALE_CHARS = 200  # In the schema only: a rambling rationale would hit max_tokens.
 SCORE_LEVELS = tuple(round(k / 20, 2) for k in range(21))  # 0.0, 0.05, ..., 1.0
 ANSWER_SCHEMA: dict = {
     "type": "object",
     "properties": {
         **{aspect: {"type": "number", "minimum": 0, "maximum": 1, "enum": list(SCORE_LEVELS)}
            for aspect in ASPECTS},
-        RATIONALE: {"type": "string"},
+        RATIONALE: {"type": "string", "maxLength": MAX_RATIONALE_CHARS},
     },
     "required": [*ASPECTS, RATIONALE],
     "additionalProperties": False,
