@@ -73,6 +73,9 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Work directory for outputs and 
 _JUDGE_DIR = flags.DEFINE_string(
     "judge_dir", "", "A stage-1 work directory (JDIR/judge/sample.npz, evidence.npz): compare "
     "its evidence with the feature evidence on the pairs it judged (module docstring).")
+_HELD_OUT = flags.DEFINE_float(
+    "held_out_fraction", 0.2, "Fraction of the users whose pairs are held out (--judge_dir only; "
+    "a small judged sample may want more than 0.2 to have held-out pairs of every kind).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 HELD_OUT_FRACTION = 0.2
@@ -191,7 +194,8 @@ def judged_pairs(judge_dir, num_users: int) -> tuple[dict[str, Pairs], EvidenceS
     return out, store
 
 
-def psj_report_judged(config, workdir: str, judge_dir: str) -> dict:
+def psj_report_judged(config, workdir: str, judge_dir: str,
+                      held_out_fraction: float = HELD_OUT_FRACTION) -> dict:
     """PairAUC of stage-1 evidence vs feature evidence vs both on the judged pairs (docstring)."""
     start = time.time()
     seed = int(config.seed)
@@ -200,7 +204,7 @@ def psj_report_judged(config, workdir: str, judge_dir: str) -> dict:
                          seed=seed).text_embeddings()
     ctx = context_tables(dataset, emb_nd)
     aspects_fn = functools.partial(feature_aspects, feature_tables(dataset, emb_nd))
-    held_u = held_out_users(dataset.num_users, HELD_OUT_FRACTION, seed)
+    held_u = held_out_users(dataset.num_users, held_out_fraction, seed)
     by_kind, store = judged_pairs(judge_dir, dataset.num_users)
     parts = {}
     for kind, pairs in by_kind.items():
@@ -217,7 +221,7 @@ def psj_report_judged(config, workdir: str, judge_dir: str) -> dict:
     names["both"] = names["llm"] + names["features"]
     report: dict = {
         "dataset": dataset.name, "seed": seed, "judge_dir": str(judge_dir),
-        "evidence_source": store.source, "held_out_fraction": HELD_OUT_FRACTION,
+        "evidence_source": store.source, "held_out_fraction": held_out_fraction,
         "sources": list(SOURCES), "aspects": names,
     }
     for kind, part in parts.items():
@@ -269,7 +273,8 @@ def main(argv):
     quiet_library_logs()
     workdir = as_path(_WORKDIR.value)
     if _JUDGE_DIR.value:
-        report = run_or_exit(lambda: psj_report_judged(_CONFIG.value, workdir, _JUDGE_DIR.value))
+        report = run_or_exit(lambda: psj_report_judged(_CONFIG.value, workdir, _JUDGE_DIR.value,
+                                                       _HELD_OUT.value))
         print_judged(report, workdir)
         return
     report = run_or_exit(lambda: psj_report(_CONFIG.value, workdir))
