@@ -72,10 +72,11 @@ def main(argv):
     # SIGTERM (kill, a scheduler) unwinds like Ctrl-C: the started server is stopped and the
     # answers in flight are stored. (Background jobs of a shell ignore SIGINT.)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    if _START_SERVER.value:
-        run = lambda: judge_with_server(_CONFIG.value, _WORKDIR.value, _START_SERVER.value)  # noqa: E731
-    else:
-        run = lambda: run_judge_stage(_CONFIG.value, _WORKDIR.value)  # noqa: E731
+    def run() -> dict:
+        if _START_SERVER.value:
+            return judge_with_server(_CONFIG.value, _WORKDIR.value, _START_SERVER.value)
+        return run_judge_stage(_CONFIG.value, _WORKDIR.value)
+
     try:
         summary = run_or_exit(run)
     except (ServerStartError, ServerDied) as e:

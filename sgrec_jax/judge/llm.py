@@ -25,18 +25,18 @@ A ChatClient holds one httpx.Client: its connection pool keeps connections open 
 (`with ChatClient(...) as client:` or client.close()) when the run is over.
 
 run_judge is resumable and never asks twice for a pair already in the cache: pairs stored as
-answered are skipped, and so are stored failures unless retry_failed. Each pair's requests run in
-a worker thread (at most `concurrency` at once); the main thread commits each outcome to the
-cache as it arrives. Transient failures (timeouts, connection errors, HTTP 429 and 5xx) and
-malformed answers are retried, the transient failures with exponential backoff and seeded
-jitter, a malformed answer at once (the server is not overloaded); when a pair's attempts run out
-it is stored as failed. A retry after a malformed answer samples at
-RetryPolicy.malformed_temperature (if above the endpoint's), since a greedy server would repeat
-the same bad answer word for word. A server that cannot be reached at all through a pair's
-attempts (connection refused, reset or dropped unanswered: it is down, not slow) stops the run with EndpointUnreachable
-and the pair is left unstored, so a rerun asks it again once the server is back. Other 4xx answers fail the pair at once, except 401/403/404,
-which would fail every pair the same way and stop the run (EndpointError). The request budget
-counts HTTP requests, retries included, and `max_seconds` bounds the run's wall time the same
+answered are skipped, and so are stored failures unless retry_failed. Each pair's requests run in a
+worker thread (at most `concurrency` at once); the main thread commits each outcome to the cache as
+it arrives. Transient failures (timeouts, connection errors, HTTP 429 and 5xx) and malformed answers
+are retried, the transient failures with exponential backoff and seeded jitter, a malformed answer
+at once (the server is not overloaded); when a pair's attempts run out it is stored as failed. A
+retry after a malformed answer samples at RetryPolicy.malformed_temperature (if above the
+endpoint's), since a greedy server would repeat the same bad answer word for word. A server that
+cannot be reached at all through a pair's attempts (connection refused, reset or dropped unanswered:
+it is down, not slow) stops the run with EndpointUnreachable and the pair is left unstored, so a
+rerun asks it again once the server is back. A 4xx answer other than 429 fails the pair at once, except
+401/403/404, which would fail every pair the same way and stop the run (EndpointError). The request
+budget counts HTTP requests, retries included, and `max_seconds` bounds the run's wall time the same
 way: once either is spent no request starts, the pairs in flight finish, and the run returns with
 everything answered so far in the cache.
 """

@@ -17,10 +17,10 @@ and its figures go to run.json's `score_spread`, next to the run's schema-failur
 
 Outputs in DIR/judge/ (`judge_sample`): cache.sqlite (every answer and failure, committed as it
 arrives: rerunning resumes; pairs already stored are never asked again, failures only with
-`retry_failed`), evidence.npz (EvidenceStore.save of the answered pairs), sample.npz (the sampled requests: users,
-history, target, their candidates `items` [k, G] and the candidate `columns`' names), run.json (settings,
-counts and the separation report; the API key is only ever named by its environment variable)
-and config.json (the run's whole config).
+`retry_failed`), evidence.npz (EvidenceStore.save of the answered pairs), sample.npz (the sampled
+requests: users, history, target, their candidates `items` [k, G] and the candidate `columns`'
+names), run.json (settings, counts and the separation report; the API key is only ever named by its
+environment variable) and config.json (the run's whole config).
 """
 
 from __future__ import annotations
