@@ -25,12 +25,17 @@ JUDGE_OPTIONS = {
     "backend": "features",  # "features" (aspect features of the text) or "llm".
     "sample_ratio": 0.05,  # Fraction of the training requests judged (at least one).
     "candidates": "target,negatives:4",  # Per request: the target and/or N unseen items.
+    "log_negatives": False,  # Also one negative per stage-2 kind (random, nearest, popular).
     "batch_size": 256,  # features: requests per jitted batch.
     "base_url": "",  # llm: OpenAI-compatible base URL (.../v1).
     "model": "",  # llm: the served model's name.
     "api_key_env": "OPENAI_API_KEY",  # llm: NAME of the environment variable with the key.
     "concurrency": 8,  # llm: requests in flight at most.
     "max_requests": 0,  # llm: HTTP request budget; 0 = none.
+    "max_seconds": 0.0,  # llm: wall-time budget in seconds; 0 = none.
+    # llm: how the answer schema is sent: "json_schema" (OpenAI, llama.cpp, vLLM, SGLang),
+    # "json_object_schema" (llama-cpp-python), "json_object" (no schema) or "none".
+    "response_format": "json_schema",
     "timeout_s": 60.0,  # llm: per-request timeout in seconds.
     "max_attempts": 4,  # llm: attempts per pair.
     "max_tokens": 256,  # llm: answer length cap in tokens.

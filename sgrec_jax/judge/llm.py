@@ -9,19 +9,36 @@ hosted API). The API key is read once from the environment variable Endpoint.api
 put in an error message (errors are scrubbed of it, since a server may echo headers). Local
 servers need no key: when the variable is unset no Authorization header is sent.
 
+Structured output: by default each request carries the answer's JSON Schema as the OpenAI
+`response_format` {"type": "json_schema", "json_schema": {"name", "schema", "strict": true}}
+(prompt.ANSWER_SCHEMA), which llama.cpp's server, vLLM and SGLang turn into constrained
+decoding, so a small or chatty model cannot wander off the format. llama-cpp-python's server
+(judge.server) takes the schema in another shape, {"type": "json_object", "schema": ...}
+(Endpoint.response_format="json_object_schema"; it answers "json_schema" with HTTP 500).
+"json_object" asks for JSON mode without a schema and "none" sends no response_format, for
+servers that reject both.
+Every answer is still validated strictly (prompt.parse_answer); the run counts the answers that
+fail it (JudgeRunSummary.malformed_answers, schema_failure_rate).
+
 A ChatClient holds one httpx.Client: its connection pool keeps connections open between requests
 (keep-alive), so a run opens about `concurrency` connections instead of one per request. Close it
 (`with ChatClient(...) as client:` or client.close()) when the run is over.
 
 run_judge is resumable and never asks twice for a pair already in the cache: pairs stored as
-answered are skipped, and so are stored failures unless retry_failed. Each pair's requests run in
-a worker thread (at most `concurrency` at once); the main thread commits each outcome to the
-cache as it arrives. Transient failures (timeouts, connection errors, HTTP 429 and 5xx) and
-malformed answers are retried with exponential backoff and seeded jitter; when a pair's attempts
-run out it is stored as failed. Other 4xx answers fail the pair at once, except 401/403/404,
-which would fail every pair the same way and stop the run (EndpointError). The request budget
-counts HTTP requests, retries included; once it is spent no request starts, the pairs in flight
-finish, and the run returns with everything answered so far in the cache.
+answered are skipped, and so are stored failures unless retry_failed. Each pair's requests run in a
+worker thread (at most `concurrency` at once); the main thread commits each outcome to the cache as
+it arrives. Transient failures (timeouts, connection errors, HTTP 429 and 5xx) and malformed answers
+are retried, the transient failures with exponential backoff and seeded jitter, a malformed answer
+at once (the server is not overloaded); when a pair's attempts run out it is stored as failed. A
+retry after a malformed answer samples at RetryPolicy.malformed_temperature (if above the
+endpoint's), since a greedy server would repeat the same bad answer word for word. A server that
+cannot be reached at all through a pair's attempts (connection refused, reset or dropped unanswered:
+it is down, not slow) stops the run with EndpointUnreachable and the pair is left unstored, so a
+rerun asks it again once the server is back. A 4xx answer other than 429 fails the pair at once, except
+401/403/404, which would fail every pair the same way and stop the run (EndpointError). The request
+budget counts HTTP requests, retries included, and `max_seconds` bounds the run's wall time the same
+way: once either is spent no request starts, the pairs in flight finish, and the run returns with
+everything answered so far in the cache.
 """
 
 from __future__ import annotations
@@ -40,23 +57,38 @@ import httpx
 from absl import logging
 
 from sgrec_jax.judge.cache import FAILED, OK, JudgeCache, Record
-from sgrec_jax.judge.prompt import PROMPT_VERSION, Judgement, MalformedAnswer, parse_answer
+from sgrec_jax.judge.prompt import (
+    ANSWER_SCHEMA,
+    ANSWER_SCHEMA_NAME,
+    PROMPT_VERSION,
+    Judgement,
+    MalformedAnswer,
+    parse_answer,
+)
 
 MAX_RESPONSE_BYTES = 1 << 20  # An answer is a few hundred bytes; a larger body is refused.
 _FATAL_STATUS = (401, 403, 404)
 _ERROR_DETAIL_BYTES = 500  # Of an error body, the start is enough to say what went wrong.
+RESPONSE_FORMATS = ("json_schema", "json_object_schema", "json_object", "none")
 
 
 class EndpointError(ValueError):
     """The endpoint refuses every request (bad key, wrong URL or model): the run stops."""
 
 
-class _Transient(Exception):
-    """A failure worth retrying; `retry_after_s` is the server's hint, if any."""
+class EndpointUnreachable(EndpointError):
+    """No connection to the endpoint through a pair's attempts (server down): the run stops."""
 
-    def __init__(self, message: str, retry_after_s: float | None = None):
+
+class _Transient(Exception):
+    """A failure worth retrying; `retry_after_s` is the server's hint, if any; `unreachable`:
+    no connection could be made or kept (as opposed to a slow or overloaded server)."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None,
+                 unreachable: bool = False):
         super().__init__(message)
         self.retry_after_s = retry_after_s
+        self.unreachable = unreachable
 
 
 class _Rejected(Exception):
@@ -77,7 +109,10 @@ class Endpoint:
       connect_timeout_s: timeout of opening a connection (None: timeout_s); a server that is
         down or unreachable fails fast while a slow answer may still take timeout_s.
       max_tokens, temperature: sampling settings of the answer.
-      json_mode: also send response_format {"type": "json_object"} (servers that support it).
+      response_format: "json_schema" (default): structured output, the answer's JSON Schema
+        as OpenAI's response_format; "json_object_schema": the schema in llama-cpp-python's
+        shape {"type": "json_object", "schema": ...}; "json_object": JSON mode without a
+        schema; "none": no response_format (servers that reject it).
     """
 
     base_url: str
@@ -87,9 +122,12 @@ class Endpoint:
     connect_timeout_s: float | None = None
     max_tokens: int = 256
     temperature: float = 0.0
-    json_mode: bool = False
+    response_format: str = "json_schema"
 
     def __post_init__(self):
+        if self.response_format not in RESPONSE_FORMATS:
+            raise ValueError(f"response_format must be one of {', '.join(RESPONSE_FORMATS)}, "
+                             f"got {self.response_format!r}")
         if not self.base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https://, got {self.base_url!r}")
         if not self.model:
@@ -108,12 +146,14 @@ class Endpoint:
 @dataclasses.dataclass(frozen=True)
 class RetryPolicy:
     """attempts per pair; delay before retry k (0-based) = min(max, base * 2^k) * U[0.5, 1.5),
-    the jitter drawn from a generator seeded by (seed, user, item)."""
+    the jitter drawn from a generator seeded by (seed, user, item); a retry after a malformed
+    answer samples at malformed_temperature (None: the endpoint's temperature) when higher."""
 
     max_attempts: int = 4
     backoff_s: float = 1.0
     backoff_max_s: float = 30.0
     seed: int = 0
+    malformed_temperature: float | None = 0.7
 
     def __post_init__(self):
         if self.max_attempts < 1:
@@ -173,15 +213,26 @@ class ChatClient:
         """text with the API key removed (error bodies may echo request headers)."""
         return text.replace(self._api_key, "[api key]") if self._api_key else text
 
-    def complete(self, messages: Sequence[dict[str, str]]) -> Reply:
-        """The answer's text; raises _Transient, _Rejected, MalformedAnswer or EndpointError."""
+    def complete(self, messages: Sequence[dict[str, str]], temperature: float | None = None
+                 ) -> Reply:
+        """The answer's text; raises _Transient, _Rejected, MalformedAnswer or EndpointError.
+
+        temperature: this request's sampling temperature (None: the endpoint's)."""
         body: dict[str, Any] = {
             "model": self.endpoint.model,
             "messages": list(messages),
             "max_tokens": self.endpoint.max_tokens,
-            "temperature": self.endpoint.temperature,
+            "temperature": self.endpoint.temperature if temperature is None else temperature,
         }
-        if self.endpoint.json_mode:
+        if self.endpoint.response_format == "json_schema":
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": ANSWER_SCHEMA_NAME, "schema": ANSWER_SCHEMA,
+                                "strict": True},
+            }
+        elif self.endpoint.response_format == "json_object_schema":
+            body["response_format"] = {"type": "json_object", "schema": ANSWER_SCHEMA}
+        elif self.endpoint.response_format == "json_object":
             body["response_format"] = {"type": "json_object"}
         start = time.perf_counter()
         try:
@@ -195,6 +246,9 @@ class ChatClient:
             raise _Transient(f"connect timeout after {self.endpoint.timeout.connect:g}s") from None
         except httpx.TimeoutException:
             raise _Transient(f"timeout after {self.endpoint.timeout_s:g}s") from None
+        except (httpx.NetworkError, httpx.RemoteProtocolError) as e:
+            # Refused, reset or closed without an answer: nobody is serving (any more).
+            raise _Transient(self.scrub(f"connection failed: {e}"), unreachable=True) from None
         except (httpx.TransportError, OSError) as e:
             raise _Transient(self.scrub(f"connection failed: {e}")) from None
         except httpx.DecodingError:
@@ -248,18 +302,22 @@ def _reply(raw: bytes, latency: float) -> Reply:
 
 
 class RequestBudget:
-    """A thread-safe count of HTTP requests left (None = unlimited)."""
+    """A thread-safe count of HTTP requests left (None = unlimited) and an optional deadline
+    (seconds from now, None = none) after which no request starts."""
 
-    def __init__(self, max_requests: int | None):
+    def __init__(self, max_requests: int | None, max_seconds: float | None = None):
         if max_requests is not None and max_requests < 0:
             raise ValueError(f"max_requests must be >= 0, got {max_requests}")
+        if max_seconds is not None and max_seconds <= 0:
+            raise ValueError(f"max_seconds must be > 0, got {max_seconds}")
         self._left = max_requests
+        self._deadline = None if max_seconds is None else time.monotonic() + max_seconds
         self._used = 0
         self._lock = threading.Lock()
 
     def take(self) -> bool:
         with self._lock:
-            if self._left is not None and self._used >= self._left:
+            if self.exhausted:
                 return False
             self._used += 1
             return True
@@ -270,7 +328,8 @@ class RequestBudget:
 
     @property
     def exhausted(self) -> bool:
-        return self._left is not None and self._used >= self._left
+        return ((self._left is not None and self._used >= self._left)
+                or (self._deadline is not None and time.monotonic() >= self._deadline))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -288,6 +347,7 @@ class _Outcome:
     record: Record | None  # None: the budget ran out before a verdict (nothing to store)
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    malformed: int = 0  # answers that failed validation
 
 
 def judge_pair(
@@ -301,14 +361,16 @@ def judge_pair(
     rng = random.Random(f"{retry.seed}:{job.user}:{job.item}")
     start = time.perf_counter()
     error, attempts = "", 0
-    prompt_tokens = completion_tokens = 0
+    prompt_tokens = completion_tokens = malformed = 0
+    unreachable = True  # every attempt so far failed to reach the server
+    temperature = None
     while attempts < retry.max_attempts:
         if stop.is_set() or not budget.take():
-            return _Outcome(None, prompt_tokens, completion_tokens)
+            return _Outcome(None, prompt_tokens, completion_tokens, malformed)
         attempts += 1
-        hint = None
+        hint, backoff = None, True
         try:
-            reply = client.complete(job.messages)
+            reply = client.complete(job.messages, temperature)
             prompt_tokens += reply.prompt_tokens
             completion_tokens += reply.completion_tokens
             judgement: Judgement = parse_answer(reply.content)
@@ -317,25 +379,34 @@ def judge_pair(
                 rationale=client.scrub(judgement.rationale), attempts=attempts,
                 latency_s=reply.latency_s, context=job.context,
             )
-            return _Outcome(record, prompt_tokens, completion_tokens)
+            return _Outcome(record, prompt_tokens, completion_tokens, malformed)
         except _Rejected as e:
-            error = str(e)
+            error, unreachable = str(e), False
             break
         except _Transient as e:
             error, hint = str(e), e.retry_after_s
+            unreachable &= e.unreachable
         except MalformedAnswer as e:
-            error = client.scrub(str(e))
-        if attempts < retry.max_attempts:
+            error, unreachable = client.scrub(str(e)), False
+            malformed += 1
+            backoff = False  # the server answered: nothing to back off from
+            if retry.malformed_temperature is not None:
+                temperature = max(client.endpoint.temperature, retry.malformed_temperature)
+        if attempts < retry.max_attempts and backoff:
             delay = retry.delay(attempts - 1, rng)
             if hint is not None:
                 delay = max(delay, min(hint, retry.backoff_max_s))
             if stop.wait(delay):  # A stopped run does not sit out its backoff.
-                return _Outcome(None, prompt_tokens, completion_tokens)
+                return _Outcome(None, prompt_tokens, completion_tokens, malformed)
+    if unreachable:
+        raise EndpointUnreachable(
+            f"{client.url}: no connection in {attempts} attempts ({error}); is the server "
+            "running? Answers so far are cached: rerun once it is back")
     record = Record(
         user=job.user, item=job.item, scores=None, error=error, attempts=attempts,
         latency_s=time.perf_counter() - start, context=job.context,
     )
-    return _Outcome(record, prompt_tokens, completion_tokens)
+    return _Outcome(record, prompt_tokens, completion_tokens, malformed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -347,8 +418,10 @@ class JudgeRunSummary:
       answered, failed: pairs stored by this run as judged / not judged.
       unfinished: pairs left for a later run (budget spent or run stopped).
       http_requests: requests sent (retries included).
+      malformed_answers: answers that failed validation (prompt.parse_answer), retried ones
+        included; schema_failure_rate = malformed_answers / http_requests.
       prompt_tokens, completion_tokens: as the server reported them (0 if it does not).
-      seconds: wall time; budget_exhausted: whether the budget stopped the run.
+      seconds: wall time; budget_exhausted: whether the request or time budget stopped the run.
     """
 
     pairs: int
@@ -361,6 +434,12 @@ class JudgeRunSummary:
     completion_tokens: int
     seconds: float
     budget_exhausted: bool
+    malformed_answers: int = 0
+
+    @property
+    def schema_failure_rate(self) -> float | None:
+        """Answers that failed validation per HTTP request (None when nothing was sent)."""
+        return self.malformed_answers / self.http_requests if self.http_requests else None
 
 
 def run_judge(
@@ -371,10 +450,13 @@ def run_judge(
     *,
     concurrency: int = 8,
     max_requests: int | None = None,
+    max_seconds: float | None = None,
     retry_failed: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> JudgeRunSummary:
     """Judges every job's pair not yet in the cache (see module docstring); returns a summary.
+
+    max_requests / max_seconds: the HTTP request and wall-time budgets (None: unlimited).
 
     `progress(done, total)` is called from this thread after each stored pair.
     """
@@ -392,9 +474,9 @@ def run_judge(
             seen.add(key)
             if stored.get(key) not in skip:
                 todo.append(job)
-    budget = RequestBudget(max_requests)
+    budget = RequestBudget(max_requests, max_seconds)
     stop = threading.Event()
-    answered = failed = prompt_tokens = completion_tokens = 0
+    answered = failed = prompt_tokens = completion_tokens = malformed = 0
     pending = iter(todo)
     in_flight: set[cf.Future] = set()
     executor = cf.ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="judge")
@@ -417,6 +499,7 @@ def run_judge(
                 outcome = future.result()
                 prompt_tokens += outcome.prompt_tokens
                 completion_tokens += outcome.completion_tokens
+                malformed += outcome.malformed
                 if outcome.record is not None:
                     cache.put(model, PROMPT_VERSION, outcome.record)
                     answered += outcome.record.ok
@@ -438,4 +521,5 @@ def run_judge(
         unfinished=len(todo) - answered - failed, http_requests=budget.used,
         prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
         seconds=time.perf_counter() - start, budget_exhausted=budget.exhausted,
+        malformed_answers=malformed,
     )

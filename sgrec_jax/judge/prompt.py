@@ -12,6 +12,18 @@ object is rejected. One exception, by decision: a single Markdown code fence aro
 object (```json ... ``` or ``` ... ```) is stripped first, since many chat models add it even when
 told not to and it carries no ambiguity. Anything else outside the object still fails.
 
+ANSWER_SCHEMA is the same contract as a JSON Schema, for structured output: the client sends it as
+the request's `response_format`, so servers that constrain decoding by a schema (llama.cpp, vLLM,
+SGLang) can only produce answers of this shape. Its scores are one of SCORE_LEVELS (0, 0.05, ..., 1)
+as an `enum`, because llama.cpp's grammars ignore `minimum`/`maximum` on numbers (the packaged
+SmolLM2 then answers 1, 2, 3); an enum every engine enforces. The rationale's schema is a `pattern`:
+at most MAX_RATIONALE_CHARS characters, since a small model's unending rationale is cut at
+max_tokens into invalid JSON (11 of 45 first answers on Scientific before the cap), and no quote,
+backslash or control character, since llama-cpp-python's JSON grammar lets raw newlines into
+strings, which JSON forbids (half of SmolLM2's constrained answers). parse_answer stays the judge of
+record (any number in [0, 1] passes it): a server may ignore the schema, and such answers still fail
+validation.
+
 Changing the wording, the scale or the fields changes PROMPT_VERSION, so cached answers of the
 old prompt are never read as answers to the new one.
 """
@@ -42,6 +54,23 @@ SYSTEM_PROMPT = (
     "Answer with exactly one JSON object and no other text:\n"
     '{"profile": <0..1>, "future": <0..1>, "novelty": <0..1>, "rationale": "<one sentence>"}'
 )
+
+
+ANSWER_SCHEMA_NAME = "psj_aspect_scores"
+MAX_RATIONALE_CHARS = 200  # In the schema only: a rambling rationale would hit max_tokens.
+# No quote, backslash or control character (so no escapes), at most MAX_RATIONALE_CHARS.
+RATIONALE_PATTERN = rf'^[^"\\\x00-\x1f]{{0,{MAX_RATIONALE_CHARS}}}$'
+SCORE_LEVELS = tuple(round(k / 20, 2) for k in range(21))  # 0.0, 0.05, ..., 1.0
+ANSWER_SCHEMA: dict = {
+    "type": "object",
+    "properties": {
+        **{aspect: {"type": "number", "minimum": 0, "maximum": 1, "enum": list(SCORE_LEVELS)}
+           for aspect in ASPECTS},
+        RATIONALE: {"type": "string", "pattern": RATIONALE_PATTERN},
+    },
+    "required": [*ASPECTS, RATIONALE],
+    "additionalProperties": False,
+}
 
 
 class MalformedAnswer(ValueError):

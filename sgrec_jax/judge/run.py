@@ -3,15 +3,24 @@
 Pairs: a seeded sample (`sample_ratio` of the training requests, at least one) times candidates
 (the request's target and/or `negatives:N` items the user never interacted with). A pair is a
 (user, item): when two sampled requests of a user share a candidate, the first request's history
-is the one judged. Before any work the job's size is printed; the llm backend also estimates the
+is the one judged. With `log_negatives`, each sampled request also gets one negative of each
+stage-2 kind (pairs.NEGATIVES: random, nearest, popular), drawn as pairs.log_pairs draws them, so
+stage 2 can report PairAUC per negative kind on judged pairs (experiments/psj_report.py
+--judge_dir). Before any work the job's size is printed; the llm backend also estimates the
 prompt tokens, then times one real request and estimates the wall time from it and the
-concurrency (`dry_run` stops after the token estimate, sending nothing).
+concurrency (`dry_run` stops after the token estimate, sending nothing). `max_seconds` bounds
+the llm backend's wall time (what is answered by then is kept; rerun to continue).
+
+After judging, the spread of the scores over each request's candidates is checked
+(judge.spread): a judge giving (nearly) every candidate the same scores is logged as a WARNING
+and its figures go to run.json's `score_spread`, next to the run's schema-failure rate.
 
 Outputs in DIR/judge/ (`judge_sample`): cache.sqlite (every answer and failure, committed as it
 arrives: rerunning resumes; pairs already stored are never asked again, failures only with
-`retry_failed`), evidence.npz (EvidenceStore.save of the answered pairs), run.json (settings,
-counts and the separation report; the API key is only ever named by its environment variable)
-and config.json (the run's whole config).
+`retry_failed`), evidence.npz (EvidenceStore.save of the answered pairs), sample.npz (the sampled
+requests: users, history, target, their candidates `items` [k, G] and the candidate `columns`'
+names), run.json (settings, counts and the separation report; the API key is only ever named by its
+environment variable) and config.json (the run's whole config).
 """
 
 from __future__ import annotations
@@ -24,15 +33,24 @@ import numpy as np
 from absl import logging
 from ml_collections import ConfigDict
 
-from sgrec_jax.core.files import as_path, write_json
+from sgrec_jax.core.files import as_path, write_json, write_npz
 from sgrec_jax.data.dataset import SeqRecDataset
 from sgrec_jax.data.split import Examples, leave_one_out
 from sgrec_jax.judge.aspects import ASPECTS
 from sgrec_jax.judge.cache import JudgeCache, Record, dataset_fingerprint
 from sgrec_jax.judge.defaults import JUDGE_DIR
 from sgrec_jax.judge.features import FEATURES_VERSION, feature_aspects, feature_tables
-from sgrec_jax.judge.llm import ChatClient, Endpoint, JudgeJob, RetryPolicy, run_judge
+from sgrec_jax.judge.llm import (
+    RESPONSE_FORMATS,
+    ChatClient,
+    Endpoint,
+    JudgeJob,
+    RetryPolicy,
+    run_judge,
+)
+from sgrec_jax.judge.pairs import NEGATIVES, log_pairs
 from sgrec_jax.judge.prompt import PROMPT_VERSION, build_messages
+from sgrec_jax.judge.spread import score_spread, warn_if_degenerate
 from sgrec_jax.judge.store import EvidenceStore
 from sgrec_jax.rewards.channel import RewardRequests, RewardSetup
 
@@ -65,6 +83,12 @@ def check_settings(settings: ConfigDict) -> None:
         raise ValueError("judge.backend=llm needs judge.base_url and judge.model")
     if settings.concurrency < 1:
         raise ValueError(f"judge.concurrency must be >= 1, got {settings.concurrency}")
+    if settings.max_seconds < 0:
+        raise ValueError(f"judge.max_seconds must be >= 0 (0 = no limit), got "
+                         f"{settings.max_seconds}")
+    if settings.response_format not in RESPONSE_FORMATS:
+        raise ValueError(f"judge.response_format must be one of {', '.join(RESPONSE_FORMATS)}, "
+                         f"got {settings.response_format!r}")
     if not 0 < settings.sample_ratio <= 1:
         raise ValueError(f"judge.sample_ratio must be in (0, 1], got {settings.sample_ratio}")
     parse_candidates(settings.candidates)
@@ -97,6 +121,24 @@ def sample_pairs(
             negatives[r] = chosen
         columns.append(negatives)
     return sample, np.concatenate(columns, axis=1).astype(np.int32)
+
+
+def candidate_columns(spec: str, log_negatives: bool) -> list[str]:
+    """The names of sample_pairs' (+ with_log_negatives') candidate columns."""
+    with_target, num_negatives = parse_candidates(spec)
+    return ((["target"] if with_target else []) + ["negative"] * num_negatives
+            + (list(NEGATIVES) if log_negatives else []))
+
+
+def with_log_negatives(
+    dataset: SeqRecDataset, sample: Examples, items_kg: np.ndarray, seed: int,
+    emb_nd: np.ndarray,
+) -> np.ndarray:
+    """items_kg with one column per stage-2 negative kind (pairs.NEGATIVES) appended, each drawn
+    by pairs.log_pairs for the sampled requests (emb_nd: item embeddings, for "nearest")."""
+    extra = [log_pairs(dataset, sample, negative=kind, seed=seed, emb_nd=emb_nd).item_j
+             for kind in NEGATIVES]
+    return np.concatenate([items_kg, np.stack(extra, axis=1)], axis=1).astype(np.int32)
 
 
 def first_occurrences(sample: Examples, items_kg: np.ndarray) -> list[tuple[int, int]]:
@@ -161,6 +203,7 @@ def judge_llm(
     endpoint = Endpoint(
         base_url=settings.base_url, model=settings.model, api_key_env=settings.api_key_env,
         timeout_s=settings.timeout_s, max_tokens=settings.max_tokens,
+        response_format=settings.response_format,
     )
     retry = RetryPolicy(max_attempts=settings.max_attempts, seed=seed)
     docs: dict[int, str] = {}
@@ -187,6 +230,7 @@ def judge_llm(
     if settings.dry_run or not todo:
         return endpoint.model, {"pairs": len(jobs), "to_ask": len(todo)}
     budget = settings.max_requests or None
+    deadline = time.monotonic() + settings.max_seconds if settings.max_seconds else None
     last_log = [time.perf_counter()]
 
     def progress(done: int, total: int) -> None:
@@ -197,9 +241,12 @@ def judge_llm(
             logging.info("judge (llm): %d/%d pairs, %.2f pairs/s, ETA %.0fs", done, total, rate,
                          (total - done) / max(rate, 1e-9))
 
+    def seconds_left() -> float | None:
+        return None if deadline is None else max(1e-3, deadline - time.monotonic())
+
     with ChatClient(endpoint) as client:
         first = run_judge(cache, client, todo[:1], retry, concurrency=1, max_requests=budget,
-                          retry_failed=settings.retry_failed)
+                          max_seconds=seconds_left(), retry_failed=settings.retry_failed)
         latency = max(first.seconds, 1e-3)
         eta = latency * (len(todo) - 1) / settings.concurrency
         print(f"judge (llm): first pair took {latency:.2f}s; the remaining {len(todo) - 1} at "
@@ -209,18 +256,31 @@ def judge_llm(
         rest = run_judge(
             cache, client, todo[1:], retry, concurrency=settings.concurrency,
             max_requests=None if budget is None else max(0, budget - first.http_requests),
-            retry_failed=settings.retry_failed, progress=progress,
+            max_seconds=seconds_left(), retry_failed=settings.retry_failed, progress=progress,
         )
     totals = {
         field: getattr(first, field) + getattr(rest, field)
-        for field in ("answered", "failed", "http_requests", "prompt_tokens",
-                      "completion_tokens", "seconds")
+        for field in ("answered", "failed", "http_requests", "malformed_answers",
+                      "prompt_tokens", "completion_tokens", "seconds")
     }
-    totals.update(pairs=len(jobs), unfinished=rest.unfinished + first.unfinished,
-                  budget_exhausted=rest.budget_exhausted or first.budget_exhausted)
+    totals.update(
+        pairs=len(jobs), unfinished=rest.unfinished + first.unfinished,
+        budget_exhausted=rest.budget_exhausted or first.budget_exhausted,
+        first_pair_seconds=round(first.seconds, 3), estimated_seconds=round(eta, 1),
+        response_format=endpoint.response_format, concurrency=settings.concurrency,
+    )
+    requests = totals["http_requests"]
+    totals["schema_failure_rate"] = (round(totals["malformed_answers"] / requests, 4)
+                                     if requests else None)
+    totals["judgments_per_s"] = round(totals["answered"] / max(totals["seconds"], 1e-9), 3)
+    print(f"judge (llm): {totals['answered']} answered, {totals['failed']} failed in "
+          f"{totals['seconds']:.0f}s ({totals['judgments_per_s']:.2f} judgments/s); "
+          f"{requests} requests, schema-failure rate {totals['schema_failure_rate']} "
+          f"({totals['malformed_answers']} answers failed validation; response_format "
+          f"{endpoint.response_format})")
     if totals["budget_exhausted"]:
-        print(f"judge (llm): request budget spent; {totals['unfinished']} pairs left for a "
-              "later run (rerun the same command)")
+        print(f"judge (llm): request or time budget spent; {totals['unfinished']} pairs left "
+              "for a later run (rerun the same command)")
     return endpoint.model, totals
 
 
@@ -261,6 +321,14 @@ def judge_sample(config: ConfigDict, dataset: SeqRecDataset, workdir: Any) -> di
     train = leave_one_out(dataset, config.data.max_history).train
     sample, items_kg = sample_pairs(dataset, train, settings.sample_ratio, settings.candidates,
                                     config.seed)
+    if settings.log_negatives:
+        setup = RewardSetup(config=config, dataset=dataset, workdir=as_path(workdir),
+                            seed=config.seed)
+        items_kg = with_log_negatives(dataset, sample, items_kg, config.seed,
+                                      setup.text_embeddings())
+    columns = candidate_columns(settings.candidates, settings.log_negatives)
+    write_npz(judge_dir / "sample.npz", users=sample.user, history=sample.history,
+              target=sample.target, items=items_kg, columns=np.array(columns))
     print(f"judge: {dataset.name}, {len(sample)} of {len(train)} training requests "
           f"x {items_kg.shape[1]} candidates ({settings.candidates})")
     with JudgeCache(judge_dir / "cache.sqlite",
@@ -286,5 +354,9 @@ def judge_sample(config: ConfigDict, dataset: SeqRecDataset, workdir: Any) -> di
     if len(store):
         with_target = parse_candidates(settings.candidates)[0]
         summary.update(separation(store, sample, items_kg, with_target))
+    users_kg = np.broadcast_to(sample.user[:, None], items_kg.shape)
+    evidence_kga = store.lookup(users_kg, items_kg)[0].reshape(*items_kg.shape, -1)
+    summary["score_spread"] = score_spread(evidence_kga)
+    warn_if_degenerate(summary["score_spread"], f"{settings.backend} {model}")
     write_json(judge_dir / "run.json", summary)
     return summary

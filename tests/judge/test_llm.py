@@ -1,12 +1,15 @@
 """The LLM backend against a real local HTTP server: answers, garbage, timeouts, 500s, a budget,
 an endpoint failing midway, resumption without re-asking, the API key kept secret, and
-connections kept alive between requests and closed with the client."""
+connections kept alive between requests and closed with the client; structured output (the
+answer schema sent as response_format), the schema-failure count, resampling after a malformed
+answer, a server dying mid-run and a wall-time budget."""
 
 import collections
 import http.server
 import json
 import logging
 import re
+import socket
 import threading
 import time
 
@@ -17,11 +20,12 @@ from sgrec_jax.judge.llm import (
     ChatClient,
     Endpoint,
     EndpointError,
+    EndpointUnreachable,
     JudgeJob,
     RetryPolicy,
     run_judge,
 )
-from sgrec_jax.judge.prompt import PROMPT_VERSION, build_messages
+from sgrec_jax.judge.prompt import ANSWER_SCHEMA, PROMPT_VERSION, build_messages
 from sgrec_jax.judge.store import EvidenceStore
 
 KEY_ENV = "SGREC_TEST_JUDGE_KEY"
@@ -34,8 +38,11 @@ ANSWER = {"profile": 0.75, "future": 0.5, "novelty": 0.25, "rationale": "plausib
 class JudgeServer(http.server.ThreadingHTTPServer):
     """A chat-completions endpoint whose answer depends on the candidate's kind (its text):
     ok, fenced (```json), garbage, slow (past the timeout), flaky (one 500, then ok), echo (500
-    quoting the Authorization header), leaky (a valid answer quoting the header). With
-    `fail_after` set, every request after that many gets 401. It speaks HTTP/1.1 (keep-alive, as
+    quoting the Authorization header), leaky (a valid answer quoting the header), outofrange (a
+    score of 1.5), truncated (JSON cut short, as at max_tokens), die (with `die_on_kind`: the
+    server closes its socket and drops the connection unanswered). With `fail_after` set, every
+    request after that many gets 401; `delay_s` delays every answer. Request bodies are kept in
+    `bodies`. It speaks HTTP/1.1 (keep-alive, as
     vLLM and hosted APIs do) and counts the connections clients open and still hold."""
 
     daemon_threads = True
@@ -47,6 +54,9 @@ class JudgeServer(http.server.ThreadingHTTPServer):
         self.answers = collections.Counter()  # (user, item) -> valid answers sent
         self.auth_headers: set[str] = set()
         self.fail_after: int | None = None
+        self.die_on_kind: str | None = None
+        self.delay_s = 0.0
+        self.bodies: list[dict] = []
         self.connections: set[tuple[str, int]] = set()  # client (host, port) ever connected
         self.open_connections = 0
 
@@ -90,7 +100,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         user = int(re.search(r"user (\d+)'s item", content).group(1))
         item, kind = re.search(r"item (\d+) kind (\w+)", content).groups()
         key, auth = (user, int(item)), self.headers.get("Authorization", "")
+        if self.server.die_on_kind == kind:
+            self.server.socket.shutdown(socket.SHUT_RDWR)  # stop listening: connections
+            self.server.socket.close()  # are refused from now on
+            threading.Thread(target=self.server.shutdown, daemon=True).start()
+            self.close_connection = True
+            return  # and this one closes without an answer
         with self.server.lock:
+            self.server.bodies.append(request)
             self.server.auth_headers.add(auth)
             self.server.requests[key] += 1
             total = sum(self.server.requests.values())
@@ -100,8 +117,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         try:
             if fatal:
                 return self._send(401, {"error": "invalid api key"})
+            time.sleep(self.server.delay_s)
             if kind == "slow":
                 time.sleep(0.5)
+            elif kind == "outofrange":
+                answer = json.dumps({**ANSWER, "profile": 1.5})
+            elif kind == "truncated":
+                answer = answer[:30]
             elif kind == "garbage":
                 answer = "The candidate looks great to me!"
             elif kind == "flaky" and n == 1:
@@ -112,7 +134,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 answer = f"```json\n{answer}\n```"
             elif kind == "leaky":
                 answer = json.dumps({**ANSWER, "rationale": f"you sent {auth}"})
-            if kind != "garbage":
+            if kind not in ("garbage", "outofrange", "truncated"):
                 with self.server.lock:
                     self.server.answers[key] += 1
             self._send(200, {"choices": [{"message": {"role": "assistant", "content": answer}}],
@@ -252,3 +274,80 @@ def test_connections_are_reused_and_closed_with_the_client(server, key, tmp_path
     while server.open_connections and time.monotonic() < deadline:
         time.sleep(0.01)
     assert server.open_connections == 0
+
+
+def test_structured_output_sends_the_answer_schema(server, key, tmp_path):
+    with open_cache(tmp_path) as cache:
+        run_judge(cache, client(server), jobs({(0, 1): "ok"}), RETRY)
+        (body,) = server.bodies
+        assert body["response_format"] == {
+            "type": "json_schema",
+            "json_schema": {"name": "psj_aspect_scores", "schema": ANSWER_SCHEMA, "strict": True},
+        }
+        assert body["response_format"]["json_schema"]["schema"]["required"] == [
+            "profile", "future", "novelty", "rationale"]
+        for fmt, expected in (
+                ("json_object_schema", {"type": "json_object", "schema": ANSWER_SCHEMA}),
+                ("json_object", {"type": "json_object"}), ("none", None)):
+            endpoint = Endpoint(server.url, MODEL, api_key_env=KEY_ENV, response_format=fmt)
+            run_judge(cache, ChatClient(endpoint), jobs({(0, len(server.bodies) + 5): "ok"}),
+                      RETRY)
+            assert server.bodies[-1].get("response_format") == expected
+    with pytest.raises(ValueError, match="response_format must be one of"):
+        Endpoint(server.url, MODEL, response_format="grammar")
+
+
+def test_schema_failures_are_counted_and_retried_with_sampling(server, key, tmp_path):
+    kinds = {(0, 1): "ok", (1, 1): "garbage", (1, 2): "outofrange", (1, 3): "truncated"}
+    slow_backoff = RetryPolicy(max_attempts=3, backoff_s=5.0, backoff_max_s=5.0, seed=0)
+    with open_cache(tmp_path) as cache:
+        summary = run_judge(cache, client(server), jobs(kinds), slow_backoff, concurrency=2)
+        failures = {(r.user, r.item): r.error
+                    for r in cache.records(MODEL, PROMPT_VERSION, FAILED)}
+    assert summary.answered == 1 and summary.failed == 3
+    assert summary.seconds < 4  # a malformed answer is retried at once, without backoff
+    assert summary.http_requests == 1 + 3 * RETRY.max_attempts
+    assert summary.malformed_answers == 3 * RETRY.max_attempts
+    assert summary.schema_failure_rate == pytest.approx(9 / 10)
+    assert "outside [0, 1]" in failures[(1, 2)]
+    assert "not one JSON object" in failures[(1, 1)] and "not one JSON object" in failures[(1, 3)]
+    # The first try is greedy; a retry after a malformed answer samples (not the same answer).
+    by_pair = collections.defaultdict(list)
+    for body in server.bodies:
+        by_pair[body["messages"][-1]["content"][-20:]].append(body["temperature"])
+    assert sorted(map(tuple, by_pair.values())) == sorted(
+        [(0.0,)] + [(0.0, 0.7, 0.7)] * 3)
+
+
+def test_server_dying_mid_run_stops_with_a_clear_error_and_resumes(server, key, tmp_path):
+    kinds = {(0, i): "ok" for i in range(3)} | {(1, 0): "die"} | {(2, i): "ok" for i in range(3)}
+    server.die_on_kind = "die"
+    with open_cache(tmp_path) as cache:
+        with pytest.raises(EndpointUnreachable, match=r"no connection in 3 attempts.*rerun"):
+            run_judge(cache, client(server), jobs(kinds), RETRY, concurrency=1)
+        # What was answered is kept; nothing is stored as failed, so a rerun asks the rest.
+        assert cache.counts(MODEL, PROMPT_VERSION) == {OK: 3, FAILED: 0}
+    revived = JudgeServer()
+    threading.Thread(target=revived.serve_forever, daemon=True).start()
+    try:
+        with open_cache(tmp_path) as cache:
+            resumed = run_judge(cache, client(revived), jobs(kinds), RETRY, concurrency=1)
+            assert cache.counts(MODEL, PROMPT_VERSION) == {OK: len(kinds), FAILED: 0}
+    finally:
+        revived.shutdown()
+        revived.server_close()
+    assert resumed.cached == 3 and resumed.answered == 4
+    assert set(revived.requests) == set(kinds) - {(0, 0), (0, 1), (0, 2)}
+
+
+def test_time_budget_stops_the_run_and_a_rerun_finishes(server, key, tmp_path):
+    kinds = {(u, i): "ok" for u in range(3) for i in range(4)}
+    server.delay_s = 0.05
+    with open_cache(tmp_path) as cache:
+        first = run_judge(cache, client(server), jobs(kinds), RETRY, concurrency=1,
+                          max_seconds=0.2)
+        assert first.budget_exhausted and 1 <= first.answered < len(kinds)
+        assert first.unfinished == len(kinds) - first.answered and first.failed == 0
+        second = run_judge(cache, client(server), jobs(kinds), RETRY, concurrency=2)
+    assert second.cached == first.answered and second.answered == len(kinds) - first.answered
+    assert set(server.answers.values()) == {1}

@@ -14,11 +14,14 @@ from ml_collections import ConfigDict
 from experiments.configs import quickstart
 from sgrec_jax.data.dataset import SeqRecDataset
 from sgrec_jax.data.split import Examples, leave_one_out
+from sgrec_jax.judge.pairs import NEGATIVES, log_pairs
 from sgrec_jax.judge.run import (
+    candidate_columns,
     check_settings,
     first_occurrences,
     parse_candidates,
     sample_pairs,
+    with_log_negatives,
 )
 from sgrec_jax.stages.pipeline import load_configured_dataset
 
@@ -53,6 +56,9 @@ def test_check_settings_fails_before_any_work():
         "concurrency": (0, "judge.concurrency must be >= 1"),
         "sample_ratio": (0.0, "judge.sample_ratio must be in (0, 1]"),
         "candidates": ("", "names no candidate"),
+        "max_seconds": (-1.0, "judge.max_seconds must be >= 0"),
+        "response_format": ("grammar", "judge.response_format must be one of json_schema, "
+                                       "json_object_schema, json_object, none"),
     }
     for field, (value, message) in cases.items():
         bad = ConfigDict(settings.to_dict())
@@ -83,6 +89,23 @@ def test_sample_pairs_is_seeded_and_negatives_are_unseen():
     assert not np.array_equal(other.user, sample.user)
 
 
+def test_log_negatives_are_stage_two_negatives_of_the_sampled_requests():
+    config = quickstart.get_config()
+    dataset: SeqRecDataset = load_configured_dataset(config)
+    train = leave_one_out(dataset, config.data.max_history).train
+    sample, items_kg = sample_pairs(dataset, train, 0.01, "target,negatives:1", seed=0)
+    emb_nd = np.random.default_rng(0).normal(size=(dataset.num_items, 8)).astype(np.float32)
+    extended = with_log_negatives(dataset, sample, items_kg, 0, emb_nd)
+    assert candidate_columns("target,negatives:1", True) == ["target", "negative", *NEGATIVES]
+    assert extended.shape == (len(sample), 2 + len(NEGATIVES))
+    np.testing.assert_array_equal(extended[:, :2], items_kg)
+    for c, kind in enumerate(NEGATIVES):
+        expected = log_pairs(dataset, sample, negative=kind, seed=0, emb_nd=emb_nd).item_j
+        np.testing.assert_array_equal(extended[:, 2 + c], expected)
+    for r, user in enumerate(sample.user):  # never an item of the user's sequence
+        assert not set(dataset.sequences[user].tolist()) & set(extended[r, 1:].tolist())
+
+
 def test_first_occurrences_keeps_the_first_request_of_a_pair():
     sample = Examples(np.zeros((3, 2), np.int32), np.array([5, 6, 5], np.int32),
                       np.array([0, 0, 1], np.int32))
@@ -97,14 +120,21 @@ def test_features_backend_writes_its_files_and_resumes(tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     judge_dir = tmp_path / "judge"
     assert {p.name for p in judge_dir.iterdir()} >= {"cache.sqlite", "evidence.npz", "run.json",
-                                                     "config.json"}
+                                                     "config.json", "sample.npz"}
     summary = json.loads((judge_dir / "run.json").read_text())
     assert set(summary) == {
         "dataset", "backend", "model", "version", "sample_ratio", "candidates",
         "sampled_requests", "training_requests", "stored_answers", "stored_failures", "run",
         "api_key_env", "aspects", "evidence_mean", "evidence_missing_frac",
-        "sample_pairs_found_frac", "target_beats_negative",
+        "sample_pairs_found_frac", "target_beats_negative", "score_spread",
     }
+    # Feature evidence tells candidates apart: the degenerate-judge check stays quiet.
+    spread = summary["score_spread"]
+    assert spread["degenerate"] is False and spread["requests_compared"] > 0
+    assert "DEGENERATE" not in first.stderr
+    sample = np.load(judge_dir / "sample.npz")
+    assert list(sample["columns"]) == ["target", "negative", "negative"]
+    np.testing.assert_array_equal(sample["items"][:, 0], sample["target"])
     assert summary["backend"] == "features" and summary["api_key_env"] is None
     assert summary["candidates"] == "target,negatives:2" and summary["sample_ratio"] == 0.01
     scored = summary["run"]["scored"]
