@@ -9,7 +9,9 @@ import sys
 import numpy as np
 import pytest
 
+import experiments.fusion
 from experiments.fusion import format_table, run_fusion
+from sgrec_jax.evaluation import fusion
 from sgrec_jax.core.files import read_json
 from sgrec_jax.data.split import leave_one_out
 from sgrec_jax.evaluation.paired import user_metrics
@@ -29,7 +31,19 @@ def run(tmp_path_factory):
     sft_results = run_pipeline(config, str(run_dir))
     before = sorted((p, p.stat().st_mtime_ns) for p in run_dir.rglob("*"))
     out_dir = tmp_path_factory.mktemp("fusion")
-    results = run_fusion(run_dir, out_dir, lams=LAMS, num_counting=5)
+    selections = []
+
+    def spy(curve, metric):
+        selections.append((dict(curve), metric))
+        return fusion.select_lambda(curve, metric)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(experiments.fusion, "select_lambda", spy)
+        results = run_fusion(run_dir, out_dir, lams=LAMS, num_counting=5)
+    # One selection, on the validation subsample's reports, by ndcg@10.
+    ((curve, metric),) = selections
+    assert metric == "ndcg@10" and sorted(curve) == sorted(LAMS)
+    assert {r["num_users"] for r in curve.values()} == {config.eval.valid_users}
     assert sorted((p, p.stat().st_mtime_ns) for p in run_dir.rglob("*")) == before, \
         "fusion wrote into the run directory"
     return config, run_dir, out_dir, sft_results, results
@@ -82,8 +96,8 @@ def test_report_has_the_sft_keys_and_the_saved_rankings(run):
 def test_lam_zero_is_the_generator_and_huge_lam_leads_with_counts(run):
     config, run_dir, _, sft_results, results = run
     test = results["fusion/test_curve_not_for_selection"]
-    # lam = 0 reranks beam and counting candidates by the generator alone: never below the
-    # beam's recall on this tiny world would be a fluke, but the metrics stay within reach.
+    # lam = 0 reranks beam and counting candidates by the generator alone: close to the beam's
+    # own ranking (equal where no counting candidate outscores a beam item).
     assert abs(test["0.0"]["recall@10"] - sft_results["recall@10"]) <= 0.1
     # A huge lam ranks transition-scored items first, so the follows users gain (or keep) hits.
     assert test["10000.0"]["diag/recall@10|follows"] >= test["0.0"]["diag/recall@10|follows"]
