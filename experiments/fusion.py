@@ -26,7 +26,6 @@ sgrec_jax/evaluation/paired.py).
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -38,8 +37,8 @@ from ml_collections import ConfigDict
 import sgrec_jax.registration  # noqa: F401  (registers everything a config names)
 from sgrec_jax.core.files import as_path, read_json, read_npz, write_json
 from sgrec_jax.core.provenance import provenance
-from sgrec_jax.data.split import Examples, training_sequences
 from sgrec_jax.data.sources import load_splits
+from sgrec_jax.data.split import Examples, training_sequences
 from sgrec_jax.evaluation.diagnostics import TrainingStatistics
 from sgrec_jax.evaluation.fusion import (
     candidate_logprobs,
@@ -115,7 +114,8 @@ def check_run_dir(workdir) -> ConfigDict:
         raise ValueError(f"--workdir {workdir}: {workdir / RESULTS_FILE} has no sft results "
                          "(the run has no finished sft stage)")
     if not (workdir / "sft" / "checkpoints").is_dir():
-        raise ValueError(f"--workdir {workdir}: no SFT checkpoints in {workdir / 'sft' / 'checkpoints'}")
+        raise ValueError(f"--workdir {workdir}: no SFT checkpoints in "
+                         f"{workdir / 'sft' / 'checkpoints'}")
     return ConfigDict(read_json(workdir / CONFIG_FILE))
 
 

@@ -11,11 +11,10 @@ import pytest
 
 import experiments.fusion
 from experiments.fusion import format_table, run_fusion
-from sgrec_jax.evaluation import fusion
 from sgrec_jax.core.files import read_json
-from sgrec_jax.data.split import leave_one_out
+from sgrec_jax.evaluation import fusion
 from sgrec_jax.evaluation.paired import user_metrics
-from sgrec_jax.stages.pipeline import load_configured_dataset, run_pipeline
+from sgrec_jax.stages.pipeline import run_pipeline
 from sgrec_jax.train.evaluate import Rankings, ranking_report, scalar_metrics
 from tests.stages.test_sft import tiny_config
 
