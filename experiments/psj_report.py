@@ -38,6 +38,7 @@ from ml_collections import config_flags
 
 import sgrec_jax.registration  # noqa: F401  (registers everything a config names)
 from sgrec_jax.core.files import as_path, read_npz, write_json
+from sgrec_jax.core.provenance import provenance
 from sgrec_jax.data.split import leave_one_out
 from sgrec_jax.judge.aggregator import GrpoOptions, train_aggregator
 from sgrec_jax.judge.aspects import ASPECTS
@@ -88,6 +89,7 @@ def psj_report(config, workdir: str) -> dict:
     start = time.time()
     seed = int(config.seed)
     dataset = load_configured_dataset(config)
+    record = provenance(dataset.source_files, config)  # the code that computes, taken first
     setup = RewardSetup(config=config, dataset=dataset, workdir=workdir, seed=seed)
     emb_nd = setup.text_embeddings()
     ctx = context_tables(dataset, emb_nd)
@@ -164,6 +166,7 @@ def psj_report(config, workdir: str) -> dict:
     report["distilled/final_train_mse"] = float(np.mean([h["loss"] for h in scorer_log[-20:]]))
     report["seconds/train_aggregators"] = trained_s
     report["seconds/total"] = time.time() - start
+    report["provenance"] = record
     write_json(os.path.join(workdir, REPORT_FILE), report)
     return report
 
@@ -200,6 +203,7 @@ def psj_report_judged(config, workdir: str, judge_dir: str,
     start = time.time()
     seed = int(config.seed)
     dataset = load_configured_dataset(config)
+    record = provenance(dataset.source_files, config)
     emb_nd = RewardSetup(config=config, dataset=dataset, workdir=workdir,
                          seed=seed).text_embeddings()
     ctx = context_tables(dataset, emb_nd)
@@ -248,6 +252,7 @@ def psj_report_judged(config, workdir: str, judge_dir: str,
             report[f"{prefix}/bradley_terry"] = pair_auc(np.asarray(bt.weights(x_h)), ev_i_h,
                                                          ev_j_h)
     report["seconds/total"] = time.time() - start
+    report["provenance"] = record
     write_json(os.path.join(workdir, JUDGED_REPORT_FILE), report)
     return report
 

@@ -15,7 +15,8 @@ run-control fields such as sft.max_steps_per_run.
 
 Systems (SYSTEMS): "sft" (the generator), "sasrec", and the counting floors "item_transition"
 and "popularity" (deterministic: every seed gives the same numbers), each present when its
-stage ran. DIR receives
+stage ran; and "fusion", the generator reranked with transition counts (`experiments.fusion
+--workdir=DIR/seed_<s>`, run after the seed; `with_posthoc_systems`). DIR receives
 - table.md/.csv: mean ± std over seeds per system of TABLE_METRICS;
 - diagnostics.md/.csv: the same for DIAGNOSTIC_METRICS (sgrec_jax/evaluation/diagnostics.py),
   the columns every system reports;
@@ -75,6 +76,7 @@ from sgrec_jax.stages.runs import run_or_load
 # System name -> prefix of its metrics in results.json (the sasrec stage reports "sasrec/...").
 SYSTEMS = {
     "sft": "",
+    "fusion": "fusion/",
     "sasrec": "sasrec/",
     "item_transition": "item_transition/",
     "popularity": "popularity/",
@@ -92,10 +94,34 @@ FOLLOWS_COUNT_METRICS = tuple(
     f"diag/recall@10|follows_{name}" for name in ("once", "few", "often")
 )
 RANKINGS_FILE = "test_rankings.npz"
+# Systems computed after a seed's run by a separate command, each in seed_<s>/<system>/ with its
+# own results.json (unprefixed test-report keys) and test_rankings.npz.
+POSTHOC_SYSTEMS = ("fusion",)
 
 
 def seed_dir(workdir: str, seed: int) -> str:
     return os.path.join(workdir, f"seed_{seed}")
+
+
+def with_posthoc_systems(result: Mapping[str, Any], directory: str) -> dict[str, Any]:
+    """A seed's results.json plus the test reports of the POSTHOC_SYSTEMS run on it.
+
+    `experiments.fusion --workdir=SEED_DIR` writes SEED_DIR/fusion/results.json; its metrics join
+    the seed's as "fusion/<key>" (its own "fusion/..." keys, e.g. the selected lam, as they are),
+    so tables, --merge, --compare and --export treat it like any system. The seed's results.json
+    is not modified.
+    """
+    merged = dict(result)
+    for system in POSTHOC_SYSTEMS:
+        posthoc = read_json(os.path.join(directory, system, RESULTS_FILE))
+        if posthoc is None:
+            continue
+        prefix = SYSTEMS[system]
+        for key, value in posthoc.items():
+            if key in ("dataset", "provenance"):
+                continue
+            merged[key if key.startswith(prefix) else prefix + key] = value
+    return merged
 
 
 def run_seeds(
@@ -111,8 +137,9 @@ def run_seeds(
     for seed in seeds:
         seed_config = config.copy_and_resolve_references()
         seed_config.seed = seed
-        results[seed] = run_or_load(seed_config, seed_dir(workdir, seed), f"seed {seed}",
-                                    defaults=defaults)
+        result = run_or_load(seed_config, seed_dir(workdir, seed), f"seed {seed}",
+                             defaults=defaults)
+        results[seed] = with_posthoc_systems(result, seed_dir(workdir, seed))
     return results
 
 
@@ -121,9 +148,10 @@ def load_results(workdir: str, seeds: Sequence[int]) -> dict[int, dict]:
     results = {}
     for seed in seeds:
         path = os.path.join(seed_dir(workdir, seed), RESULTS_FILE)
-        results[seed] = read_json(path)
-        if results[seed] is None:
+        result = read_json(path)
+        if result is None:
             raise ValueError(f"{path} does not exist: seed {seed} has not finished")
+        results[seed] = with_posthoc_systems(result, seed_dir(workdir, seed))
     return results
 
 

@@ -27,6 +27,7 @@ from ml_collections import ConfigDict
 
 from sgrec_jax.core.files import as_path, atomic_write, read_json, read_npz, write_compressed_npz
 from sgrec_jax.stages.multi_seed import (
+    POSTHOC_SYSTEMS,
     RANKINGS_FILE,
     SystemRuns,
     check_same_numbers,
@@ -113,6 +114,9 @@ def archive_seeds(
         _check_same_experiment(archive, run_dir, seed, defaults)
         for system in systems:
             archive_rankings(run_dir / system / RANKINGS_FILE, out_dir / system / RANKINGS_FILE)
+            if system in POSTHOC_SYSTEMS:  # its report lives beside its rankings
+                atomic_write(out_dir / system / RESULTS_FILE, lambda f, source=(
+                    run_dir / system / RESULTS_FILE): f.write(source.read_bytes()))
         # Whole-file copies (atomic where the filesystem allows); results.json last: its
         # presence marks the archived seed as complete.
         for name in (CONFIG_FILE, RESULTS_FILE):

@@ -56,6 +56,11 @@ def workdir(tmp_path_factory, config_file):
     return directory
 
 
+# The systems the pipeline runs (the post-hoc ones need their own command, see the last test).
+RUN_SYSTEMS = {name: prefix for name, prefix in multi_seed.SYSTEMS.items()
+               if name not in multi_seed.POSTHOC_SYSTEMS}
+
+
 def results(workdir, seed):
     return json.loads((workdir / f"seed_{seed}" / "results.json").read_text())
 
@@ -64,7 +69,7 @@ def test_each_seed_runs_every_system_with_its_own_seed(workdir):
     for seed in SEEDS:
         config = json.loads((workdir / f"seed_{seed}" / "config.json").read_text())
         assert config["seed"] == seed and config["data"]["bid_seed"] == 0
-        for system in multi_seed.SYSTEMS:
+        for system in RUN_SYSTEMS:
             assert (workdir / f"seed_{seed}" / system / "test_rankings.npz").exists()
     # Different seeds train different models: their test rankings differ.
     a, b = (np.load(workdir / f"seed_{s}" / "sft" / "test_rankings.npz")["items_uk"]
@@ -76,7 +81,7 @@ def test_table_has_mean_and_std_over_seeds_per_system(workdir):
     with open(workdir / "table.csv") as f:
         rows = {row["system"]: row for row in csv.DictReader(f)}
     assert set(rows) == {"sft", "sasrec", "item_transition", "popularity"}
-    for system, prefix in multi_seed.SYSTEMS.items():
+    for system, prefix in RUN_SYSTEMS.items():
         values = [results(workdir, s)[f"{prefix}ndcg@10"] for s in SEEDS]
         assert int(rows[system]["num_seeds"]) == 2
         assert float(rows[system]["ndcg@10_mean"]) == pytest.approx(np.mean(values))
@@ -91,8 +96,8 @@ def test_table_has_mean_and_std_over_seeds_per_system(workdir):
 def test_diagnostics_table_has_every_system(workdir):
     with open(workdir / "diagnostics.csv") as f:
         rows = {row["system"]: row for row in csv.DictReader(f)}
-    assert set(rows) == set(multi_seed.SYSTEMS)
-    for system, prefix in multi_seed.SYSTEMS.items():
+    assert set(rows) == set(RUN_SYSTEMS)
+    for system, prefix in RUN_SYSTEMS.items():
         values = [results(workdir, s)[f"{prefix}diag/follows_share"] for s in SEEDS]
         assert float(rows[system]["diag/follows_share_mean"]) == pytest.approx(np.mean(values))
         assert rows[system]["diag/first_codes@10_mean"]  # the sids stage ran first
@@ -136,7 +141,7 @@ def check_results_file(path, workdir, num_resamples):
                          "provenance"}
     assert (data["split"], data["users"], data["items"]) == ("test", 60, 150)
     assert set(data["systems"]) == ROWS
-    for row, prefix in multi_seed.SYSTEMS.items():
+    for row, prefix in RUN_SYSTEMS.items():
         entry = data["systems"][row]
         assert set(entry) == {"seeds", "mean", "std", "per_seed"} and entry["seeds"] == [0, 1]
         values = [results(workdir, s)[f"{prefix}recall@10"] for s in SEEDS]
@@ -178,7 +183,7 @@ def split_by_system(workdir, directory, keep):
     for seed in SEEDS:
         path = directory / f"seed_{seed}" / "results.json"
         result = json.loads(path.read_text())
-        dropped = [p for name, p in multi_seed.SYSTEMS.items() if name not in keep]
+        dropped = [p for name, p in RUN_SYSTEMS.items() if name not in keep]
         result = {k: v for k, v in result.items()
                   if not any(k.startswith(p + "recall@10") for p in dropped)}
         path.write_text(json.dumps(result))
@@ -268,8 +273,8 @@ def test_compare_pairs_a_system_of_one_directory_with_another_of_the_other(workd
     boot = json.loads((out / "compare.json").read_text())["results"]["seed_0"]["recall@10"]
     assert boot["mean_a"] == pytest.approx(results(workdir, 0)["recall@10"])
     assert boot["mean_b"] == pytest.approx(results(workdir, 0)["sasrec/recall@10"])
-    with pytest.raises(ValueError, match="system must be one of sft, sasrec, item_transition, "
-                                         "popularity or a pair"):
+    with pytest.raises(ValueError, match="system must be one of sft, fusion, sasrec, "
+                                         "item_transition, popularity or a pair"):
         multi_seed.compare_dirs(str(workdir), str(workdir), str(out), system=("sft", "gru4rec"))
 
 
@@ -281,8 +286,8 @@ def test_archive_spread_over_sessions_merges_to_the_same_table(workdir, tmp_path
     assert seed_archive.archive_seeds(str(workdir), str(archive)) == []  # already there
     for seed in SEEDS:
         assert sorted(p.name for p in (archive / f"seed_{seed}").iterdir()) == sorted(
-            ["config.json", "results.json", *multi_seed.SYSTEMS])
-        for system in multi_seed.SYSTEMS:
+            ["config.json", "results.json", *RUN_SYSTEMS])
+        for system in RUN_SYSTEMS:
             with np.load(archive / f"seed_{seed}" / system / "test_rankings.npz") as kept, \
                  np.load(workdir / f"seed_{seed}" / system / "test_rankings.npz") as full:
                 assert set(kept) == {"users_u", "targets_u", "items_uk"}
@@ -334,3 +339,32 @@ def test_archive_accepts_seeds_from_before_and_after_an_option_was_added(workdir
             seed_archive.archive_seeds(str(old), str(archive), [second])
         assert seed_archive.archive_seeds(str(old), str(archive), [second],
                                           defaults=defaults) == [second]
+
+
+def test_fusion_run_after_the_seeds_is_a_system_of_tables_and_compare(workdir, tmp_path):
+    """experiments.fusion on each seed directory: its report joins as "fusion/...", the seeds'
+    results.json stay as they were, and --compare pairs fusion with item_transition."""
+    from experiments.fusion import run_fusion
+
+    directory = tmp_path / "multi"
+    shutil.copytree(workdir, directory)
+    before = {seed: results(directory, seed) for seed in SEEDS}
+    for seed in SEEDS:
+        run_fusion(str(directory / f"seed_{seed}"), lams=(0.0, 1.0), num_counting=20)
+    loaded = multi_seed.load_results(str(directory), SEEDS)
+    for seed in SEEDS:
+        assert results(directory, seed) == before[seed]
+        posthoc = json.loads((directory / f"seed_{seed}" / "fusion" / "results.json").read_text())
+        assert loaded[seed]["fusion/recall@10"] == posthoc["recall@10"]
+        assert loaded[seed]["fusion/lam"] == posthoc["fusion/lam"]
+        assert loaded[seed]["recall@10"] == before[seed]["recall@10"]
+    assert "fusion" in multi_seed.systems_in(loaded)
+    archive = tmp_path / "archive"
+    seed_archive.archive_seeds(str(directory), str(archive))
+    archived = multi_seed.load_results(str(archive), SEEDS)
+    assert archived[1]["fusion/ndcg@10"] == loaded[1]["fusion/ndcg@10"]
+    multi_seed.compare_dirs(str(directory), str(directory), str(tmp_path / "out"),
+                            system=("fusion", "item_transition"), num_resamples=200)
+    boot = json.loads((tmp_path / "out" / "compare.json").read_text())["results"]["seed_0"]
+    assert boot["recall@10"]["mean_a"] == pytest.approx(loaded[0]["fusion/recall@10"])
+    assert boot["recall@10"]["mean_b"] == pytest.approx(loaded[0]["item_transition/recall@10"])
