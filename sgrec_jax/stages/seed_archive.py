@@ -23,6 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from absl import logging
+from etils import epath
 from ml_collections import ConfigDict
 
 from sgrec_jax.core.files import as_path, atomic_write, read_json, read_npz, write_compressed_npz
@@ -85,6 +86,15 @@ def _check_same_experiment(
                 ) from None
 
 
+def _archive_system(run_dir: epath.Path, out_dir: epath.Path, system: str) -> None:
+    """A system's top-10 test rankings and, for a post-hoc system, its report beside them
+    (rankings first: the report marks the system as present)."""
+    archive_rankings(run_dir / system / RANKINGS_FILE, out_dir / system / RANKINGS_FILE)
+    if system in POSTHOC_SYSTEMS:
+        atomic_write(out_dir / system / RESULTS_FILE, lambda f, source=(
+            run_dir / system / RESULTS_FILE): f.write(source.read_bytes()))
+
+
 def archive_seeds(
     workdir: str, archive: str, seeds: Sequence[int] | None = None,
     defaults: ConfigDict | None = None,
@@ -106,17 +116,19 @@ def archive_seeds(
         systems = systems_in({seed: results[seed]})
         if seed in archived:
             kept = load_results(archive, [seed])
+            kept_systems = systems_in(kept)
             for system in systems:
-                check_same_numbers(SystemRuns(system, archive, kept),
-                                   SystemRuns(system, workdir, {seed: results[seed]}))
+                if system in kept_systems:
+                    check_same_numbers(SystemRuns(system, archive, kept),
+                                       SystemRuns(system, workdir, {seed: results[seed]}))
+                elif system in POSTHOC_SYSTEMS:  # run on the seed after it was archived
+                    _archive_system(run_dir, out_dir, system)
+                    logging.info("archived %s of seed %d into %s", system, seed, out_dir)
             logging.info("seed %d is already in %s with the same metrics", seed, archive)
             continue
         _check_same_experiment(archive, run_dir, seed, defaults)
         for system in systems:
-            archive_rankings(run_dir / system / RANKINGS_FILE, out_dir / system / RANKINGS_FILE)
-            if system in POSTHOC_SYSTEMS:  # its report lives beside its rankings
-                atomic_write(out_dir / system / RESULTS_FILE, lambda f, source=(
-                    run_dir / system / RESULTS_FILE): f.write(source.read_bytes()))
+            _archive_system(run_dir, out_dir, system)
         # Whole-file copies (atomic where the filesystem allows); results.json last: its
         # presence marks the archived seed as complete.
         for name in (CONFIG_FILE, RESULTS_FILE):

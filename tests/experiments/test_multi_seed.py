@@ -349,6 +349,8 @@ def test_fusion_run_after_the_seeds_is_a_system_of_tables_and_compare(workdir, t
     directory = tmp_path / "multi"
     shutil.copytree(workdir, directory)
     before = {seed: results(directory, seed) for seed in SEEDS}
+    early = tmp_path / "early_archive"  # seed 0 archived before fusion ran on it
+    seed_archive.archive_seeds(str(directory), str(early), [0])
     for seed in SEEDS:
         run_fusion(str(directory / f"seed_{seed}"), lams=(0.0, 1.0), num_counting=20)
     loaded = multi_seed.load_results(str(directory), SEEDS)
@@ -363,6 +365,10 @@ def test_fusion_run_after_the_seeds_is_a_system_of_tables_and_compare(workdir, t
     seed_archive.archive_seeds(str(directory), str(archive))
     archived = multi_seed.load_results(str(archive), SEEDS)
     assert archived[1]["fusion/ndcg@10"] == loaded[1]["fusion/ndcg@10"]
+    assert "fusion/ndcg@10" not in multi_seed.load_results(str(early), [0])[0]
+    seed_archive.archive_seeds(str(directory), str(early), [0])  # adds the fusion to seed 0
+    assert multi_seed.load_results(str(early), [0])[0]["fusion/ndcg@10"] == loaded[0][
+        "fusion/ndcg@10"]
     multi_seed.compare_dirs(str(directory), str(directory), str(tmp_path / "out"),
                             system=("fusion", "item_transition"), num_resamples=200)
     boot = json.loads((tmp_path / "out" / "compare.json").read_text())["results"]["seed_0"]
