@@ -41,11 +41,12 @@ from sgrec_jax.data.shards import MANIFEST, ShardedExamples, read_side_table, wr
 from sgrec_jax.data.split import Examples
 from sgrec_jax.data.synthetic import WorldConfig, generate_world
 from sgrec_jax.models.registry import build_model
+from sgrec_jax.stages.cli import define_workdir
 from sgrec_jax.stages.sft import sft_loss
 from sgrec_jax.train.next_item import next_item_nll
 from sgrec_jax.train.supervised import train_supervised
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where the shards, runs and results go.")
+_WORKDIR = define_workdir("Where the shards, runs and results go.")
 _INTERACTIONS = flags.DEFINE_list("interactions", ["1000000", "10000000"],
                                   "World sizes, in interactions (about).")
 _STEPS = flags.DEFINE_integer("steps", 300, "SFT steps per training run (0 = no training).")

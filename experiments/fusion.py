@@ -51,7 +51,7 @@ from sgrec_jax.evaluation.fusion import (
 )
 from sgrec_jax.models.counting import ItemTransition
 from sgrec_jax.serving.recommender import Recommender
-from sgrec_jax.stages.cli import quiet_library_logs, run_app, run_or_exit
+from sgrec_jax.stages.cli import define_workdir, quiet_library_logs, run_app, run_or_exit
 from sgrec_jax.stages.pipeline import CONFIG_FILE, RESULTS_FILE, load_configured_dataset
 from sgrec_jax.train.evaluate import (
     Rankings,
@@ -67,7 +67,7 @@ TOP_K = 10
 RANKINGS_FILE = "test_rankings.npz"
 DEFAULT_WEIGHTS = (1.0, 0.5, 0.25)  # ItemTransition's default, for runs without the section
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A finished SFT run directory (read only).")
+_WORKDIR = define_workdir("A finished SFT run directory (read only).")
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where results go (default WORKDIR/fusion).")
 _LAMS = flags.DEFINE_list("lams", list(DEFAULT_LAMS), "The lam grid (each >= 0).")
 _COUNTING = flags.DEFINE_integer("counting_candidates", 50,

@@ -64,13 +64,13 @@ from sgrec_jax.judge.pairs import (
 )
 from sgrec_jax.judge.store import EvidenceStore
 from sgrec_jax.rewards.channel import RewardSetup
-from sgrec_jax.stages.cli import quiet_library_logs, run_app, run_or_exit
+from sgrec_jax.stages.cli import define_workdir, quiet_library_logs, run_app, run_or_exit
 from sgrec_jax.stages.pipeline import load_configured_dataset
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (experiments/configs/*.py[:arg]).", lock_config=True
 )
-_WORKDIR = flags.DEFINE_string("workdir", None, "Work directory for outputs and caches.")
+_WORKDIR = define_workdir("Work directory for outputs and caches.")
 _JUDGE_DIR = flags.DEFINE_string(
     "judge_dir", "", "A stage-1 work directory (JDIR/judge/sample.npz, evidence.npz): compare "
     "its evidence with the feature evidence on the pairs it judged (module docstring).")

@@ -44,6 +44,17 @@ class _QuietLibraries(std_logging.Filter):
         )
 
 
+def define_workdir(help_text: str) -> flags.FlagHolder:
+    """--workdir of an experiments/ command that tests import to call its logic directly.
+
+    Several such modules share the name; pytest workers collect every test module, so they are
+    imported into one process, where a second plain DEFINE_string("workdir") raises
+    DuplicateFlagError. allow_override lets the later definition replace the earlier one; a
+    command line only ever loads one command, and tests never parse these flags.
+    """
+    return flags.DEFINE_string("workdir", None, help_text, allow_override=True)
+
+
 def quiet_library_logs() -> None:
     logging.get_absl_handler().addFilter(_QuietLibraries())
 
