@@ -4,7 +4,6 @@ beam search, the lam = 0 and large-lam limits, candidate union, lam selection.""
 import jax
 import numpy as np
 import pytest
-from flax import nnx
 
 from sgrec_jax.data.split import PAD_ITEM
 from sgrec_jax.decoding.beam_search import constrained_beam_search_jit
@@ -19,9 +18,9 @@ from sgrec_jax.evaluation.fusion import (
     transition_scores,
 )
 from sgrec_jax.models.counting import ItemTransition
-from sgrec_jax.models.registry import build_model
 from sgrec_jax.serving.recommender import pack_histories
 from sgrec_jax.sid.build import semantic_ids_from_codes
+from tests.models.tiny import tiny_over
 
 NUM_ITEMS, H, BEAM = 40, 5, 12
 # Few codes per level: shared prefixes, and items the beam cuts off while a sibling survives.
@@ -31,12 +30,7 @@ REQUESTS = [[1, 2, 3], [4], [], list(range(12)), [39, 0], [7, 7, 8]]
 
 @pytest.fixture(scope="module")
 def model():
-    return nnx.jit(
-        lambda: build_model(
-            "encoder_decoder", codes_nl=SIDS.codes_nl, level_sizes=SIDS.level_sizes,
-            max_history=H, rngs=nnx.Rngs(0), num_layers=1, d_model=16, num_heads=2, d_ff=32,
-        )
-    )()
+    return tiny_over(SIDS, H)
 
 
 @pytest.fixture(scope="module")

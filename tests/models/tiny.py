@@ -41,6 +41,18 @@ def tiny(variant: str, encoding: str, seed: int = 0, **options) -> SidGenerator:
     )()
 
 
+def tiny_over(sids, max_history: int, seed: int = 0) -> SidGenerator:
+    """A 1-layer encoder-decoder (d 16) over `sids` (a SemanticIds), initialised under jit: the
+    model of the serving and fusion tests, which need a real catalog rather than CODES."""
+    return nnx.jit(
+        lambda: build_model(
+            "encoder_decoder", codes_nl=sids.codes_nl, level_sizes=sids.level_sizes,
+            max_history=max_history, rngs=nnx.Rngs(seed), num_layers=1, d_model=16, num_heads=2,
+            d_ff=32,
+        )
+    )()
+
+
 def batch(seed: int = 1, size: int = 3) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
     """(history [size, H] with 2, 0, 4, 2, 0, ... padded slots, its mask, target codes)."""
     rng = np.random.default_rng(seed)

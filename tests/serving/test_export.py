@@ -2,13 +2,12 @@
 
 import numpy as np
 import pytest
-from flax import nnx
 
 from sgrec_jax.data.errors import DataFormatError
-from sgrec_jax.models.registry import build_model
 from sgrec_jax.serving.export import export_decode, load_exported, save_exported
 from sgrec_jax.serving.recommender import Recommender, pack_histories
 from sgrec_jax.sid.build import semantic_ids_from_codes
+from tests.models.tiny import tiny_over
 
 NUM_ITEMS, H, B, BEAM, K = 40, 5, 4, 6, 3
 SIDS = semantic_ids_from_codes(np.random.default_rng(0).integers(0, 5, (NUM_ITEMS, 3)), (5, 5, 5))
@@ -17,12 +16,7 @@ REQUESTS = [[1, 2, 3], [4], [], list(range(12))]
 
 @pytest.fixture(scope="module")
 def model():
-    return nnx.jit(
-        lambda: build_model(
-            "encoder_decoder", codes_nl=SIDS.codes_nl, level_sizes=SIDS.level_sizes,
-            max_history=H, rngs=nnx.Rngs(0), num_layers=1, d_model=16, num_heads=2, d_ff=32,
-        )
-    )()
+    return tiny_over(SIDS, H)
 
 
 @pytest.fixture(scope="module")

@@ -2,16 +2,15 @@
 
 import numpy as np
 import pytest
-from flax import nnx
 
 from sgrec_jax.data.errors import DataFormatError
 from sgrec_jax.data.split import PAD_ITEM, leave_one_out
 from sgrec_jax.data.synthetic import load_synthetic
 from sgrec_jax.decoding.beam_search import constrained_beam_search_jit
-from sgrec_jax.models.registry import build_model
 from sgrec_jax.serving.recommender import Recommender, pack_histories
 from sgrec_jax.sid.build import save_semantic_ids, semantic_ids_from_codes
 from sgrec_jax.stages.pipeline import load_configured_dataset, run_pipeline
+from tests.models.tiny import tiny_over
 from tests.stages.test_sft import tiny_config
 
 NUM_ITEMS, H = 40, 5
@@ -20,12 +19,7 @@ SIDS = semantic_ids_from_codes(np.random.default_rng(0).integers(0, 5, (NUM_ITEM
 
 @pytest.fixture(scope="module")
 def model():
-    return nnx.jit(
-        lambda: build_model(
-            "encoder_decoder", codes_nl=SIDS.codes_nl, level_sizes=SIDS.level_sizes,
-            max_history=H, rngs=nnx.Rngs(0), num_layers=1, d_model=16, num_heads=2, d_ff=32,
-        )
-    )()
+    return tiny_over(SIDS, H)
 
 
 def test_pack_histories_packs_like_the_split():
