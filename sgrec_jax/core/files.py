@@ -73,11 +73,15 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def read_json(path: str | os.PathLike) -> Any | None:
-    """The parsed file, or None when it does not exist."""
+    """The parsed file, or None when it does not exist; ValueError naming the file when it is
+    not JSON (e.g. edited by hand: this module's own writes are atomic)."""
     path = epath.Path(path)
     if not path.exists():
         return None
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
 
 
 def write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:

@@ -81,3 +81,11 @@ def test_failed_write_on_an_object_store_uploads_nothing(fake_gcs):
         atomic_write(path, crash)
     assert read_json(path) == {"kept": True}
     assert fake_gcs.keys() == ["fake-bucket/cache.json"]
+
+
+def test_a_file_that_is_not_json_is_an_error_naming_it(tmp_path):
+    path = tmp_path / "results.json"
+    path.write_text('{"recall@10": 0.1')  # cut short, e.g. by a hand edit
+    with pytest.raises(ValueError, match=r"results\.json: not valid JSON"):
+        read_json(path)
+    assert path.read_text() == '{"recall@10": 0.1'  # left as it was
