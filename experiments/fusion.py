@@ -51,6 +51,7 @@ from sgrec_jax.evaluation.fusion import (
 )
 from sgrec_jax.models.counting import ItemTransition
 from sgrec_jax.serving.recommender import Recommender
+from sgrec_jax.stages.baselines import item_transition_weights
 from sgrec_jax.stages.cli import define_workdir, quiet_library_logs, run_app, run_or_exit
 from sgrec_jax.stages.pipeline import CONFIG_FILE, RESULTS_FILE, load_configured_dataset
 from sgrec_jax.train.evaluate import (
@@ -65,7 +66,6 @@ DEFAULT_LAMS = ("0", "0.25", "0.5", "1", "2", "4", "8")
 SELECTION_METRIC = "ndcg@10"
 TOP_K = 10
 RANKINGS_FILE = "test_rankings.npz"
-DEFAULT_WEIGHTS = (1.0, 0.5, 0.25)  # ItemTransition's default, for runs without the section
 
 _WORKDIR = define_workdir("A finished SFT run directory (read only).")
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where results go (default WORKDIR/fusion).")
@@ -136,13 +136,6 @@ def score_candidates(recommender: Recommender, counting: ItemTransition, example
     return Candidates(examples, items_uc, logp_uc, count_uc, beam.argmax_invalid_u)
 
 
-def _item_transition_weights(config: ConfigDict) -> tuple[float, ...]:
-    try:
-        return tuple(float(w) for w in config.baselines.item_transition.weights)
-    except (AttributeError, KeyError):
-        return DEFAULT_WEIGHTS
-
-
 def run_fusion(workdir, out_dir=None, *, lams: Sequence[float] = tuple(map(float, DEFAULT_LAMS)),
                num_counting: int = 50) -> dict[str, Any]:
     """The whole protocol (module docstring); writes and returns results.json's content."""
@@ -172,7 +165,7 @@ def run_fusion(workdir, out_dir=None, *, lams: Sequence[float] = tuple(map(float
 
     recommender = Recommender.from_workdir(workdir)
     sequences = training_sequences(dataset)
-    weights = _item_transition_weights(config)
+    weights = item_transition_weights(config)
     counting = ItemTransition.fit(sequences, dataset.num_items, weights=weights)
     options = dict(lams=list(lams), counting_candidates=num_counting,
                    beam_size=recommender.beam_size, level_scoring=level_scoring,

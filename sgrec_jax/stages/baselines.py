@@ -53,6 +53,14 @@ def _check_options(config: ConfigDict, name: str) -> dict[str, Any]:
     return options
 
 
+def item_transition_weights(config: ConfigDict) -> tuple[float, ...]:
+    """The item_transition baseline's weights as a run's config sets them (checked as the stage
+    checks them), or the stage's defaults for a config without the section (older runs)."""
+    if "baselines" not in config or "item_transition" not in config.baselines:
+        return tuple(float(w) for w in STAGES.resolve("item_transition")["weights"])
+    return _check_options(config, "item_transition")["weights"]
+
+
 def _run_baseline(context: RunContext, name: str, fit: Callable[[dict], Any]) -> None:
     config, dataset = context.config, context.dataset
     options = _check_options(config, name)

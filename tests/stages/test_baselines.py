@@ -7,6 +7,7 @@ import pytest
 
 from sgrec_jax.data.split import leave_one_out, training_sequences
 from sgrec_jax.models.counting import ItemTransition
+from sgrec_jax.stages.baselines import item_transition_weights
 from sgrec_jax.stages.pipeline import check_config, load_configured_dataset, run_pipeline
 from tests.stages.test_sft import tiny_config
 
@@ -53,6 +54,16 @@ def test_both_floors_report_metrics_diagnostics_and_save_rankings(tmp_path):
 def test_bad_options_fail_the_config_check_naming_the_field(options, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         check_config(baseline_config(**options))
+
+
+def test_other_readers_get_the_weights_as_the_stage_checks_them():
+    """experiments.fusion counts transitions with a run's own weights, checked the same way."""
+    assert item_transition_weights(baseline_config(window=2, weights=(1, 0.5))) == (1.0, 0.5)
+    config = baseline_config()
+    del config.baselines["item_transition"]  # a run from before the section
+    assert item_transition_weights(config) == (1.0, 0.5, 0.25)
+    with pytest.raises(ValueError, match="baselines.item_transition.weights must be finite"):
+        item_transition_weights(baseline_config(weights=(1.0, -1.0, 0.5)))
 
 
 def test_unknown_option_lists_the_valid_ones():
