@@ -41,6 +41,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from sgrec_jax.data.transitions import TransitionCounts
 from sgrec_jax.evaluation.metrics import ranking_metrics
 from sgrec_jax.models.counting import popularity_order, training_transitions
 
@@ -79,6 +80,15 @@ class TrainingStatistics:
             transition_count=counts.astype(np.int64),
             target_count_n=np.bincount(to_t, minlength=num_items).astype(np.int64),
         )
+
+    @classmethod
+    def from_counts(cls, counts: TransitionCounts) -> TrainingStatistics:
+        """The same statistics from counted training transitions (a run over shards); the
+        counts' (from, to) order is the order of the keys."""
+        keys = counts.from_t.astype(np.int64) * counts.num_items + counts.to_t
+        return cls(num_items=counts.num_items, transition_keys=keys,
+                   transition_count=counts.count_t.astype(np.int64),
+                   target_count_n=counts.target_counts())
 
     def follows(self, from_u: np.ndarray, to_u: np.ndarray) -> np.ndarray:
         """bool [U]: whether from_u[i] -> to_u[i] is a training transition (False for PAD)."""

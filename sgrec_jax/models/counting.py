@@ -28,6 +28,7 @@ import numpy as np
 import scipy.sparse
 
 from sgrec_jax.data.split import PAD_ITEM
+from sgrec_jax.data.transitions import TransitionCounts
 
 _USERS_PER_CHUNK = 8192  # Bounds the [users, candidates, k] comparison of the popularity fill.
 
@@ -142,6 +143,11 @@ class Popularity:
         """Counts over training sequences (each user's items but the last two)."""
         return cls(training_target_counts(sequences, num_items))
 
+    @classmethod
+    def from_counts(cls, counts: TransitionCounts) -> Popularity:
+        """The same fit from counted training transitions (a run over shards)."""
+        return cls(counts.target_counts())
+
     def rank(
         self, history_uh: np.ndarray, k: int, *, exclude_history: bool = False
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -188,6 +194,17 @@ class ItemTransition:
         )  # Duplicate (a, b) entries are summed: counts.
         return cls(transitions, np.bincount(to_t, minlength=num_items).astype(np.int64),
                    tuple(float(w) for w in weights))
+
+    @classmethod
+    def from_counts(
+        cls, counts: TransitionCounts, weights: Sequence[float] = (1.0, 0.5, 0.25)
+    ) -> ItemTransition:
+        """The same fit from counted training transitions (a run over shards)."""
+        n = counts.num_items
+        transitions = scipy.sparse.csr_matrix(
+            (counts.count_t.astype(np.float64), (counts.from_t, counts.to_t)), shape=(n, n)
+        )
+        return cls(transitions, counts.target_counts(), tuple(float(w) for w in weights))
 
     def scores(self, history_uh: np.ndarray) -> scipy.sparse.csr_matrix:
         """float64 CSR [U, N]: sum_j weights[j] * T[h_j, :], h_0 the most recent history item."""

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from sgrec_jax.data.transitions import TransitionCounts
 from sgrec_jax.models.counting import (
     ItemTransition,
     Popularity,
@@ -109,3 +110,16 @@ def test_bad_ids_and_k_are_named():
         model.rank(np.array([[0, 7]]), 3)
     with pytest.raises(ValueError, match="k must be >= 1"):
         model.rank(HISTORY, 0)
+
+
+def test_counted_transitions_fit_the_same_models():
+    """A run over shards fits from the writer's counted transitions (data/transitions.py)."""
+    pairs = [(s[i], s[i + 1]) for s in SEQUENCES for i in range(len(s) - 1)]
+    counts = TransitionCounts.from_pairs(*np.array(pairs).T, NUM_ITEMS)
+    np.testing.assert_array_equal(Popularity.from_counts(counts).target_count_n,
+                                  Popularity.fit(SEQUENCES, NUM_ITEMS).target_count_n)
+    for weights in ((1.0, 0.5, 0.25), (0.3, 0.7)):
+        ours = ItemTransition.from_counts(counts, weights).rank(HISTORY, 5)
+        theirs = ItemTransition.fit(SEQUENCES, NUM_ITEMS, weights).rank(HISTORY, 5)
+        for a, b in zip(ours, theirs, strict=True):
+            np.testing.assert_array_equal(a, b)
