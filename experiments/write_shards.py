@@ -6,11 +6,13 @@ r"""Writes a config's dataset as ArrayRecord shards, for training with data.sour
         --config.data.source=array_record --config.data.shards_dir=workdirs/qs_shards
 
 The shards hold the leave-one-out examples of the dataset config.data describes (format, dir,
-options, max_history), so the training command must use the same data settings: the stages check
-the dataset's fingerprint and max_history against the shards' manifest. --sids_workdir adds that
-work directory's SID codes (sids.npz) as the side table "sids". Run it once, on one host; every
-host of a training run then reads its share of each batch from the same directory. Layout and
-format: sgrec_jax/data/shards.py.
+options, max_history) and everything else the stages read (the item table with text, the
+dataset's statistics and source-file hashes, the training transitions), so training from them
+never loads the dataset; the training command must use the same data settings, which the
+pipeline checks against those recorded in the manifest, and the same max_history. --sids_workdir
+adds that work directory's SID codes (sids.npz) as the side table "sids". Run it once, on one
+host; every host of a training run then reads its share of each batch from the same directory.
+Layout and format: sgrec_jax/data/shards.py; what a run reads: sgrec_jax/data/shard_dataset.py.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 import sgrec_jax.registration  # noqa: F401  (registers everything a config names)
+from sgrec_jax.data.load import dataset_settings
 from sgrec_jax.data.shards import write_shards
 from sgrec_jax.sid.build import load_semantic_ids
 from sgrec_jax.stages.cli import quiet_library_logs, run_app, run_or_exit
@@ -57,7 +60,8 @@ def main(argv):
         return write_shards(dataset, _OUT.value, max_history=config.data.max_history,
                             examples_per_shard=_EXAMPLES_PER_SHARD.value,
                             examples_per_record=_EXAMPLES_PER_RECORD.value,
-                            users_per_block=_USERS_PER_BLOCK.value, side_tables=side_tables)
+                            users_per_block=_USERS_PER_BLOCK.value, side_tables=side_tables,
+                            settings=dataset_settings(config.data))
 
     manifest = run_or_exit(run)
     for split, info in manifest["splits"].items():

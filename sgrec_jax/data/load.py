@@ -8,8 +8,9 @@ generated dataset such as "synthetic" ignores the directory).
 
 from __future__ import annotations
 
+import json
 import os
-from typing import Protocol
+from typing import Any, Protocol
 
 from sgrec_jax.core.registry import Registry
 from sgrec_jax.data.dataset import SeqRecDataset
@@ -50,3 +51,17 @@ def load_dataset(
     DATASET_FORMATS.resolve(format, options)
     loader = DATASET_FORMATS.get(format)
     return loader(directory, name=name, bid_seed=bid_seed, min_seq_len=min_seq_len, **options)
+
+
+def dataset_settings(data: Any) -> dict[str, Any]:
+    """What identifies the dataset a config's data section loads, as JSON values: the format,
+    name, bid_seed, min_seq_len and the loader's options with their defaults filled in (so a
+    config that spells out a default matches one that leaves it out).
+
+    `data.dir` is left out: a directory's path differs between the host that wrote shards and
+    those that read them; the files' hashes identify it instead (`SeqRecDataset.source_files`).
+    """
+    settings = {"format": data.format, "name": data.name or "", "bid_seed": int(data.bid_seed),
+                "min_seq_len": int(data.min_seq_len),
+                "options": DATASET_FORMATS.resolve(data.format, dict(data.options))}
+    return json.loads(json.dumps(settings, sort_keys=True))

@@ -15,9 +15,17 @@ A shard directory:
                                 `examples_per_shard` examples per file
   valid-00000.array_record ...  (the validation and test examples: one per user)
   test-00000.array_record ...
-  items.npz                     the item table: external ids and bids (bid_source in the manifest)
+  items.npz                     the item table: external ids, bids, text and attributes
+                                (`data/item_table.py`; bid_source in the manifest)
+  transitions.npz               the training split's transitions (last history item -> target)
+                                with their counts (`data/transitions.py`)
   <name>.npz                    further side tables the writer was given (e.g. "sids": the SID
                                 codes the catalog is built from)
+
+`write_shards` also records in the manifest what the stages read besides the examples: the
+dataset's summary statistics, the sha256 of the files it was read from, the data settings of the
+config it was loaded with, and `catalog_version`. With them a run reads everything from the
+shard directory and never loads the sequences (`data/shard_dataset.py`).
 
 An example is little-endian int32: history [H] (right-aligned, PAD_ITEM on the left), target,
 user: 4 (H + 2) bytes, the same fields as a `data.pipeline` batch row, which is what SFT,
@@ -65,10 +73,16 @@ from etils import epath
 from sgrec_jax.core.files import is_local
 from sgrec_jax.data.dataset import SeqRecDataset
 from sgrec_jax.data.errors import DataFormatError
+from sgrec_jax.data.item_table import encode_items
 from sgrec_jax.data.split import PAD_ITEM, Examples, leave_one_out
+from sgrec_jax.data.transitions import TransitionCounter
 
 MANIFEST = "manifest.json"
 ITEMS_TABLE = "items"
+TRANSITIONS_TABLE = "transitions"
+# What `write_shards` records for a run over shards alone (data/shard_dataset.py); shards
+# written without it (before it existed, or by a bare ShardWriter) still train, not run alone.
+CATALOG_VERSION = 1
 SPLITS = ("train", "valid", "test")
 FORMAT = "sgrec_jax leave-one-out examples, ArrayRecord"
 FORMAT_VERSION = 1
@@ -211,35 +225,45 @@ class ShardWriter:
         records_per_file = max(1, examples_per_shard // examples_per_record)
         self._writers = {split: _SplitWriter(self.directory, split, examples_per_record,
                                              records_per_file) for split in SPLITS}
+        self._transitions = TransitionCounter()
         self._start = time.perf_counter()
 
     def add(self, split: str, examples: Examples, user_offset: int = 0) -> None:
-        """Appends `examples` (users shifted by user_offset) to `split`."""
+        """Appends `examples` (users shifted by user_offset) to `split`; the training split's
+        transitions are counted on the way (the "transitions" table)."""
         if split not in SPLITS:
             raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
         if examples.history.shape[1] != self.max_history:
             raise ValueError(f"examples have history width {examples.history.shape[1]}, the "
                              f"shards {self.max_history}")
         self._writers[split].write(encode(examples, user_offset))
+        if split == "train":
+            self._transitions.add_examples(examples.history, examples.target)
 
     def finish(self, dataset_info: Mapping[str, Any], items: Mapping[str, np.ndarray],
                side_tables: Mapping[str, Mapping[str, np.ndarray]] | None = None
                ) -> dict[str, Any]:
         """Closes the files, writes the side tables and the manifest; returns the manifest.
 
-        dataset_info: name, num_users, num_items, num_interactions, fingerprint, bid_source.
-        items: the item table ("ids", "bids"). side_tables: name -> arrays, each written as
-        <name>.npz (e.g. {"sids": {"codes_nl": ..., "level_sizes": ...}}).
+        dataset_info: name, num_users, num_items, num_interactions, fingerprint, bid_source
+        (and, from `write_shards`, stats, source_files, settings, catalog_version).
+        items: the item table (at least "ids" and "bids"; `item_table.encode_items`).
+        side_tables: name -> arrays, each written as <name>.npz (e.g. {"sids": {"codes_nl": ...,
+        "level_sizes": ...}}).
         """
         side_tables = dict(side_tables or {})
-        if ITEMS_TABLE in side_tables or not all(name.isidentifier() for name in side_tables):
+        reserved = (ITEMS_TABLE, TRANSITIONS_TABLE)
+        if (any(name in reserved for name in side_tables)
+                or not all(name.isidentifier() for name in side_tables)):
             raise ValueError(f"side table names must be identifiers other than "
-                             f"{ITEMS_TABLE!r}, got {sorted(side_tables)}")
+                             f"{' and '.join(map(repr, reserved))}, got {sorted(side_tables)}")
         missing = {"name", "num_users", "num_items", "fingerprint"} - set(dataset_info)
         if missing:
             raise ValueError(f"dataset_info lacks {sorted(missing)}")
         files = {split: writer.finish() for split, writer in self._writers.items()}
-        for name, arrays in {ITEMS_TABLE: items, **side_tables}.items():
+        transitions = self._transitions.result(int(dataset_info["num_items"])).as_table()
+        for name, arrays in {ITEMS_TABLE: items, TRANSITIONS_TABLE: transitions,
+                             **side_tables}.items():
             _write_table(self.directory, name, arrays)
         manifest = {
             "format": FORMAT,
@@ -252,7 +276,7 @@ class ShardWriter:
             "dataset": dict(dataset_info),
             "splits": {split: {"num_examples": sum(f["examples"] for f in files[split]),
                                "files": files[split]} for split in SPLITS},
-            "side_tables": [ITEMS_TABLE, *side_tables],
+            "side_tables": [ITEMS_TABLE, TRANSITIONS_TABLE, *side_tables],
             "write_seconds": time.perf_counter() - self._start,
         }
         _write_text(self.directory / MANIFEST,
@@ -269,6 +293,7 @@ def write_shards(
     examples_per_record: int = EXAMPLES_PER_RECORD,
     users_per_block: int = 10_000,
     side_tables: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+    settings: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Writes the leave-one-out examples of `dataset` as ArrayRecord shards; returns the manifest.
 
@@ -285,7 +310,9 @@ def write_shards(
       examples_per_record: K, examples packed in one record (module docstring).
       users_per_block: users split at once (bounds the writer's memory).
       side_tables: name -> arrays, each written as <name>.npz next to the shards; "items"
-        (external ids and bids) is always written.
+        and "transitions" are always written.
+      settings: the data settings `dataset` was loaded with (`load.dataset_settings` of the
+        config): recorded, so that a run over the shards can check its config against them.
     """
     if users_per_block < 1:
         raise ValueError(f"users_per_block must be >= 1, got {users_per_block}")
@@ -299,14 +326,14 @@ def write_shards(
         splits = leave_one_out(block, max_history)
         for split in SPLITS:
             writer.add(split, getattr(splits, split), user_offset=first)
-    items = dataset.items
     return writer.finish(
         {"name": dataset.name, "num_users": dataset.num_users, "num_items": dataset.num_items,
          "num_interactions": dataset.num_interactions,
-         "fingerprint": dataset_fingerprint(dataset), "bid_source": items.bid_source},
-        items={"ids": np.asarray(items.ids, dtype=np.str_),
-               "bids": np.asarray(items.bids, dtype=np.float32)},
-        side_tables=side_tables,
+         "fingerprint": dataset_fingerprint(dataset), "bid_source": dataset.items.bid_source,
+         "stats": dataset.stats(), "source_files": dict(dataset.source_files),
+         "settings": None if settings is None else dict(settings),
+         "catalog_version": CATALOG_VERSION},
+        items=encode_items(dataset.items), side_tables=side_tables,
     )
 
 

@@ -25,6 +25,10 @@ def test_writes_the_configured_dataset_once(tmp_path):
     manifest = json.loads((tmp_path / "shards" / "manifest.json").read_text())
     assert manifest["max_history"] == 5 and manifest["dataset"]["num_users"] == 30
     assert len(manifest["splits"]["train"]["files"]) > 1
+    # What a run over the shards alone checks its config against and reads.
+    assert manifest["dataset"]["settings"]["options"]["num_users"] == 30
+    assert manifest["dataset"]["catalog_version"] == 1 and manifest["dataset"]["stats"]
+    assert {"items", "transitions"} <= set(manifest["side_tables"])
 
     again = write(tmp_path / "shards")
     assert again.returncode == 1
