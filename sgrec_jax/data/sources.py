@@ -4,8 +4,11 @@
 dataset, batched by `data/pipeline.py`. "array_record" (logs that do not fit in host memory):
 the shards in `config.data.shards_dir`, written once by `python -m experiments.write_shards`,
 streamed by `data/shard_pipeline.py`; the validation and test splits (one example per user) are
-read from the same shards into memory. The stages call `load_splits` and the training loops
-`train_iterator_for`, so a source is one config value.
+left in the same shards too, and read at the rows a stage evaluates
+(`train.evaluate.subsample`: the validation subset, the test split or its eval.test_users
+subset). The stages call `load_splits` and the training loops `train_iterator_for`, so a source
+is one config value; the pipeline then gives the stages a `ShardDataset` instead of the loaded
+dataset (`data/shard_dataset.py`).
 """
 
 from __future__ import annotations
@@ -17,19 +20,26 @@ from etils import epath
 from sgrec_jax.data.dataset import SeqRecDataset
 from sgrec_jax.data.errors import DataFormatError
 from sgrec_jax.data.pipeline import TrainIterator, train_iterator
+from sgrec_jax.data.shard_dataset import ShardDataset
 from sgrec_jax.data.shard_pipeline import shard_train_iterator
-from sgrec_jax.data.shards import MANIFEST, ShardedExamples, dataset_fingerprint, read_manifest
+from sgrec_jax.data.shards import (
+    MANIFEST,
+    SPLITS,
+    ShardedExamples,
+    dataset_fingerprint,
+    read_manifest,
+)
 from sgrec_jax.data.split import Examples, leave_one_out
 
 SOURCES = ("memory", "array_record")
 
 
 class DataSplits(NamedTuple):
-    """The leave-one-out splits; `train` is a `ShardedExamples` when read from shards."""
+    """The leave-one-out splits; each a `ShardedExamples` when read from shards."""
 
     train: Examples | ShardedExamples
-    valid: Examples
-    test: Examples
+    valid: Examples | ShardedExamples
+    test: Examples | ShardedExamples
 
 
 def check_data_source(source: str, shards_dir: str, length_buckets=()) -> None:
@@ -45,13 +55,14 @@ def check_data_source(source: str, shards_dir: str, length_buckets=()) -> None:
                              "data.source 'array_record'; set them to ()")
 
 
-def load_splits(dataset: SeqRecDataset, *, max_history: int, source: str = "memory",
-                shards_dir: str | epath.PathLike = "") -> DataSplits:
+def load_splits(dataset: SeqRecDataset | ShardDataset, *, max_history: int,
+                source: str = "memory", shards_dir: str | epath.PathLike = "") -> DataSplits:
     """The splits of `dataset` from `source`.
 
     For "array_record" the shards must have been written from this very dataset (same
-    fingerprint) with this max_history; otherwise DataFormatError names the manifest, so a run
-    never trains on other data than its config describes.
+    fingerprint: a `ShardDataset` carries its manifest's) with this max_history; otherwise
+    DataFormatError names the manifest, so a run never trains on other data than its config
+    describes.
     """
     check_data_source(source, str(shards_dir))
     if source == "memory":
@@ -62,14 +73,14 @@ def load_splits(dataset: SeqRecDataset, *, max_history: int, source: str = "memo
     if manifest["max_history"] != max_history:
         raise DataFormatError(path, f"shards have max_history {manifest['max_history']}, the "
                                     f"config says {max_history}")
-    if manifest["dataset"]["fingerprint"] != dataset_fingerprint(dataset):
+    fingerprint = (dataset.fingerprint if isinstance(dataset, ShardDataset)
+                   else dataset_fingerprint(dataset))
+    if manifest["dataset"]["fingerprint"] != fingerprint:
         raise DataFormatError(path, f"shards were written from another dataset "
                                     f"({manifest['dataset']['name']!r}, "
                                     f"{manifest['dataset']['num_users']} users) than the "
                                     f"configured {dataset.name!r} ({dataset.num_users} users)")
-    return DataSplits(ShardedExamples(shards_dir, "train"),
-                      ShardedExamples(shards_dir, "valid").to_examples(),
-                      ShardedExamples(shards_dir, "test").to_examples())
+    return DataSplits(*(ShardedExamples(shards_dir, split) for split in SPLITS))
 
 
 def train_iterator_for(train: Examples | ShardedExamples, **kwargs) -> TrainIterator:

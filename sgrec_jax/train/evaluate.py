@@ -19,6 +19,7 @@ from flax import nnx
 
 from sgrec_jax.core.files import read_npz, write_npz
 from sgrec_jax.data.pipeline import eval_batches
+from sgrec_jax.data.shards import ShardedExamples
 from sgrec_jax.data.split import Examples
 from sgrec_jax.decoding.beam_search import constrained_beam_search_jit
 from sgrec_jax.evaluation.diagnostics import TrainingStatistics, ranking_diagnostics
@@ -52,11 +53,17 @@ class Rankings:
         return cls(**{f.name: arrays[f.name] for f in dataclasses.fields(cls) if f.name in arrays})
 
 
-def subsample(examples: Examples, max_examples: int, seed: int) -> Examples:
-    """A fixed, seeded subset (for frequent validation during training); all if <= max."""
+def subsample(examples: Examples | ShardedExamples, max_examples: int, seed: int) -> Examples:
+    """A fixed, seeded subset (for frequent validation during training); all if max_examples
+    is <= 0 or not below their number. Of shards only the chosen rows are read, so a subset of
+    a split too big for memory costs its own size; the rows are those an in-memory split of the
+    same length gives."""
     if max_examples <= 0 or len(examples) <= max_examples:
-        return examples
+        return examples.to_examples() if isinstance(examples, ShardedExamples) else examples
     rows = np.sort(np.random.default_rng(seed).choice(len(examples), max_examples, replace=False))
+    if isinstance(examples, ShardedExamples):
+        batch = examples.read(rows)
+        return Examples(batch["history"], batch["target"], batch["user"])
     return Examples(examples.history[rows], examples.target[rows], examples.user[rows])
 
 
