@@ -60,7 +60,8 @@ def base_config() -> ConfigDict:
     config.data.options = ConfigDict()  # Format-specific, e.g. the synthetic world's knobs.
     # Where training examples are read from: "memory" (the leave-one-out split in host memory)
     # or "array_record" (shards in data.shards_dir, written by `python -m
-    # experiments.write_shards`, streamed by Grain; sgrec_jax/data/sources.py).
+    # experiments.write_shards`, streamed by Grain; sgrec_jax/data/sources.py; the stages then
+    # read the shard directory alone, never the sequences: sgrec_jax/data/shard_dataset.py).
     config.data.source = "memory"
     config.data.shards_dir = ""
     # Training examples the generator's SFT never sees, kept as the RL requests: "none",
@@ -124,6 +125,9 @@ def base_config() -> ConfigDict:
     config.eval.beam_size = 20  # Full ranking by constrained beam search; >= 10.
     config.eval.batch_size = 256
     config.eval.valid_users = 2000  # Validation subset used for early stopping; 0 = all.
+    # Test users ranked: 0 = every one (the protocol); N > 0 = a seeded subset of N, for
+    # measurements at scale (experiments/data_scale.py), never for reported protocol numbers.
+    config.eval.test_users = 0
     # How beam search scores a level: "renormalized" over the allowed codes, or "full_softmax"
     # over the whole codebook with disallowed codes masked (HF prefix-constrained decoding).
     config.eval.level_scoring = "renormalized"

@@ -6,7 +6,9 @@ same code as the learned systems (protocol metrics, coverage@10 and the ranking 
 Metrics go under "<stage>/" (e.g. item_transition/recall@10), ranked lists to
 DIR/<stage>/test_rankings.npz. Options live in config.baselines.<stage>; each stage is registered
 with their defaults (models/defaults.py). Neither needs the "sids" stage; when it ran before
-them, their reports also give diag/first_codes@10. Both take seconds on Beauty.
+them, their reports also give diag/first_codes@10. Both take seconds on Beauty. On a run over
+shards (data.source "array_record") both fit from the transitions the shard writer counted, the
+same counts (data/transitions.py), so the sequences are never needed.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from absl import logging
 from ml_collections import ConfigDict
 
 from sgrec_jax.core.distributed import is_primary_process
-from sgrec_jax.data.split import leave_one_out, training_sequences
+from sgrec_jax.data.shard_dataset import ShardDataset
+from sgrec_jax.data.sources import load_splits
+from sgrec_jax.data.split import training_sequences
 from sgrec_jax.models.counting import ItemTransition, Popularity
 from sgrec_jax.stages.pipeline import STAGES, RunContext, Stage
-from sgrec_jax.stages.reports import report_test_split
+from sgrec_jax.stages.reports import ranked_test_split, report_test_split
 from sgrec_jax.train.evaluate import Rankings
 
 TOP_K = 10  # Ranked list length, as the learned systems' (ndcg@10, coverage@10).
@@ -64,7 +68,9 @@ def item_transition_weights(config: ConfigDict) -> tuple[float, ...]:
 def _run_baseline(context: RunContext, name: str, fit: Callable[[dict], Any]) -> None:
     config, dataset = context.config, context.dataset
     options = _check_options(config, name)
-    test = leave_one_out(dataset, config.data.max_history).test
+    splits = load_splits(dataset, max_history=config.data.max_history,
+                         source=config.data.source, shards_dir=config.data.shards_dir)
+    test = ranked_test_split(context, splits.test)
     model = fit(options)
     items_uk, scores_uk = model.rank(test.history, TOP_K,
                                      exclude_history=options["exclude_history"])
@@ -78,15 +84,26 @@ def _run_baseline(context: RunContext, name: str, fit: Callable[[dict], Any]) ->
 
 
 def _popularity(context: RunContext) -> None:
-    sequences = training_sequences(context.dataset)
+    dataset = context.dataset
+    if isinstance(dataset, ShardDataset):
+        _run_baseline(context, "popularity",
+                      lambda options: Popularity.from_counts(dataset.transitions))
+        return
+    sequences = training_sequences(dataset)
     _run_baseline(context, "popularity",
-                  lambda options: Popularity.fit(sequences, context.dataset.num_items))
+                  lambda options: Popularity.fit(sequences, dataset.num_items))
 
 
 def _item_transition(context: RunContext) -> None:
-    sequences = training_sequences(context.dataset)
+    dataset = context.dataset
+    if isinstance(dataset, ShardDataset):
+        _run_baseline(context, "item_transition", lambda options: ItemTransition.from_counts(
+            dataset.transitions, weights=options["weights"]
+        ))
+        return
+    sequences = training_sequences(dataset)
     _run_baseline(context, "item_transition", lambda options: ItemTransition.fit(
-        sequences, context.dataset.num_items, weights=options["weights"]
+        sequences, dataset.num_items, weights=options["weights"]
     ))
 
 

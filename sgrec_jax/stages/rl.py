@@ -40,7 +40,7 @@ from sgrec_jax.core.distributed import is_primary_process
 from sgrec_jax.core.files import as_path, read_json, write_json
 from sgrec_jax.core.sharding import make_mesh
 from sgrec_jax.data.holdout import check_rl_holdout, rl_requests
-from sgrec_jax.data.sources import check_data_source, load_splits
+from sgrec_jax.data.sources import load_splits
 from sgrec_jax.data.split import leave_one_out
 from sgrec_jax.models.registry import build_model
 from sgrec_jax.rewards.channel import REWARD_CHANNELS, RewardSetup, build_channels
@@ -61,7 +61,7 @@ from sgrec_jax.rl.rollout import ROLLOUT_MODES
 from sgrec_jax.rl.training import train_rl
 from sgrec_jax.sid.build import SemanticIds, load_semantic_ids
 from sgrec_jax.stages.pipeline import CONFIG_FILE, RunContext, Stage, load_configured_dataset
-from sgrec_jax.stages.reports import training_statistics
+from sgrec_jax.stages.reports import ranked_test_split, training_statistics
 from sgrec_jax.train.checkpointing import Checkpointer
 from sgrec_jax.train.evaluate import Rankings, subsample
 from sgrec_jax.train.train_state import create_train_state, make_optimizer
@@ -119,7 +119,12 @@ def _check(config: ConfigDict) -> None:
         problems.append(f"eval.beam_size {config.eval.beam_size} must be >= {TOP_K}")
     if problems:
         raise ValueError("rl: " + "; ".join(problems))
-    check_data_source(config.data.source, config.data.shards_dir)
+    if config.data.source != "memory":
+        raise ValueError(f"stage 'rl' needs data.source 'memory', got {config.data.source!r}: "
+                         "its reward models read every user's sequence (the pCTR models' "
+                         "training split, the synthetic world's truth tables). Train sids and "
+                         "sft from the shards, then run rl with data.source 'memory' and "
+                         "rl.init_workdir set to that work directory")
     check_rl_holdout(config.data)
 
 
@@ -249,14 +254,15 @@ def _run(context: RunContext) -> None:
                      config.data.rl_holdout)
         model, summary = train_rl(config, dataset.num_items, model, catalog, channels,
                                   eval_channels, requests, valid, run_dir)
+    test = ranked_test_split(context, splits.test)
     rankings, report, per_user = evaluate_policy(
-        model, catalog, splits.test, eval_channels, config, dataset.num_items,
+        model, catalog, test, eval_channels, config, dataset.num_items,
         stats=training_statistics(context), codes_nl=sids.codes_nl,
     )
     front = None
     if setup.world() is not None:
         truth = {c.name: c for c in eval_channels}
-        front = oracle_front((truth["true_business"], truth["true_relevance"]), splits.test,
+        front = oracle_front((truth["true_business"], truth["true_relevance"]), test,
                              dataset.num_items, weights=TRUE_FRONT_WEIGHTS, k=TOP_K,
                              batch_size=config.eval.batch_size)
     if is_primary_process():

@@ -19,7 +19,7 @@ from sgrec_jax.core.distributed import is_primary_process
 from sgrec_jax.data.sources import check_data_source, load_splits
 from sgrec_jax.models.sasrec import SASRec, ce_loss
 from sgrec_jax.stages.pipeline import STAGES, RunContext, Stage
-from sgrec_jax.stages.reports import report_test_split
+from sgrec_jax.stages.reports import ranked_test_split, report_test_split
 from sgrec_jax.train.evaluate import rank_with_scores, ranking_report, scalar_metrics, subsample
 from sgrec_jax.train.supervised import check_training_config, train_supervised
 
@@ -54,11 +54,11 @@ def _run(context: RunContext) -> None:
         valid=subsample(splits.valid, config.eval.valid_users, config.seed),
         config=config.sasrec.train, mesh_config=config.mesh, run_dir=run_dir, seed=config.seed,
     )
-    rankings = rank_with_scores(outcome.model, splits.test, k=10,
-                                batch_size=config.eval.batch_size)
+    test = ranked_test_split(context, splits.test)
+    rankings = rank_with_scores(outcome.model, test, k=10, batch_size=config.eval.batch_size)
     if is_primary_process():
         rankings.save(os.path.join(run_dir, "test_rankings.npz"))
-    report = report_test_split(context, rankings, splits.test.history)
+    report = report_test_split(context, rankings, test.history)
     logging.info("SASRec test (%d users): %s", report["num_users"],
                  " ".join(f"{k} {v:.4f}" for k, v in report.items()))
     context.artifacts["sasrec"] = outcome.model

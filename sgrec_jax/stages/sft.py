@@ -4,8 +4,9 @@ Trains the configured generator (config.model) on the leave-one-out training exa
 those config.data.rl_holdout keeps for RL (data/holdout.py), with the shared supervised loop
 (validation NDCG@10 by constrained beam search on a fixed subset of validation users, early
 stopping, Orbax checkpoints in DIR/sft), then ranks the full test split with the best
-checkpoint. Results: recall@5, ndcg@5, recall@10, ndcg@10, valid_rate,
-argmax_invalid_rate, coverage@10 by name; ranked lists in DIR/sft/test_rankings.npz.
+checkpoint (eval.test_users > 0: a seeded subset of it). Results: recall@5, ndcg@5, recall@10,
+ndcg@10, valid_rate, argmax_invalid_rate, coverage@10 by name; ranked lists in
+DIR/sft/test_rankings.npz.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from sgrec_jax.data.sources import check_data_source, load_splits
 from sgrec_jax.decoding.beam_search import LEVEL_SCORINGS
 from sgrec_jax.models.registry import build_model, parse_options
 from sgrec_jax.stages.pipeline import RunContext, Stage
-from sgrec_jax.stages.reports import report_test_split
+from sgrec_jax.stages.reports import ranked_test_split, report_test_split
 from sgrec_jax.train.evaluate import rank_with_generator, ranking_report, scalar_metrics, subsample
 from sgrec_jax.train.augment import crop_histories
 from sgrec_jax.train.next_item import next_item_nll
@@ -107,13 +108,14 @@ def _run(context: RunContext) -> None:
         valid=subsample(splits.valid, config.eval.valid_users, config.seed),
         config=config.sft, mesh_config=config.mesh, run_dir=run_dir, seed=config.seed,
     )
+    test = ranked_test_split(context, splits.test)
     rankings = rank_with_generator(
-        outcome.model, catalog, splits.test, beam_size=config.eval.beam_size, k=10,
+        outcome.model, catalog, test, beam_size=config.eval.beam_size, k=10,
         batch_size=config.eval.batch_size, level_scoring=config.eval.level_scoring,
     )
     if is_primary_process():
         rankings.save(os.path.join(run_dir, "test_rankings.npz"))
-    report = report_test_split(context, rankings, splits.test.history)
+    report = report_test_split(context, rankings, test.history)
     logging.info("test (beam %d, %d users): %s", config.eval.beam_size, report["num_users"],
                  " ".join(f"{k} {v:.4f}" for k, v in report.items()))
     context.artifacts["generator"] = outcome.model

@@ -12,6 +12,8 @@ from sgrec_jax.sid.quantizers import QUANTIZERS
 from sgrec_jax.stages.pipeline import RunContext, Stage
 
 SID_SOURCES = ("quantizer", "index")
+# Embedding sources that read the sequences, so not a run over shards (data/shard_dataset.py).
+SEQUENCE_SOURCES = ("collaborative",)
 
 
 def _check(config: ConfigDict) -> None:
@@ -21,6 +23,12 @@ def _check(config: ConfigDict) -> None:
     if sid.source == "quantizer":
         EMBEDDING_SOURCES.resolve(sid.embeddings.source, sid.embeddings.options)
         QUANTIZERS.resolve(sid.quantizer, sid.quantizer_options)
+        if sid.embeddings.source in SEQUENCE_SOURCES and config.data.source != "memory":
+            raise ValueError(f"sid.embeddings.source {sid.embeddings.source!r} counts "
+                             "co-occurrences over whole sequences, which data.source "
+                             f"{config.data.source!r} keeps on disk; use an item-text source "
+                             "('text', 'sentence_encoder'), 'npy', sid.source 'index', or "
+                             "data.source 'memory'")
     elif not sid.index_path:
         raise ValueError("sid.source is 'index' but sid.index_path is empty")
 
