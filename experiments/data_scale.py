@@ -286,13 +286,13 @@ def main(argv):
                             _child("train", source, shards, interactions).items()})
             if measure & {"read", "train"}:
                 rows.append(row)
+                print(json.dumps(row), flush=True)
             if "pipeline" in measure:
                 pipeline_rows.append({"size": interactions, "source": source,
                                       "interactions": written["interactions"],
                                       "users": written["users"],
                                       **_child("pipeline", source, shards, interactions)})
                 print(json.dumps(pipeline_rows[-1]), flush=True)
-            print(json.dumps(row), flush=True)
     if rows:
         (workdir / "data_scale.json").write_text(json.dumps(rows, indent=2) + "\n")
         _print_table(rows, ["size", "source", "train_examples", "train_shard_mib", "write_s",
