@@ -76,6 +76,22 @@ def attend(q_bkthd: jax.Array, blocks: Sequence[KeysValues]) -> jax.Array:
     return out
 
 
+class Linear(nnx.Linear):
+    """`nnx.Linear` computed as one 2-D matmul: x [..., d_in] is flattened to [N, d_in].
+
+    Same values and parameters as nnx.Linear. Why: the activations here are [B, K, T, D]; an
+    N-d projection's weight gradient contracts over all leading axes at once, and XLA:CPU lays
+    that contraction's operands out through strided transposes fused with the surrounding
+    elementwise work. In the TIGER-size SFT step (80 history tokens, d_ff 1024) the four
+    encoder MLP weight gradients alone cost about 3 of 15 seconds that way; over a flat
+    [N, d_in] input the contraction is a plain matmul (docs/benchmarks.md, "SFT step profile").
+    """
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = super().__call__(x.reshape(-1, x.shape[-1]))
+        return y.reshape(*x.shape[:-1], y.shape[-1])
+
+
 @dataclasses.dataclass(frozen=True)
 class Precision:
     """Compute dtype (activations, matmuls) and parameter dtype."""
@@ -83,9 +99,9 @@ class Precision:
     dtype: jnp.dtype
     param_dtype: jnp.dtype
 
-    def linear(self, d_in: int, d_out: int, rngs: nnx.Rngs) -> nnx.Linear:
+    def linear(self, d_in: int, d_out: int, rngs: nnx.Rngs) -> Linear:
         """A bias-free projection, as in T5 (pre-norm blocks do not need the biases)."""
-        return nnx.Linear(
+        return Linear(
             d_in, d_out, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
             rngs=rngs,
         )
