@@ -10,7 +10,9 @@ Every field can be overridden on the command line, e.g. `--config.sections=sft,b
 
 from ml_collections import ConfigDict
 
-ALL_SECTIONS = ("matmul", "sft", "buckets", "rl", "beam", "catalog", "pallas", "scaling")
+ALL_SECTIONS = (
+    "matmul", "sft", "buckets", "rl", "beam", "catalog", "pallas", "scaling", "profile",
+)
 
 
 def get_config(arg: str = "") -> ConfigDict:
@@ -33,7 +35,7 @@ def get_config(arg: str = "") -> ConfigDict:
         "history": 20,  # Items per history (max_history).
         "history_encodings": ("item", "code"),  # Encodings to measure.
         "train_batch": 256,  # SFT batch size.
-        "train_steps": 10,  # Timed train steps (after a warm-up).
+        "train_steps": 10,  # Timed (sft) or traced (profile) train steps, after a warm-up.
         "length_buckets": (5, 10),  # Bucket widths (buckets section).
         "mean_history": 6.7,  # Mean history length (buckets section).
         "decode_batch": 128,  # Requests per beam-search call.

@@ -12,6 +12,7 @@ import jax
 
 from sgrec_jax.benchmarks.base import Section, Sizes, table
 from sgrec_jax.benchmarks.decoding import beam_section, catalog_section, pallas_section
+from sgrec_jax.benchmarks.profile import profile_section
 from sgrec_jax.benchmarks.rl import rl_section
 from sgrec_jax.benchmarks.training import (
     buckets_section,
@@ -19,13 +20,14 @@ from sgrec_jax.benchmarks.training import (
     scaling_section,
     sft_section,
 )
+from sgrec_jax.core.provenance import provenance
 from sgrec_jax.core.registry import Registry
 
 SECTIONS: Registry[Section] = Registry("benchmark section")
 for _name, _section in (
     ("matmul", matmul_section), ("sft", sft_section), ("buckets", buckets_section),
     ("rl", rl_section), ("beam", beam_section), ("catalog", catalog_section),
-    ("pallas", pallas_section), ("scaling", scaling_section),
+    ("pallas", pallas_section), ("scaling", scaling_section), ("profile", profile_section),
 ):
     SECTIONS.register(_name)(_section)
 
@@ -46,6 +48,8 @@ def run_benchmark(config: Mapping[str, Any]) -> dict[str, Any]:
         "jax_version": jax.__version__,
         "load_average_start": os.getloadavg(),
         "sizes": dataclasses.asdict(sizes),
+        # Taken first: the commit of the code measured (synthetic data, so no data hashes).
+        "provenance": provenance({}),
     }
     print(table([("device", f"{figures['device']} x{figures['device_count']}", ""),
                  ("load average (1, 5, 15 min) at start",

@@ -66,8 +66,9 @@ def sft_section(sizes: Sizes) -> tuple[list[dict[str, Any]], list[Row]]:
     return results, rows
 
 
-def sft_figures(sizes: Sizes, model: SidGenerator) -> dict[str, Any]:
-    """Throughput of the jitted SFT train step on a mesh over all devices."""
+def compiled_sft_step(sizes: Sizes, model: SidGenerator) -> tuple[Any, Any, Any, float]:
+    """(compiled SFT train step, its state, one batch, compile seconds) on a mesh over all
+    devices: the step `sft_figures` times and the profile section traces."""
     rng = np.random.default_rng(sizes.seed)
     mesh = make_mesh()
     optimizer = make_optimizer(1e-3, warmup_steps=10, total_steps=1000, weight_decay=0.01)
@@ -83,9 +84,14 @@ def sft_figures(sizes: Sizes, model: SidGenerator) -> dict[str, Any]:
     }, mesh)
     start = time.perf_counter()
     compiled = train_step.lower(state, batch).compile()
-    compile_seconds = time.perf_counter() - start
+    return compiled, state, batch, time.perf_counter() - start
+
+
+def sft_figures(sizes: Sizes, model: SidGenerator) -> dict[str, Any]:
+    """Throughput of the jitted SFT train step on a mesh over all devices."""
+    compiled, state, batch, compile_seconds = compiled_sft_step(sizes, model)
     # Cost analysis counts the per-device program; every device runs one.
-    step_flops = flops(compiled) * mesh.devices.size
+    step_flops = flops(compiled) * jax.device_count()
     state, metrics = compiled(state, batch)  # warm-up: first-call dispatch and allocations
     jax.block_until_ready(metrics)
     matmul = sizes.matmul()

@@ -33,6 +33,7 @@ def test_quick_run_prints_and_writes_every_section(tmp_path):
         assert text in result.stdout, text
     figures = json.loads(out.read_text())
     assert figures["matmul"] > 0 and len(figures["load_average_end"]) == 3
+    assert figures["provenance"]["git_commit"]
 
     (sft,) = figures["sft"]
     assert sft["history_encoding"] == "item" and sft["history_tokens"] == 5
@@ -70,6 +71,13 @@ def test_quick_run_prints_and_writes_every_section(tmp_path):
 
     pallas = figures["pallas"]
     assert pallas["interpret"] and pallas["pallas_s"] > 0 and pallas["xla_s"] > 0
+
+    profile = figures["profile"]
+    assert profile["steps"] == 2 and profile["op_seconds_per_step"] > 0
+    assert abs(sum(k["share"] for k in profile["by_kind"]) - 1) < 1e-6
+    # The slowest ops are named from the compiled HLO: a shape and the JAX op they came from.
+    assert any(o["shape"] and o["jax_op"] for o in profile["slowest_ops"])
+    assert "SFT step profile" in result.stdout
 
     one, two = figures["scaling"]["runs"]
     assert (one["devices"], two["devices"]) == (1, 2) and one["relative_to_first"] == 1.0
@@ -109,3 +117,31 @@ def test_config_args_and_comma_separated_text():
     assert sizes.sections == ("sft", "beam") and sizes.history_encodings == ("item", "code")
     with pytest.raises(ValueError, match="must be '' or 'quick'"):
         benchmark.get_config("slow")
+
+
+def test_profile_summary_names_ops_from_the_hlo():
+    from sgrec_jax.benchmarks.profile import hlo_op_info, op_kind, summarise
+
+    hlo = (
+        '  %copy_bitcast_fusion.6 = f32[1024,20480]{1,0} fusion(%a, %b), kind=kLoop, '
+        'calls=%fc.1, metadata={op_name="jit(step)/transpose(jvp())/add_any"}\n'
+        '  ROOT %ynn_fusion.2 = f32[20480,768]{1,0} fusion(%c), kind=kCustom, calls=%fc.2\n'
+    )
+    assert hlo_op_info(hlo) == {
+        "copy_bitcast_fusion.6": ("f32[1024,20480]{1,0}", "jit(step)/transpose(jvp())/add_any"),
+        "ynn_fusion.2": ("f32[20480,768]{1,0}", ""),
+    }
+    assert op_kind("copy_bitcast_fusion.6") == "copy_bitcast_fusion" and op_kind("dot") == "dot"
+    summary = summarise({"copy_bitcast_fusion.6": 3.0, "ynn_fusion.2": 1.0, "ynn_fusion.3": 4.0},
+                        hlo, steps=2)
+    assert summary["op_seconds_per_step"] == 4.0
+    assert summary["by_kind"] == [
+        {"kind": "ynn_fusion", "seconds_per_step": 2.5, "share": 0.625},
+        {"kind": "copy_bitcast_fusion", "seconds_per_step": 1.5, "share": 0.375},
+    ]
+    assert [o["op"] for o in summary["slowest_ops"]] == [
+        "ynn_fusion.3", "copy_bitcast_fusion.6", "ynn_fusion.2"]
+    named = summary["slowest_ops"][1]
+    assert (named["seconds_per_step"], named["shape"], named["jax_op"]) == (
+        1.5, "f32[1024,20480]{1,0}", "jit(step)/transpose(jvp())/add_any")
+    assert summary["slowest_ops"][0]["shape"] == ""  # an op the HLO text does not list

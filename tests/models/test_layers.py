@@ -7,6 +7,7 @@ from sgrec_jax.models.layers import (
     NEG_INF,
     KeysValues,
     LevelHead,
+    Linear,
     Precision,
     SidTokens,
     attend,
@@ -93,3 +94,22 @@ def test_sid_tokens_give_each_level_its_own_rows():
     rows = np.concatenate([np.asarray(same_code), np.asarray(tokens.bos())[None]])
     assert len({r.tobytes() for r in rows}) == 4
     np.testing.assert_array_equal(tokens.table.embedding[...][3 + 1], same_code[1])
+
+
+def test_linear_on_nd_input_equals_nnx_linear_in_value_and_gradient():
+    # layers.Linear flattens [..., d_in] to 2-D for XLA's sake; nothing else may change.
+    x = _normal(5, (B, K, T, D))
+    ours = Linear(D, 6, use_bias=False, rngs=nnx.Rngs(0))
+    plain = nnx.Linear(D, 6, use_bias=False, rngs=nnx.Rngs(0))
+    np.testing.assert_array_equal(ours.kernel[...], plain.kernel[...])
+    np.testing.assert_allclose(ours(x), plain(x), rtol=1e-6, atol=1e-6)
+    assert ours(x).shape == (B, K, T, 6)
+
+    def loss(layer, x):
+        return jnp.sum(jnp.tanh(layer(x)) * jnp.arange(6.0))
+
+    grad_ours = nnx.grad(loss)(ours, x)
+    grad_plain = nnx.grad(loss)(plain, x)
+    np.testing.assert_allclose(grad_ours.kernel[...], grad_plain.kernel[...], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(nnx.grad(loss, argnums=1)(ours, x),
+                               nnx.grad(loss, argnums=1)(plain, x), rtol=1e-5, atol=1e-6)
