@@ -1,7 +1,7 @@
-"""Benchmark section `profile`: where the SFT train step spends its time, op by op.
+"""Benchmark section `profile`: where the SFT and RL train steps spend their time, op by op.
 
-Traces `train_steps` calls of the compiled SFT step (the `sft` section's step, first history
-encoding of the config) with `jax.profiler`, reads the trace's per-op events back, and names each
+Traces `train_steps` calls of the compiled SFT step and `rl_steps` of the RL step (the `sft`
+and `rl` sections' steps, first history encoding of the config) with `jax.profiler`, reads the trace's per-op events back, and names each
 op with what XLA's compiled HLO says of it: its output shape and the JAX operation it came from
 (`op_name` metadata, e.g. `transpose(jvp())/dot_general` for a weight gradient). Figures: time
 per step by op kind (the HLO name without its number: `ynn_fusion`/`dot` are matmuls,
@@ -21,13 +21,16 @@ import gzip
 import json
 import re
 import tempfile
+from collections.abc import Callable
 from typing import Any
 
 import jax
 from etils import epath
 
 from sgrec_jax.benchmarks.base import Row, Sizes, generator, model_figures, synthetic_codes
+from sgrec_jax.benchmarks.rl import compiled_rl_step
 from sgrec_jax.benchmarks.training import compiled_sft_step
+from sgrec_jax.sid.catalog import build_catalog
 
 # Trace events that are not one HLO op: the executor, Python frames ("$..."), the jit call.
 _NOT_OPS = re.compile(r"^(\$|Thunk|ThunkExecutor|PjitFunction|CommonPjRt|ParseArguments)")
@@ -82,29 +85,47 @@ def summarise(seconds: dict[str, float], hlo_text: str, steps: int) -> dict[str,
     }
 
 
+def traced_op_seconds(step: Callable[[Any], Any], state: Any, steps: int) -> dict[str, float]:
+    """{op name: summed seconds} over `steps` traced calls state = step(state) (after one
+    untraced warm-up call)."""
+    state = step(state)
+    jax.block_until_ready(state)
+    with tempfile.TemporaryDirectory() as tmp:
+        with jax.profiler.trace(tmp, create_perfetto_trace=True):
+            for _ in range(steps):
+                state = step(state)
+            jax.block_until_ready(state)
+        return op_seconds(epath.Path(tmp))
+
+
 def profile_section(sizes: Sizes) -> tuple[dict[str, Any], list[Row]]:
+    """Profiles of the SFT step (train_steps traced calls) and the RL step (rl_steps), first
+    history encoding of the config."""
     encoding = sizes.history_encodings[0]
     codes_nl, level_sizes = synthetic_codes(
         sizes.num_items, sizes.levels, sizes.codebook_size, sizes.seed
     )
     model = generator(sizes, codes_nl, level_sizes, encoding)
     compiled, state, batch, _ = compiled_sft_step(sizes, model)
-    state, metrics = compiled(state, batch)  # warm-up outside the trace
-    jax.block_until_ready(metrics)
-    with tempfile.TemporaryDirectory() as tmp:
-        with jax.profiler.trace(tmp, create_perfetto_trace=True):
-            for _ in range(sizes.train_steps):
-                state, metrics = compiled(state, batch)
-            jax.block_until_ready(metrics)
-        seconds = op_seconds(epath.Path(tmp))
-    figures = model_figures(model, encoding) | summarise(
-        seconds, compiled.as_text(), sizes.train_steps)
-    rows: list[Row] = [(
-        f"SFT step profile, {encoding} history, batch {sizes.train_batch}: op time per step "
-        f"(summed spans, {sizes.train_steps} traced steps)",
-        f"{figures['op_seconds_per_step']:.3f}", "s")]
-    rows += [(f"  {k['kind']}", f"{k['share']:.1%}", f"{k['seconds_per_step'] * 1e3:.1f} ms")
-             for k in figures["by_kind"][:8]]
-    rows += [(f"  slowest: {o['op']} {o['shape']} {o['jax_op'][-50:]}", f"{o['share']:.1%}",
-              f"{o['seconds_per_step'] * 1e3:.1f} ms") for o in figures["slowest_ops"][:6]]
-    return figures, rows
+    sft = model_figures(model, encoding) | summarise(
+        traced_op_seconds(lambda st: compiled(st, batch)[0], state, sizes.train_steps),
+        compiled.as_text(), sizes.train_steps)
+    catalog = jax.device_put(build_catalog(codes_nl, level_sizes))
+    rl_step = compiled_rl_step(sizes, generator(sizes, codes_nl, level_sizes, encoding), catalog)
+    rl = model_figures(model, encoding) | summarise(
+        traced_op_seconds(lambda st: rl_step.compiled(st, *rl_step.args)[0], rl_step.state,
+                          sizes.rl_steps),
+        rl_step.compiled.as_text(), sizes.rl_steps)
+    rows: list[Row] = []
+    for name, figures, unit in (
+        ("SFT", sft, f"batch {sizes.train_batch}"),
+        ("RL", rl, f"{sizes.rl_batch} requests x G={sizes.rl_group}, {sizes.rl_rollout} rollout"),
+    ):
+        rows.append((f"{name} step profile, {encoding} history, {unit}: op time per step "
+                     f"(summed spans, {figures['steps']} traced steps)",
+                     f"{figures['op_seconds_per_step']:.3f}", "s"))
+        rows += [(f"  {k['kind']}", f"{k['share']:.1%}", f"{k['seconds_per_step'] * 1e3:.1f} ms")
+                 for k in figures["by_kind"][:8]]
+        rows += [(f"  slowest: {o['op']} {o['shape']} {o['jax_op'][-50:]}", f"{o['share']:.1%}",
+                  f"{o['seconds_per_step'] * 1e3:.1f} ms") for o in figures["slowest_ops"][:6]]
+    return {"sft": sft, "rl": rl}, rows

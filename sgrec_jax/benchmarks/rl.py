@@ -4,6 +4,7 @@ completions/s, split into rollout, reward (+ advantages) and update time."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -77,8 +78,24 @@ def _cosine_score(
     return nan_where_padding(cos_bg, items_bg)
 
 
-def rl_figures(sizes: Sizes, model: SidGenerator, catalog: Catalog) -> dict[str, Any]:
-    """Throughput of the jitted RL step on a mesh over all devices."""
+@dataclasses.dataclass(frozen=True)
+class CompiledRLStep:
+    """The compiled RL step and what calling it needs: `compiled(state, *args)` (the call
+    donates `state`); the rest is for the phase timings."""
+
+    compiled: Any
+    state: Any
+    args: tuple[Any, ...]  # (reference parameters, channels, catalog, batch)
+    graphdef: nnx.GraphDef
+    estimator: Any
+    channels: list[RewardChannel]
+    batch: dict[str, jax.Array]
+    settings: RLSettings
+
+
+def compiled_rl_step(sizes: Sizes, model: SidGenerator, catalog: Catalog) -> CompiledRLStep:
+    """The benchmark's RL step, compiled: the step `rl_figures` times and the profile section
+    traces."""
     rng = np.random.default_rng(sizes.seed)
     emb_nd = rng.normal(size=(catalog.num_items, 32)).astype(np.float32)
     emb_nd /= np.linalg.norm(emb_nd, axis=1, keepdims=True)
@@ -110,9 +127,16 @@ def rl_figures(sizes: Sizes, model: SidGenerator, catalog: Catalog) -> dict[str,
         "user": np.arange(sizes.rl_batch, dtype=np.int32),
     }, mesh)
     args = (ref_params, channels, catalog, batch)
-    compiled = rl_step.lower(state, *args).compile()
+    return CompiledRLStep(rl_step.lower(state, *args).compile(), state, args, graphdef, estimator,
+                          channels, batch, settings)
+
+
+def rl_figures(sizes: Sizes, model: SidGenerator, catalog: Catalog) -> dict[str, Any]:
+    """Throughput of the jitted RL step on a mesh over all devices."""
+    step = compiled_rl_step(sizes, model, catalog)
+    compiled, state, args = step.compiled, step.state, step.args
     # One update per step, so the scan over updates runs its body once, as counted.
-    step_flops = flops(compiled) * mesh.devices.size
+    step_flops = flops(compiled) * jax.device_count()
     state, metrics = compiled(state, *args)  # warm-up
     jax.block_until_ready(metrics)
     matmul = sizes.matmul()
@@ -123,7 +147,8 @@ def rl_figures(sizes: Sizes, model: SidGenerator, catalog: Catalog) -> dict[str,
     seconds = time.perf_counter() - start
     completions = sizes.rl_steps * sizes.rl_batch * sizes.rl_group
     gflops = sizes.rl_steps * step_flops / seconds / 1e9
-    phases = rl_phase_seconds(sizes, graphdef, state, estimator, channels, catalog, batch, settings)
+    phases = rl_phase_seconds(sizes, step.graphdef, state, step.estimator, step.channels, catalog,
+                              step.batch, step.settings)
     step_seconds = seconds / sizes.rl_steps
     return {
         "completions_per_s": completions / seconds,

@@ -72,12 +72,13 @@ def test_quick_run_prints_and_writes_every_section(tmp_path):
     pallas = figures["pallas"]
     assert pallas["interpret"] and pallas["pallas_s"] > 0 and pallas["xla_s"] > 0
 
-    profile = figures["profile"]
-    assert profile["steps"] == 2 and profile["op_seconds_per_step"] > 0
-    assert abs(sum(k["share"] for k in profile["by_kind"]) - 1) < 1e-6
-    # The slowest ops are named from the compiled HLO: a shape and the JAX op they came from.
-    assert any(o["shape"] and o["jax_op"] for o in profile["slowest_ops"])
-    assert "SFT step profile" in result.stdout
+    for step, traced in (("sft", 2), ("rl", 1)):  # quick: train_steps 2, rl_steps 1
+        profile = figures["profile"][step]
+        assert profile["steps"] == traced and profile["op_seconds_per_step"] > 0
+        assert abs(sum(k["share"] for k in profile["by_kind"]) - 1) < 1e-6
+        # The slowest ops are named from the compiled HLO: a shape and the JAX op they came from.
+        assert any(o["shape"] and o["jax_op"] for o in profile["slowest_ops"])
+    assert "SFT step profile" in result.stdout and "RL step profile" in result.stdout
 
     one, two = figures["scaling"]["runs"]
     assert (one["devices"], two["devices"]) == (1, 2) and one["relative_to_first"] == 1.0
