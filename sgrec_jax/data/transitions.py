@@ -62,6 +62,27 @@ class TransitionCounts:
         return np.bincount(self.to_t, weights=self.count_t,
                            minlength=self.num_items).astype(np.int64)
 
+    def top_successors(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k most frequent successors of every item: (items [N, k] int32, counts [N, k] int32).
+
+        Row a lists the b of the pairs a -> b by descending count (ties: smaller b first); rows
+        with fewer than k successors end in item 0 with count 0 (count 0 = no entry). Counts are
+        capped at 2**31 - 1.
+        """
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        items = np.zeros((self.num_items, k), np.int32)
+        counts = np.zeros((self.num_items, k), np.int32)
+        order = np.lexsort((self.to_t, -self.count_t, self.from_t))
+        from_t = self.from_t[order]
+        group_start = np.searchsorted(from_t, from_t, side="left")
+        rank = np.arange(from_t.size) - group_start
+        keep = rank < k
+        rows, cols = from_t[keep], rank[keep]
+        items[rows, cols] = self.to_t[order][keep]
+        counts[rows, cols] = np.minimum(self.count_t[order][keep], np.iinfo(np.int32).max)
+        return items, counts
+
     def as_table(self) -> dict[str, np.ndarray]:
         """The arrays of the "transitions" side table."""
         return {"from_t": self.from_t, "to_t": self.to_t, "count_t": self.count_t}

@@ -20,6 +20,9 @@ GENERATOR_OPTIONS = {
     "history_encoding": "item",
     "item_id_embedding": False,
     "item_id_dropout": 0.0,
+    "transition_memory": 0,
+    "transition_memory_window": 1,
+    "transition_memory_copy": False,
     "dtype": "float32",
     "param_dtype": "float32",
 }

@@ -33,6 +33,7 @@ from flax import nnx
 from sgrec_jax.models.history import HistoryEmbedding
 from sgrec_jax.models.layers import Block, KeysValues, LevelHead, SidTokens, causal_mask
 from sgrec_jax.models.options import ModelOptions
+from sgrec_jax.models.transition_memory import CopyHead, TransitionMemory
 from sgrec_jax.sid.dedup import check_codes
 
 
@@ -48,11 +49,17 @@ class Memory:
     Attributes:
       keys, values: one [B, S, heads, head_dim] array per decoder layer.
       mask_bs: bool [B, S], True at real (not padded) history tokens.
+      copy_keys_bmd, copy_codes_bml, copy_mask_bm: with a copy head (options
+        .transition_memory_copy), its keys of the M transition-memory items, their codes and
+        mask (models/transition_memory.py); None otherwise.
     """
 
     keys: tuple[jax.Array, ...]
     values: tuple[jax.Array, ...]
     mask_bs: jax.Array
+    copy_keys_bmd: jax.Array | None = None
+    copy_codes_bml: jax.Array | None = None
+    copy_mask_bm: jax.Array | None = None
 
     def layer(self, i: int) -> KeysValues:
         return KeysValues(self.keys[i], self.values[i], self.mask_bs[:, None, None, :])
@@ -107,6 +114,15 @@ class SidGenerator(nnx.Module):
             precision=precision,
             rngs=rngs,
         )
+        # Created only when used, so models without it keep their state tree (and checkpoints).
+        self.transition_memory = (
+            TransitionMemory(num_items=codes_nl.shape[0], k=options.transition_memory,
+                             window=options.transition_memory_window, d_model=d,
+                             precision=precision, rngs=rngs)
+            if options.transition_memory else None
+        )
+        self.copy_head = (CopyHead(d, precision, rngs=rngs)
+                          if options.transition_memory_copy else None)
         self.target_positions = nnx.Embed(
             len(level_sizes), d, dtype=precision.dtype, param_dtype=precision.param_dtype,
             rngs=rngs,
@@ -138,30 +154,58 @@ class SidGenerator(nnx.Module):
         target_codes_bl: jax.Array,
         *,
         deterministic: bool,
+        target_items_b: jax.Array | None = None,
     ) -> jax.Array:
-        """float32 [B, L, V] teacher-forced logits: level l conditioned on target codes < l."""
-        memory = self.encode(history_bh, history_mask_bh, deterministic=deterministic)
+        """float32 [B, L, V] teacher-forced logits: level l conditioned on target codes < l.
+
+        target_items_b: the targets' item indices when these are training examples, so a
+        transition memory leaves each example's own transition out (`encode`).
+        """
+        memory = self.encode(history_bh, history_mask_bh, deterministic=deterministic,
+                             leave_out_b=target_items_b)
         return self.sequence_logits(
             memory, target_codes_bl[:, None], deterministic=deterministic
         )[:, 0]
 
     def encode(
-        self, history_bh: jax.Array, history_mask_bh: jax.Array, *, deterministic: bool = True
+        self, history_bh: jax.Array, history_mask_bh: jax.Array, *, deterministic: bool = True,
+        leave_out_b: jax.Array | None = None,
     ) -> Memory:
-        """The memory of histories [B, H] of item indices (masked slots may hold PAD_ITEM)."""
+        """The memory of histories [B, H] of item indices (masked slots may hold PAD_ITEM).
+
+        With a transition memory (options.transition_memory > 0) its tokens follow the history
+        tokens; leave_out_b [B] (training targets) removes each example's own last item ->
+        target count from it (models/transition_memory.py).
+        """
         items_bh = jnp.where(history_mask_bh, history_bh, 0)
         code_emb_bhld = self.tokens(self.item_codes(items_bh))
         x_bsd, mask_bs = self.history(code_emb_bhld, items_bh, history_mask_bh,
                                       deterministic=deterministic)
+        copy = {}
+        if self.transition_memory is not None:
+            memory_bmd, memory_mask_bm, memory_items_bm = self.transition_memory.tokens(
+                items_bh, history_mask_bh,
+                lambda items: self.tokens(self.item_codes(items)).sum(axis=-2),
+                leave_out_b=leave_out_b,
+            )
+            x_bsd = jnp.concatenate([x_bsd, memory_bmd.astype(x_bsd.dtype)], axis=1)
+            mask_bs = jnp.concatenate([mask_bs, memory_mask_bm], axis=1)
+            if self.copy_head is not None:
+                copy = dict(copy_keys_bmd=self.copy_head.keys(memory_bmd),
+                            copy_codes_bml=self.item_codes(memory_items_bm),
+                            copy_mask_bm=memory_mask_bm)
         x_bsd = self.dropout(x_bsd, deterministic=deterministic)
-        return self._encode_tokens(x_bsd, mask_bs, deterministic=deterministic)
+        memory = self._encode_tokens(x_bsd, mask_bs, deterministic=deterministic)
+        return dataclasses.replace(memory, **copy) if copy else memory
 
     def sequence_logits(
         self, memory: Memory, codes_bkl: jax.Array, *, deterministic: bool = True
     ) -> jax.Array:
         """float32 [B, K, L, V] teacher-forced logits of K full SIDs [B, K, L] per request."""
-        h_bkld = self._hidden(memory, codes_bkl[..., : self.num_levels - 1], deterministic)
-        return self.head.all_levels(self.final_norm(h_bkld))
+        h_bkld = self.final_norm(
+            self._hidden(memory, codes_bkl[..., : self.num_levels - 1], deterministic))
+        return self._copy(self.head.all_levels(h_bkld), h_bkld, memory, codes_bkl,
+                          jnp.arange(self.num_levels))
 
     def decode_logits(self, memory: Memory, prefix_codes_bkl: jax.Array, level: int) -> jax.Array:
         """float32 [B, K, V] logits of code `level` after each of K prefixes [B, K, >= level].
@@ -175,7 +219,9 @@ class SidGenerator(nnx.Module):
                 f"level {level} needs {level} prefix codes, got shape {prefix_codes_bkl.shape}"
             )
         h_bktd = self._hidden(memory, prefix_codes_bkl[..., :level], deterministic=True)
-        return self.head.level(self.final_norm(h_bktd[:, :, -1]), level)
+        h_bkd = self.final_norm(h_bktd[:, :, -1])
+        return self._copy(self.head.level(h_bkd, level)[:, :, None], h_bkd[:, :, None], memory,
+                          prefix_codes_bkl, jnp.array([level]))[:, :, 0]
 
     def start_decoding(self, memory: Memory, num_candidates: int) -> tuple[KeysValues, ...]:
         """Empty self-attention caches for `decode_step`, one per decoder layer.
@@ -208,7 +254,23 @@ class SidGenerator(nnx.Module):
         x_bkd = jnp.where(level == 0, self.tokens.bos(), self.tokens.at_level(code_bk, previous))
         x_bk1d = (x_bkd + self.target_positions(level))[:, :, None]
         h_bk1d, cache = self._decode_step(memory, x_bk1d, cache, level)
-        return self.head.level(self.final_norm(h_bk1d[:, :, 0]), level), cache
+        h_bk1d = self.final_norm(h_bk1d)
+        logits_bk1v = self._copy(self.head.level(h_bk1d[:, :, 0], level)[:, :, None], h_bk1d,
+                                 memory, codes_bkl, level[None])
+        return logits_bk1v[:, :, 0], cache
+
+    def _copy(self, logits_bktv: jax.Array, h_bktd: jax.Array, memory: Memory,
+              codes_bkl: jax.Array, levels_t: jax.Array) -> jax.Array:
+        """The logits of T positions (levels_t) after the copy head, if the model has one.
+
+        codes_bkl may hold fewer than L codes (a prefix); the missing ones are never read.
+        """
+        if self.copy_head is None:
+            return logits_bktv
+        pad = self.num_levels - codes_bkl.shape[-1]
+        codes_bkl = jnp.pad(codes_bkl[..., : self.num_levels], ((0, 0), (0, 0), (0, max(pad, 0))))
+        return self.copy_head.mix(logits_bktv, h_bktd, levels_t, codes_bkl, memory.copy_keys_bmd,
+                                  memory.copy_codes_bml, memory.copy_mask_bm)
 
 
     def _hidden(self, memory: Memory, codes_bkt: jax.Array, deterministic: bool) -> jax.Array:

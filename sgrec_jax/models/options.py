@@ -31,6 +31,13 @@ class ModelOptions:
       item_id_dropout: during training, the probability of dropping a history slot's whole
         item-id vector (with item_id_embedding): on Scientific the id embedding alone overfits
         (validation peaks early, test recall on targets that do not follow the last item falls).
+      transition_memory: k > 0 adds, as encoder tokens, the k items that most often followed each
+        of the last `transition_memory_window` history items in training, with their counts
+        (models/transition_memory.py; the SFT stage fills the table from the training data).
+        0 = off.
+      transition_memory_window: how many of the last history items the memory reads (>= 1).
+      transition_memory_copy: add a copy head (a pointer over the memory's items mixed into each
+        level's distribution; models/transition_memory.CopyHead). Needs transition_memory > 0.
       dtype: compute dtype (e.g. "bfloat16"); logits and softmaxes stay float32 regardless.
       param_dtype: dtype of the parameters.
     """
@@ -44,6 +51,9 @@ class ModelOptions:
     history_encoding: str = "item"
     item_id_embedding: bool = False
     item_id_dropout: float = 0.0
+    transition_memory: int = 0
+    transition_memory_window: int = 1
+    transition_memory_copy: bool = False
     dtype: Any = "float32"
     param_dtype: Any = "float32"
 
@@ -59,6 +69,12 @@ class ModelOptions:
                 f"d_model={self.d_model} must be divisible by num_heads={self.num_heads} "
                 "(or set head_dim)"
             )
+        if self.transition_memory < 0 or self.transition_memory_window < 1:
+            raise ValueError(
+                f"transition_memory must be >= 0 (0 = off) and transition_memory_window >= 1, "
+                f"got {self.transition_memory} and {self.transition_memory_window}")
+        if self.transition_memory_copy and not self.transition_memory:
+            raise ValueError("transition_memory_copy needs transition_memory > 0")
         for name in ("dropout", "item_id_dropout"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")

@@ -21,8 +21,12 @@ from ml_collections import ConfigDict
 
 from sgrec_jax.core.distributed import is_primary_process
 from sgrec_jax.data.holdout import check_rl_holdout, sft_examples
+from sgrec_jax.data.shard_dataset import ShardDataset
+from sgrec_jax.data.split import training_sequences
+from sgrec_jax.data.transitions import TransitionCounts
 from sgrec_jax.data.sources import check_data_source, load_splits
 from sgrec_jax.decoding.beam_search import LEVEL_SCORINGS
+from sgrec_jax.models.counting import training_transitions
 from sgrec_jax.models.registry import build_model, parse_options
 from sgrec_jax.stages.pipeline import RunContext, Stage
 from sgrec_jax.stages.reports import ranked_test_split, report_test_split
@@ -48,7 +52,8 @@ def make_sft_loss(history_crop: float = 0.0, crop_max_keep: int = 0) -> LossFn:
         mask_bh = crop_histories(batch["history_mask"], jax.random.fold_in(rng, 1), history_crop,
                                  crop_max_keep)
         codes_bl = model.item_codes(batch["target"])
-        logits_blv = model(batch["history"], mask_bh, codes_bl, deterministic=False)
+        logits_blv = model(batch["history"], mask_bh, codes_bl, deterministic=False,
+                           target_items_b=batch["target"])
         nll_bl = next_item_nll(logits_blv, codes_bl)
         exact_b = jnp.all(jnp.argmax(logits_blv, -1) == codes_bl, axis=-1)
         return nll_bl.sum(-1).mean(), {"token_nll": nll_bl.mean(),
@@ -71,12 +76,25 @@ def _check(config: ConfigDict) -> None:
     if config.sft.history_crop_max_keep < 0:
         raise ValueError(f"sft.history_crop_max_keep {config.sft.history_crop_max_keep} must be "
                          ">= 0 (0 = no cap)")
-    parse_options(config.model.name, config.model.options)
+    options = parse_options(config.model.name, config.model.options)
+    if options.transition_memory and config.data.rl_holdout != "none":
+        # The memory counts every training transition, the held-out RL requests' included: RL
+        # would then see each request's own target in its memory.
+        raise ValueError("model.options.transition_memory needs data.rl_holdout 'none', got "
+                         f"{config.data.rl_holdout!r}")
     if config.eval.beam_size < 10:
         raise ValueError(f"eval.beam_size {config.eval.beam_size} must be >= 10 (K of ndcg@10)")
     if config.eval.level_scoring not in LEVEL_SCORINGS:
         raise ValueError(f"eval.level_scoring must be one of {', '.join(LEVEL_SCORINGS)}, got "
                          f"{config.eval.level_scoring!r}")
+
+
+def training_transition_counts(dataset) -> TransitionCounts:
+    """The training transitions a -> b with counts (from the shards' side table on a shard run)."""
+    if isinstance(dataset, ShardDataset):
+        return dataset.transitions
+    from_t, to_t = training_transitions(training_sequences(dataset), dataset.num_items)
+    return TransitionCounts.from_pairs(from_t, to_t, dataset.num_items)
 
 
 def _run(context: RunContext) -> None:
@@ -89,6 +107,10 @@ def _run(context: RunContext) -> None:
         max_history=config.data.max_history, rngs=nnx.Rngs(config.seed),
         **dict(config.model.options),
     )
+    if model.transition_memory is not None:
+        model.transition_memory.load(training_transition_counts(dataset))
+        logging.info("transition memory: %d (item, successor) entries from the training counts",
+                     model.transition_memory.num_entries)
     params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
     logging.info("generator %s: %.2fM parameters", config.model.name, params / 1e6)
     context.metrics["sft/parameters"] = params

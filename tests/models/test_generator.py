@@ -24,6 +24,7 @@ from tests.models.tiny import (
     batch,
     forward,
     tiny,
+    tiny_with_memory,
 )
 
 B, K = 3, 4
@@ -62,8 +63,18 @@ def probe(m, history, mask, target, cands_bkl):
     )
 
 
-@pytest.fixture(scope="module", params=VARIANTS, ids=["-".join(v) for v in VARIANTS])
+# Each variant with a transition memory too (its tokens follow the history tokens), and with its
+# copy head.
+WITH_MEMORY = [(m, "item", kind) for m in sorted({m for m, _ in VARIANTS})
+               for kind in ("memory", "copy")]
+
+
+@pytest.fixture(scope="module", params=VARIANTS + WITH_MEMORY,
+                ids=["-".join(v) for v in VARIANTS + WITH_MEMORY])
 def model(request):
+    if request.param[-1] in ("memory", "copy"):
+        return tiny_with_memory(*request.param[:2],
+                                transition_memory_copy=request.param[-1] == "copy")
     return tiny(*request.param)
 
 

@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from sgrec_jax.data.transitions import TransitionCounts
 from sgrec_jax.models.generator import SidGenerator
 from sgrec_jax.models.history import HISTORY_ENCODINGS
 from sgrec_jax.models.registry import MODELS, build_model
@@ -39,6 +40,24 @@ def tiny(variant: str, encoding: str, seed: int = 0, **options) -> SidGenerator:
             **(SIZE_OPTIONS | options),
         )
     )()
+
+
+def random_transitions(seed: int = 0, num_pairs: int = 300) -> TransitionCounts:
+    """Repeated random pairs over the NUM_ITEMS catalog: most items get several successors,
+    some with counts > 1."""
+    rng = np.random.default_rng(seed)
+    return TransitionCounts.from_pairs(rng.integers(0, NUM_ITEMS, num_pairs),
+                                       rng.integers(0, NUM_ITEMS, num_pairs), NUM_ITEMS)
+
+
+def tiny_with_memory(variant: str, encoding: str, seed: int = 0, k: int = 3, window: int = 2,
+                     **options) -> SidGenerator:
+    """`tiny` with a transition memory of k successors of the last `window` items, loaded
+    with `random_transitions`."""
+    model = tiny(variant, encoding, seed, transition_memory=k, transition_memory_window=window,
+                 **options)
+    model.transition_memory.load(random_transitions(seed))
+    return model
 
 
 def tiny_over(sids, max_history: int, seed: int = 0) -> SidGenerator:

@@ -10,6 +10,7 @@ from sgrec_jax.decoding.beam_search import constrained_beam_search_jit
 from sgrec_jax.serving.recommender import Recommender, pack_histories
 from sgrec_jax.sid.build import save_semantic_ids, semantic_ids_from_codes
 from sgrec_jax.stages.pipeline import load_configured_dataset, run_pipeline
+from sgrec_jax.stages.sft import training_transition_counts
 from tests.models.tiny import tiny_over
 from tests.stages.test_sft import tiny_config
 
@@ -89,11 +90,13 @@ def test_catalog_must_match_the_model(model):
         Recommender(model, other.catalog(), beam_size=4)
 
 
-def test_from_workdir_reproduces_the_sft_test_rankings(tmp_path, monkeypatch):
+@pytest.mark.parametrize("transition_memory", [0, 4], ids=["plain", "transition_memory"])
+def test_from_workdir_reproduces_the_sft_test_rankings(tmp_path, monkeypatch, transition_memory):
     config = tiny_config()
+    config.model.options.transition_memory = transition_memory
     results = run_pipeline(config, str(tmp_path / "run"))
-    # The best checkpoint is not the latest, so loading the latest would not pass.
-    assert results["sft/best_step"] != results["sft/last_step"]
+    if not transition_memory:  # The best checkpoint is not the latest, so loading the latest
+        assert results["sft/best_step"] != results["sft/last_step"]  # would not pass.
     monkeypatch.chdir(tmp_path)  # a relative work directory must work (Orbax needs absolute)
     recommender = Recommender.from_workdir("run")
     assert recommender.beam_size == config.eval.beam_size
@@ -103,6 +106,11 @@ def test_from_workdir_reproduces_the_sft_test_rankings(tmp_path, monkeypatch):
     saved = np.load(tmp_path / "run" / "sft" / "test_rankings.npz")
     np.testing.assert_array_equal(items, saved["items_uk"])
     np.testing.assert_allclose(scores, saved["scores_uk"], rtol=1e-5, atol=1e-5)
+    if transition_memory:  # the table came back from the checkpoint, not from a fresh model
+        dataset = load_configured_dataset(config)
+        expected, _ = training_transition_counts(dataset).top_successors(transition_memory)
+        np.testing.assert_array_equal(recommender.model.transition_memory.successors[...],
+                                      expected)
 
 
 def test_from_workdir_without_a_run_fails_before_any_jax_work(tmp_path):

@@ -1,0 +1,150 @@
+"""The transition memory: its table from hand-computed counts, its tokens' masks and buckets, and
+leave-one-out in training equal to deleting the example's own count from the table."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from sgrec_jax.data.transitions import TransitionCounts
+from sgrec_jax.models.transition_memory import NUM_COUNT_BUCKETS, SuccessorTable, count_buckets
+from tests.models.tiny import CODES, NUM_ITEMS, tiny
+
+
+def test_top_successors_by_count_then_item_and_padded():
+    # 0 -> 1 twice, 0 -> 3 twice, 0 -> 2 once; 2 -> 4 once; items 1, 3, 4 have no successors.
+    counts = TransitionCounts.from_pairs(np.array([0, 0, 0, 0, 0, 2]),
+                                         np.array([3, 1, 2, 3, 1, 4]), 5)
+    items, n = counts.top_successors(2)
+    np.testing.assert_array_equal(items, [[1, 3], [0, 0], [4, 0], [0, 0], [0, 0]])
+    np.testing.assert_array_equal(n, [[2, 2], [0, 0], [1, 0], [0, 0], [0, 0]])
+    items, n = counts.top_successors(4)
+    np.testing.assert_array_equal(items[0], [1, 3, 2, 0])
+    np.testing.assert_array_equal(n[0], [2, 2, 1, 0])
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        counts.top_successors(0)
+
+
+def test_count_buckets_are_log2_and_capped():
+    got = count_buckets(jnp.array([-1, 0, 1, 2, 3, 4, 7, 8, 1 << 20]))
+    np.testing.assert_array_equal(got, [0, 0, 1, 2, 2, 3, 3, 4, NUM_COUNT_BUCKETS - 1])
+
+
+def _model(k=2, window=2):
+    """A tiny encoder-decoder whose memory holds: 0 -> 5 (once), 0 -> 6 (3x); 1 -> 7 (once)."""
+    model = tiny("encoder_decoder", "item", transition_memory=k, transition_memory_window=window)
+    pairs = np.array([[0, 5], [0, 6], [0, 6], [0, 6], [1, 7]])
+    model.transition_memory.load(TransitionCounts.from_pairs(pairs[:, 0], pairs[:, 1], NUM_ITEMS))
+    return model
+
+
+def test_tokens_mask_sources_entries_and_leave_one_out():
+    model = _model()
+    memory = model.transition_memory
+    embed = lambda items: model.tokens(model.item_codes(items)).sum(-2)  # noqa: E731
+    # Rows: last item 0 after 1 | last item 0 alone (source 1 is padding) | last item 1 after 0.
+    history = jnp.array([[9, 1, 0], [9, 9, 0], [9, 0, 1]])
+    mask = jnp.array([[False, True, True], [False, False, True], [False, True, True]])
+    # Slots: source 0 (last item) entries 0, 1, then source 1 entries 0, 1. Item 0's entries
+    # are 6 (3x) then 5 (1x); item 1's are 7 (1x) and an empty one.
+    _, m, items = memory.tokens(history, mask, embed)
+    np.testing.assert_array_equal(items, [[6, 5, 7, 0], [6, 5, 0, 0], [7, 0, 6, 5]])
+    np.testing.assert_array_equal(m, [[1, 1, 1, 0], [1, 1, 0, 0], [1, 0, 1, 1]])
+    # Leaving out each row's target: 6 (count 3 -> 2, stays), 5 (count 1 -> 0, removed), 5
+    # (only in source 1 of row 2, whose transition 0 -> 5 is not the example's: stays).
+    x, m, _ = memory.tokens(history, mask, embed, leave_out_b=jnp.array([6, 5, 5]))
+    np.testing.assert_array_equal(m, [[1, 1, 1, 0], [1, 0, 0, 0], [1, 0, 1, 1]])
+    # Row 0's entry for 6 now carries the bucket of count 2 (3 would be the same bucket 2).
+    assert memory.successors[...][0, 0] == 6
+    expected = (embed(jnp.array(6)) + memory.count_embedding(jnp.array(2))
+                + memory.source_embedding(jnp.array(0)))
+    np.testing.assert_allclose(x[0, 0], expected, atol=1e-6)
+
+
+@nnx.jit
+def _logits(model, history, mask, target_codes, leave_out):
+    return model(history, mask, target_codes, deterministic=True, target_items_b=leave_out)
+
+
+def test_leaving_the_target_out_equals_deleting_its_count_from_the_table():
+    model = _model()
+    history, mask = jnp.array([[3, 1, 0]]), jnp.array([[True, True, True]])
+    codes = jnp.asarray(CODES[[5]])
+    left_out = _logits(model, history, mask, codes, jnp.array([5]))
+    # The same table without 0 -> 5: inference (no leave-out) must see what training saw.
+    deleted = _model()
+    pairs = np.array([[0, 6], [0, 6], [0, 6], [1, 7]])
+    deleted.transition_memory.load(
+        TransitionCounts.from_pairs(pairs[:, 0], pairs[:, 1], NUM_ITEMS))
+    np.testing.assert_allclose(left_out, _logits(deleted, history, mask, codes, None), atol=1e-5)
+    # ... and the entry matters: with it, the logits differ.
+    kept = _logits(model, history, mask, codes, None)
+    assert np.abs(np.asarray(kept) - np.asarray(left_out)).max() > 1e-4
+    # A target outside the table leaves every entry in place.
+    np.testing.assert_allclose(_logits(model, history, mask, codes, jnp.array([8])), kept,
+                               atol=1e-6)
+
+
+def test_table_is_state_not_a_parameter_and_refuses_another_catalog():
+    model = _model()
+    assert not any(x.dtype == jnp.int32 for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    tables = jax.tree.leaves(nnx.state(model, SuccessorTable))
+    assert [t.shape for t in tables] == [(NUM_ITEMS, 2)] * 2
+    assert model.transition_memory.num_entries == 3
+    with pytest.raises(ValueError, match="cover 5 items, the model's catalog 40"):
+        model.transition_memory.load(
+            TransitionCounts.from_pairs(np.array([0]), np.array([1]), 5))
+
+
+def test_options_refuse_bad_sizes_and_the_sft_stage_refuses_rl_holdout():
+    with pytest.raises(ValueError, match="transition_memory must be >= 0"):
+        tiny("encoder_decoder", "item", transition_memory=-1)
+    with pytest.raises(ValueError, match="transition_memory_window >= 1"):
+        tiny("encoder_decoder", "item", transition_memory=2, transition_memory_window=0)
+    from experiments.configs import quickstart
+    from sgrec_jax.stages import sft
+
+    config = quickstart.get_config()
+    config.model.options.transition_memory = 4
+    config.data.rl_holdout = "last_transition"
+    with pytest.raises(ValueError, match="transition_memory needs data.rl_holdout 'none'"):
+        sft._check(config)
+
+
+def _copy_model(gate_bias: float):
+    """`_model` with a copy head whose gate is pinned open (+) or shut (-) by its bias."""
+    model = tiny("encoder_decoder", "item", transition_memory=2, transition_memory_window=1,
+                 transition_memory_copy=True)
+    pairs = np.array([[0, 5], [1, 7]])  # the last item 0 has one successor: 5
+    model.transition_memory.load(TransitionCounts.from_pairs(pairs[:, 0], pairs[:, 1], NUM_ITEMS))
+    model.copy_head.gate.kernel[...] = jnp.zeros_like(model.copy_head.gate.kernel[...])
+    model.copy_head.gate.bias[...] = jnp.full_like(model.copy_head.gate.bias[...], gate_bias)
+    return model
+
+
+@nnx.jit
+def _scores(model, history, mask, cands_bkl):
+    memory = model.encode(history, mask)
+    plain = model.head.all_levels(model.final_norm(
+        model._hidden(memory, cands_bkl[..., :-1], deterministic=True)))
+    return model.sequence_logits(memory, cands_bkl), jax.nn.log_softmax(plain, -1)
+
+
+def test_copy_head_open_gate_copies_the_memory_item_and_shut_gate_is_the_generator():
+    history, mask = jnp.array([[3, 1, 0]]), jnp.array([[True, True, True]])
+    other = next(i for i in range(NUM_ITEMS) if CODES[i, 0] != CODES[5, 0])
+    cands = jnp.asarray(CODES[[5, other]])[None]  # [1, 2, L]
+    take = lambda logits: np.take_along_axis(  # noqa: E731
+        np.asarray(logits), np.asarray(cands)[..., None], -1)[..., 0].sum(-1)
+
+    copied, _ = _scores(_copy_model(50.0), history, mask, cands)
+    item_logprob = take(copied)[0]
+    np.testing.assert_allclose(item_logprob[0], 0.0, atol=1e-4)  # all mass on item 5
+    assert item_logprob[1] < -50  # a first code no memory item has: nothing left for it
+    # Every level stays a distribution over the level's codes.
+    np.testing.assert_allclose(np.exp(np.asarray(copied)).sum(-1), 1.0, atol=1e-4)
+
+    shut, plain = _scores(_copy_model(-50.0), history, mask, cands)
+    valid = np.asarray(plain) > -1e8
+    np.testing.assert_allclose(np.asarray(shut)[valid], np.asarray(plain)[valid], atol=1e-4)
