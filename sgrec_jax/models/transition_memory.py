@@ -7,12 +7,15 @@ does not memorise it (issue 12). This module gives the encoder the evidence dire
 of the last `window` history items a, the k items b that most often followed a in training
 (`TransitionCounts.top_successors`), as extra encoder tokens. Each token is b's code embeddings
 summed (the "item" encoding, shared with the decoder, so copying a token's codes is a lookup),
-plus an embedding of how often a -> b occurred (log2 buckets) and of which history item a is
-(0 = the last). The model still decides what to emit; the tokens are context, not a score.
+plus embeddings of how often a -> b occurred and how often a was followed by anything (log2
+buckets), of b's share of a's successors (tenths), and of which history item a is (0 = the
+last). Count and share together let the model tell "b followed a once, the only time a was
+followed" from "once in two hundred". The model still decides what to emit; the tokens are context, not a score.
 
 Leave-one-out: a training example (history ending in a -> target t) contributed one count to
 a -> t, so in training the memory would always hold the target. `tokens(..., leave_out_b=t)`
-subtracts that one count (an entry whose count falls to 0 disappears), which makes a training
+subtracts that one count (an entry whose count falls to 0 disappears) and one from a's total,
+which makes a training
 example see what a validation or test example sees: counts from the other training examples.
 
 The table is model state, not a parameter (`SuccessorTable`): the SFT stage fills it from the
@@ -31,10 +34,13 @@ from sgrec_jax.models.layers import NEG_INF, Precision
 
 # Count buckets: 0 = no entry, then 1 + floor(log2(count)) capped at NUM_COUNT_BUCKETS - 1.
 NUM_COUNT_BUCKETS = 16
+# Share buckets: 0 = no entry, then ceil(10 * count / total) in 1..10.
+NUM_SHARE_BUCKETS = 11
 
 
 class SuccessorTable(nnx.Variable):
-    """int32 [N, k] successor items or their counts: model state, not a parameter."""
+    """int32 [N, k] successor items or their counts, or [N] totals: model state, not a
+    parameter."""
 
 
 def count_buckets(counts: jax.Array) -> jax.Array:
@@ -44,11 +50,19 @@ def count_buckets(counts: jax.Array) -> jax.Array:
     return jnp.where(counts > 0, jnp.minimum(1 + log2, NUM_COUNT_BUCKETS - 1), 0)
 
 
+def share_buckets(counts: jax.Array, totals: jax.Array) -> jax.Array:
+    """int32 buckets of count / total: 0 for count <= 0, else ceil(10 * count / total)."""
+    share = counts.astype(jnp.float32) / jnp.maximum(totals, 1).astype(jnp.float32)
+    bucket = jnp.clip(jnp.ceil(10.0 * share - 1e-6).astype(jnp.int32), 1, NUM_SHARE_BUCKETS - 1)
+    return jnp.where(counts > 0, bucket, 0)
+
+
 class TransitionMemory(nnx.Module):
     """Encoder tokens of the top-k training successors of each of the last `window` history items.
 
     Attributes:
       successors, counts: SuccessorTable int32 [N, k], zero (no entries) until `load`.
+      totals: SuccessorTable int32 [N], how many training transitions leave each item.
     """
 
     def __init__(self, *, num_items: int, k: int, window: int, d_model: int,
@@ -59,8 +73,11 @@ class TransitionMemory(nnx.Module):
         self.k, self.window = k, window
         self.successors = SuccessorTable(jnp.zeros((num_items, k), jnp.int32))
         self.counts = SuccessorTable(jnp.zeros((num_items, k), jnp.int32))
+        self.totals = SuccessorTable(jnp.zeros((num_items,), jnp.int32))
         embed = dict(dtype=precision.dtype, param_dtype=precision.param_dtype, rngs=rngs)
         self.count_embedding = nnx.Embed(NUM_COUNT_BUCKETS, d_model, **embed)
+        self.total_embedding = nnx.Embed(NUM_COUNT_BUCKETS, d_model, **embed)
+        self.share_embedding = nnx.Embed(NUM_SHARE_BUCKETS, d_model, **embed)
         self.source_embedding = nnx.Embed(window, d_model, **embed)
 
     def load(self, transitions: TransitionCounts) -> None:
@@ -72,6 +89,9 @@ class TransitionMemory(nnx.Module):
         items, counts = transitions.top_successors(self.k)
         self.successors[...] = jnp.asarray(items)
         self.counts[...] = jnp.asarray(counts)
+        totals = np.bincount(transitions.from_t, weights=transitions.count_t,
+                             minlength=num_items)
+        self.totals[...] = jnp.asarray(np.minimum(totals, np.iinfo(np.int32).max), jnp.int32)
 
     @property
     def num_entries(self) -> int:
@@ -102,13 +122,17 @@ class TransitionMemory(nnx.Module):
         valid_bw = mask_bh[:, h - window:][:, ::-1]
         succ_bwk = self.successors[...][source_bw]
         count_bwk = self.counts[...][source_bw]
+        total_bw = self.totals[...][source_bw]
         if leave_out_b is not None:
-            own = (jnp.arange(window) == 0)[None, :, None] & (
-                succ_bwk == leave_out_b[:, None, None])
+            last_w = jnp.arange(window) == 0
+            own = last_w[None, :, None] & (succ_bwk == leave_out_b[:, None, None])
             count_bwk = count_bwk - own.astype(count_bwk.dtype)
+            total_bw = total_bw - last_w[None, :].astype(total_bw.dtype)
         mask_bwk = valid_bw[:, :, None] & (count_bwk > 0)
         x_bwkd = (embed_items(succ_bwk)
                   + self.count_embedding(count_buckets(count_bwk))
+                  + self.total_embedding(count_buckets(total_bw))[:, :, None]
+                  + self.share_embedding(share_buckets(count_bwk, total_bw[:, :, None]))
                   + self.source_embedding(jnp.arange(window))[None, :, None])
         b = items_bh.shape[0]
         m = window * self.k

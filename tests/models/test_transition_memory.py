@@ -8,7 +8,12 @@ import pytest
 from flax import nnx
 
 from sgrec_jax.data.transitions import TransitionCounts
-from sgrec_jax.models.transition_memory import NUM_COUNT_BUCKETS, SuccessorTable, count_buckets
+from sgrec_jax.models.transition_memory import (
+    NUM_COUNT_BUCKETS,
+    SuccessorTable,
+    count_buckets,
+    share_buckets,
+)
 from tests.models.tiny import CODES, NUM_ITEMS, tiny
 
 
@@ -29,6 +34,11 @@ def test_top_successors_by_count_then_item_and_padded():
 def test_count_buckets_are_log2_and_capped():
     got = count_buckets(jnp.array([-1, 0, 1, 2, 3, 4, 7, 8, 1 << 20]))
     np.testing.assert_array_equal(got, [0, 0, 1, 2, 2, 3, 3, 4, NUM_COUNT_BUCKETS - 1])
+
+
+def test_share_buckets_are_tenths_rounded_up():
+    got = share_buckets(jnp.array([0, 1, 1, 2, 5, 1]), jnp.array([4, 1, 10, 3, 10, 200]))
+    np.testing.assert_array_equal(got, [0, 10, 1, 7, 5, 1])
 
 
 def _model(k=2, window=2):
@@ -55,9 +65,12 @@ def test_tokens_mask_sources_entries_and_leave_one_out():
     # (only in source 1 of row 2, whose transition 0 -> 5 is not the example's: stays).
     x, m, _ = memory.tokens(history, mask, embed, leave_out_b=jnp.array([6, 5, 5]))
     np.testing.assert_array_equal(m, [[1, 1, 1, 0], [1, 0, 0, 0], [1, 0, 1, 1]])
-    # Row 0's entry for 6 now carries the bucket of count 2 (3 would be the same bucket 2).
+    # Row 0's entry for 6 now carries count 2 (bucket 2), item 0's total 4 - 1 = 3 (bucket 2)
+    # and the share 2 / 3 (bucket 7).
     assert memory.successors[...][0, 0] == 6
+    np.testing.assert_array_equal(memory.totals[...][:2], [4, 1])
     expected = (embed(jnp.array(6)) + memory.count_embedding(jnp.array(2))
+                + memory.total_embedding(jnp.array(2)) + memory.share_embedding(jnp.array(7))
                 + memory.source_embedding(jnp.array(0)))
     np.testing.assert_allclose(x[0, 0], expected, atol=1e-6)
 
@@ -81,16 +94,20 @@ def test_leaving_the_target_out_equals_deleting_its_count_from_the_table():
     # ... and the entry matters: with it, the logits differ.
     kept = _logits(model, history, mask, codes, None)
     assert np.abs(np.asarray(kept) - np.asarray(left_out)).max() > 1e-4
-    # A target outside the table leaves every entry in place.
-    np.testing.assert_allclose(_logits(model, history, mask, codes, jnp.array([8])), kept,
-                               atol=1e-6)
+    # A target outside the top k (0 -> 8, once, ties with 0 -> 5 and loses on the item id)
+    # leaves every entry in place and lowers only item 0's total: the table without 0 -> 8.
+    with_8 = _model()
+    pairs = np.array([[0, 5], [0, 6], [0, 6], [0, 6], [0, 8], [1, 7]])
+    with_8.transition_memory.load(TransitionCounts.from_pairs(pairs[:, 0], pairs[:, 1], NUM_ITEMS))
+    np.testing.assert_allclose(_logits(with_8, history, mask, codes, jnp.array([8])), kept,
+                               atol=1e-5)
 
 
 def test_table_is_state_not_a_parameter_and_refuses_another_catalog():
     model = _model()
     assert not any(x.dtype == jnp.int32 for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
     tables = jax.tree.leaves(nnx.state(model, SuccessorTable))
-    assert [t.shape for t in tables] == [(NUM_ITEMS, 2)] * 2
+    assert sorted(t.shape for t in tables) == [(NUM_ITEMS,), (NUM_ITEMS, 2), (NUM_ITEMS, 2)]
     assert model.transition_memory.num_entries == 3
     with pytest.raises(ValueError, match="cover 5 items, the model's catalog 40"):
         model.transition_memory.load(
