@@ -22,6 +22,7 @@ GENERATOR_OPTIONS = {
     "item_id_dropout": 0.0,
     "transition_memory": 0,
     "transition_memory_window": 1,
+    "transition_memory_share": False,
     "transition_memory_copy": False,
     "dtype": "float32",
     "param_dtype": "float32",

@@ -118,7 +118,8 @@ class SidGenerator(nnx.Module):
         self.transition_memory = (
             TransitionMemory(num_items=codes_nl.shape[0], k=options.transition_memory,
                              window=options.transition_memory_window, d_model=d,
-                             precision=precision, rngs=rngs)
+                             precision=precision, rngs=rngs,
+                             share=options.transition_memory_share)
             if options.transition_memory else None
         )
         self.copy_head = (CopyHead(d, precision, rngs=rngs)

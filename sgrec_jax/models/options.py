@@ -36,6 +36,8 @@ class ModelOptions:
         (models/transition_memory.py; the SFT stage fills the table from the training data).
         0 = off.
       transition_memory_window: how many of the last history items the memory reads (>= 1).
+      transition_memory_share: also give each memory token its source item's total successor
+        count and the entry's share of it (models/transition_memory.py).
       transition_memory_copy: add a copy head (a pointer over the memory's items mixed into each
         level's distribution; models/transition_memory.CopyHead). Needs transition_memory > 0.
       dtype: compute dtype (e.g. "bfloat16"); logits and softmaxes stay float32 regardless.
@@ -53,6 +55,7 @@ class ModelOptions:
     item_id_dropout: float = 0.0
     transition_memory: int = 0
     transition_memory_window: int = 1
+    transition_memory_share: bool = False
     transition_memory_copy: bool = False
     dtype: Any = "float32"
     param_dtype: Any = "float32"
@@ -73,8 +76,9 @@ class ModelOptions:
             raise ValueError(
                 f"transition_memory must be >= 0 (0 = off) and transition_memory_window >= 1, "
                 f"got {self.transition_memory} and {self.transition_memory_window}")
-        if self.transition_memory_copy and not self.transition_memory:
-            raise ValueError("transition_memory_copy needs transition_memory > 0")
+        for name in ("transition_memory_copy", "transition_memory_share"):
+            if getattr(self, name) and not self.transition_memory:
+                raise ValueError(f"{name} needs transition_memory > 0")
         for name in ("dropout", "item_id_dropout"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")

@@ -7,15 +7,15 @@ does not memorise it (issue 12). This module gives the encoder the evidence dire
 of the last `window` history items a, the k items b that most often followed a in training
 (`TransitionCounts.top_successors`), as extra encoder tokens. Each token is b's code embeddings
 summed (the "item" encoding, shared with the decoder, so copying a token's codes is a lookup),
-plus embeddings of how often a -> b occurred and how often a was followed by anything (log2
-buckets), of b's share of a's successors (tenths), and of which history item a is (0 = the
-last). Count and share together let the model tell "b followed a once, the only time a was
-followed" from "once in two hundred". The model still decides what to emit; the tokens are context, not a score.
+plus embeddings of how often a -> b occurred (log2 buckets) and of which history item a is
+(0 = the last); with `share` also of how often a was followed by anything (log2 buckets) and of
+b's share of a's successors (tenths), so the model can tell "b followed a once, the only time a
+was followed" from "once in two hundred". The model still decides what to emit; the tokens are context, not a score.
 
 Leave-one-out: a training example (history ending in a -> target t) contributed one count to
 a -> t, so in training the memory would always hold the target. `tokens(..., leave_out_b=t)`
-subtracts that one count (an entry whose count falls to 0 disappears) and one from a's total,
-which makes a training
+subtracts that one count (an entry whose count falls to 0 disappears) and one from a's total
+(with `share`), which makes a training
 example see what a validation or test example sees: counts from the other training examples.
 
 The table is model state, not a parameter (`SuccessorTable`): the SFT stage fills it from the
@@ -62,22 +62,24 @@ class TransitionMemory(nnx.Module):
 
     Attributes:
       successors, counts: SuccessorTable int32 [N, k], zero (no entries) until `load`.
-      totals: SuccessorTable int32 [N], how many training transitions leave each item.
+      totals: SuccessorTable int32 [N], how many training transitions leave each item (only
+        with share=True, which adds the total and share features).
     """
 
     def __init__(self, *, num_items: int, k: int, window: int, d_model: int,
-                 precision: Precision, rngs: nnx.Rngs):
+                 precision: Precision, rngs: nnx.Rngs, share: bool = False):
         if k < 1 or window < 1:
             raise ValueError(f"transition memory needs k >= 1 and window >= 1, got k={k}, "
                              f"window={window}")
         self.k, self.window = k, window
         self.successors = SuccessorTable(jnp.zeros((num_items, k), jnp.int32))
         self.counts = SuccessorTable(jnp.zeros((num_items, k), jnp.int32))
-        self.totals = SuccessorTable(jnp.zeros((num_items,), jnp.int32))
         embed = dict(dtype=precision.dtype, param_dtype=precision.param_dtype, rngs=rngs)
         self.count_embedding = nnx.Embed(NUM_COUNT_BUCKETS, d_model, **embed)
-        self.total_embedding = nnx.Embed(NUM_COUNT_BUCKETS, d_model, **embed)
-        self.share_embedding = nnx.Embed(NUM_SHARE_BUCKETS, d_model, **embed)
+        # Created only when used, so models without them keep their state tree and initial values.
+        self.totals = SuccessorTable(jnp.zeros((num_items,), jnp.int32)) if share else None
+        self.total_embedding = nnx.Embed(NUM_COUNT_BUCKETS, d_model, **embed) if share else None
+        self.share_embedding = nnx.Embed(NUM_SHARE_BUCKETS, d_model, **embed) if share else None
         self.source_embedding = nnx.Embed(window, d_model, **embed)
 
     def load(self, transitions: TransitionCounts) -> None:
@@ -89,9 +91,10 @@ class TransitionMemory(nnx.Module):
         items, counts = transitions.top_successors(self.k)
         self.successors[...] = jnp.asarray(items)
         self.counts[...] = jnp.asarray(counts)
-        totals = np.bincount(transitions.from_t, weights=transitions.count_t,
-                             minlength=num_items)
-        self.totals[...] = jnp.asarray(np.minimum(totals, np.iinfo(np.int32).max), jnp.int32)
+        if self.totals is not None:
+            totals = np.bincount(transitions.from_t, weights=transitions.count_t,
+                                 minlength=num_items)
+            self.totals[...] = jnp.asarray(np.minimum(totals, np.iinfo(np.int32).max), jnp.int32)
 
     @property
     def num_entries(self) -> int:
@@ -122,18 +125,20 @@ class TransitionMemory(nnx.Module):
         valid_bw = mask_bh[:, h - window:][:, ::-1]
         succ_bwk = self.successors[...][source_bw]
         count_bwk = self.counts[...][source_bw]
-        total_bw = self.totals[...][source_bw]
+        last_w = jnp.arange(window) == 0
         if leave_out_b is not None:
-            last_w = jnp.arange(window) == 0
             own = last_w[None, :, None] & (succ_bwk == leave_out_b[:, None, None])
             count_bwk = count_bwk - own.astype(count_bwk.dtype)
-            total_bw = total_bw - last_w[None, :].astype(total_bw.dtype)
         mask_bwk = valid_bw[:, :, None] & (count_bwk > 0)
         x_bwkd = (embed_items(succ_bwk)
                   + self.count_embedding(count_buckets(count_bwk))
-                  + self.total_embedding(count_buckets(total_bw))[:, :, None]
-                  + self.share_embedding(share_buckets(count_bwk, total_bw[:, :, None]))
                   + self.source_embedding(jnp.arange(window))[None, :, None])
+        if self.totals is not None:
+            total_bw = self.totals[...][source_bw]
+            if leave_out_b is not None:
+                total_bw = total_bw - last_w[None, :].astype(total_bw.dtype)
+            x_bwkd = (x_bwkd + self.total_embedding(count_buckets(total_bw))[:, :, None]
+                      + self.share_embedding(share_buckets(count_bwk, total_bw[:, :, None])))
         b = items_bh.shape[0]
         m = window * self.k
         return x_bwkd.reshape(b, m, -1), mask_bwk.reshape(b, m), succ_bwk.reshape(b, m)

@@ -42,8 +42,10 @@ def test_share_buckets_are_tenths_rounded_up():
 
 
 def _model(k=2, window=2):
-    """A tiny encoder-decoder whose memory holds: 0 -> 5 (once), 0 -> 6 (3x); 1 -> 7 (once)."""
-    model = tiny("encoder_decoder", "item", transition_memory=k, transition_memory_window=window)
+    """A tiny encoder-decoder (with the share features) whose memory holds: 0 -> 5 (once),
+    0 -> 6 (3x); 1 -> 7 (once)."""
+    model = tiny("encoder_decoder", "item", transition_memory=k, transition_memory_window=window,
+                 transition_memory_share=True)
     pairs = np.array([[0, 5], [0, 6], [0, 6], [0, 6], [1, 7]])
     model.transition_memory.load(TransitionCounts.from_pairs(pairs[:, 0], pairs[:, 1], NUM_ITEMS))
     return model
