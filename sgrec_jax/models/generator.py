@@ -18,6 +18,11 @@ is encoded once per request. Decoder positions are BOS, code_0, ..., code_{L-2};
 predicts level l. `decode_step` runs one position per beam and caches each decoder layer's
 self-attention keys and values ([B, K, L, heads, head_dim]); `decode_logits` is its stateless
 twin (it reruns the decoder over the level + 1 positions), kept for one-off scoring.
+
+Optionally (models/transition_memory.py) the encoder also reads the items that followed the
+user's last history items in training, and a copy head mixes a pointer over them into every
+level's distribution; all three paths above apply it alike, so training, beam search and RL score
+the same distribution.
 """
 
 from __future__ import annotations
