@@ -24,6 +24,7 @@ GENERATOR_OPTIONS = {
     "transition_memory_window": 1,
     "transition_memory_share": False,
     "transition_memory_copy": False,
+    "transition_memory_copy_gate": "state",
     "dtype": "float32",
     "param_dtype": "float32",
 }

@@ -127,7 +127,8 @@ class SidGenerator(nnx.Module):
                              share=options.transition_memory_share)
             if options.transition_memory else None
         )
-        self.copy_head = (CopyHead(d, precision, rngs=rngs)
+        self.copy_head = (CopyHead(d, precision, rngs=rngs,
+                                   gate=options.transition_memory_copy_gate)
                           if options.transition_memory_copy else None)
         self.target_positions = nnx.Embed(
             len(level_sizes), d, dtype=precision.dtype, param_dtype=precision.param_dtype,

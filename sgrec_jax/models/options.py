@@ -13,6 +13,7 @@ import jax.numpy as jnp
 
 from sgrec_jax.models.history import HISTORY_ENCODINGS
 from sgrec_jax.models.layers import Precision
+from sgrec_jax.models.transition_memory import COPY_GATES
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -40,6 +41,9 @@ class ModelOptions:
         count and the entry's share of it (models/transition_memory.py).
       transition_memory_copy: add a copy head (a pointer over the memory's items mixed into each
         level's distribution; models/transition_memory.CopyHead). Needs transition_memory > 0.
+      transition_memory_copy_gate: what the copy head's gate reads (COPY_GATES): "state" the
+        decoder state only; "context" also the pointer's context vector, the attention-weighted
+        keys of the memory items it points at (See et al. 2017), which carry their counts.
       dtype: compute dtype (e.g. "bfloat16"); logits and softmaxes stay float32 regardless.
       param_dtype: dtype of the parameters.
     """
@@ -57,6 +61,7 @@ class ModelOptions:
     transition_memory_window: int = 1
     transition_memory_share: bool = False
     transition_memory_copy: bool = False
+    transition_memory_copy_gate: str = "state"
     dtype: Any = "float32"
     param_dtype: Any = "float32"
 
@@ -79,6 +84,9 @@ class ModelOptions:
         for name in ("transition_memory_copy", "transition_memory_share"):
             if getattr(self, name) and not self.transition_memory:
                 raise ValueError(f"{name} needs transition_memory > 0")
+        if self.transition_memory_copy_gate not in COPY_GATES:
+            raise ValueError(f"transition_memory_copy_gate must be one of {COPY_GATES}, got "
+                             f"{self.transition_memory_copy_gate!r}")
         for name in ("dropout", "item_id_dropout"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")

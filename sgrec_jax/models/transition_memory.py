@@ -36,6 +36,8 @@ from sgrec_jax.models.layers import NEG_INF, Precision
 NUM_COUNT_BUCKETS = 16
 # Share buckets: 0 = no entry, then ceil(10 * count / total) in 1..10.
 NUM_SHARE_BUCKETS = 11
+# What the copy head's gate reads: the decoder state, or also the pointer's context vector.
+COPY_GATES = ("state", "context")
 
 
 class SuccessorTable(nnx.Variable):
@@ -156,18 +158,32 @@ class CopyHead(nnx.Module):
 
         (1 - g) softmax(generator logits) + g * sum_m softmax(scores)_m [code_l(m) = code],
 
-    with the gate g = sigmoid(w . h + b), and g = 0 where no memory item matches p. The product
+    with the gate g = sigmoid(w . h + b), and g = 0 where no memory item matches p. With
+    gate="context" the gate also reads the pointer's context vector c = sum_m softmax(scores)_m
+    key_m (See et al.'s p_gen reads theirs): the keys carry each item's count bucket, so the gate
+    can open for "followed a hundred times" and stay shut for "followed once", which the decoder
+    state alone sees only through cross-attention. Its weights start at zero, so the model
+    starts as the "state" one. The product
     over levels thus gives a whole memory item the probability the model chose to copy it with.
     Scores read each memory token's input embedding (the item's codes, its count bucket and its
     source), so both generator variants share the head. The outputs are log-probabilities:
     softmax, level renormalisation and the loss treat them as logits unchanged.
     """
 
-    def __init__(self, d_model: int, precision: Precision, *, rngs: nnx.Rngs):
+    def __init__(self, d_model: int, precision: Precision, *, rngs: nnx.Rngs,
+                 gate: str = "state"):
+        if gate not in COPY_GATES:
+            raise ValueError(f"copy gate must be one of {COPY_GATES}, got {gate!r}")
         self.query = precision.linear(d_model, d_model, rngs)
         self.key = precision.linear(d_model, d_model, rngs)
         self.gate = nnx.Linear(d_model, 1, dtype=jnp.float32, param_dtype=precision.param_dtype,
                                rngs=rngs)
+        # Created only when used, so "state" models keep their state tree and initial values.
+        self.gate_context = (
+            nnx.Linear(d_model, 1, use_bias=False, dtype=jnp.float32,
+                       param_dtype=precision.param_dtype, kernel_init=nnx.initializers.zeros,
+                       rngs=rngs)
+            if gate == "context" else None)
 
     def keys(self, tokens_bmd: jax.Array) -> jax.Array:
         """float32 [B, M, D] the copy keys of the memory tokens (computed once per request)."""
@@ -207,7 +223,11 @@ class CopyHead(nnx.Module):
             jnp.where(any_bkt[..., None], scores, 0.0), axis=-1), 0.0)
         code_bmt = jnp.take(items_codes_bml, levels_t, axis=2)
         copy_bktv = jnp.einsum("bktm,bmtv->bktv", weights, jax.nn.one_hot(code_bmt, vocab))
-        gate_bkt = jax.nn.sigmoid(self.gate(h_bktd.astype(jnp.float32))[..., 0]) * any_bkt
+        gate_logit_bkt = self.gate(h_bktd.astype(jnp.float32))[..., 0]
+        if self.gate_context is not None:
+            context_bktd = jnp.einsum("bktm,bmd->bktd", weights, keys_bmd)
+            gate_logit_bkt = gate_logit_bkt + self.gate_context(context_bktd)[..., 0]
+        gate_bkt = jax.nn.sigmoid(gate_logit_bkt) * any_bkt
         p_bktv = ((1.0 - gate_bkt)[..., None] * jax.nn.softmax(logits_bktv, axis=-1)
                   + gate_bkt[..., None] * copy_bktv)
         log_p = jnp.log(jnp.maximum(p_bktv, 1e-30))

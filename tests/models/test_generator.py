@@ -63,18 +63,25 @@ def probe(m, history, mask, target, cands_bkl):
     )
 
 
-# Each variant with a transition memory too (its tokens follow the history tokens), and with its
-# copy head.
+# Each variant with a transition memory too (its tokens follow the history tokens), with its
+# copy head, and with a copy head whose gate also reads the pointer's context (its zero-initialised
+# weights drawn at random here, so the context path counts).
 WITH_MEMORY = [(m, "item", kind) for m in sorted({m for m, _ in VARIANTS})
-               for kind in ("memory", "copy")]
+               for kind in ("memory", "copy", "copy_context")]
 
 
 @pytest.fixture(scope="module", params=VARIANTS + WITH_MEMORY,
                 ids=["-".join(v) for v in VARIANTS + WITH_MEMORY])
 def model(request):
-    if request.param[-1] in ("memory", "copy"):
-        return tiny_with_memory(*request.param[:2],
-                                transition_memory_copy=request.param[-1] == "copy")
+    kind = request.param[-1]
+    if kind in ("memory", "copy", "copy_context"):
+        model = tiny_with_memory(
+            *request.param[:2], transition_memory_copy=kind != "memory",
+            transition_memory_copy_gate="context" if kind == "copy_context" else "state")
+        if kind == "copy_context":
+            kernel = model.copy_head.gate_context.kernel
+            kernel[...] = jax.random.normal(jax.random.key(7), kernel[...].shape)
+        return model
     return tiny(*request.param)
 
 

@@ -131,10 +131,10 @@ def test_options_refuse_bad_sizes_and_the_sft_stage_refuses_rl_holdout():
         sft._check(config)
 
 
-def _copy_model(gate_bias: float):
+def _copy_model(gate_bias: float, gate: str = "state"):
     """`_model` with a copy head whose gate is pinned open (+) or shut (-) by its bias."""
     model = tiny("encoder_decoder", "item", transition_memory=2, transition_memory_window=1,
-                 transition_memory_copy=True)
+                 transition_memory_copy=True, transition_memory_copy_gate=gate)
     pairs = np.array([[0, 5], [1, 7]])  # the last item 0 has one successor: 5
     model.transition_memory.load(TransitionCounts.from_pairs(pairs[:, 0], pairs[:, 1], NUM_ITEMS))
     model.copy_head.gate.kernel[...] = jnp.zeros_like(model.copy_head.gate.kernel[...])
@@ -167,3 +167,24 @@ def test_copy_head_open_gate_copies_the_memory_item_and_shut_gate_is_the_generat
     shut, plain = _scores(_copy_model(-50.0), history, mask, cands)
     valid = np.asarray(plain) > -1e8
     np.testing.assert_allclose(np.asarray(shut)[valid], np.asarray(plain)[valid], atol=1e-4)
+
+
+def test_context_gate_starts_as_the_state_gate_and_opens_on_its_context():
+    history, mask = jnp.array([[3, 1, 0]]), jnp.array([[True, True, True]])
+    cands = jnp.asarray(CODES[[5]])[None]  # [1, 1, L]: the only memory item
+    model = _copy_model(-50.0, gate="context")
+    # Zero-initialised context weights: the gate is the state gate's (shut), the generator's.
+    shut, plain = _scores(model, history, mask, cands)
+    valid = np.asarray(plain) > -1e8
+    np.testing.assert_allclose(np.asarray(shut)[valid], np.asarray(plain)[valid], atol=1e-4)
+    # Item 5 is the only eligible memory item, so the context vector is its key: weights that
+    # give that key a gate logit of +100 open the gate (-50 + 100) and copy item 5 at every level.
+    key_d = np.asarray(nnx.jit(lambda m, h, k: m.encode(h, k).copy_keys_bmd)(
+        model, history, mask))[0, 0]
+    model.copy_head.gate_context.kernel[...] = jnp.asarray(100.0 * key_d / (key_d @ key_d))[:, None]
+    copied, _ = _scores(model, history, mask, cands)
+    logprob = np.take_along_axis(np.asarray(copied), np.asarray(cands)[..., None], -1)
+    np.testing.assert_allclose(logprob, 0.0, atol=1e-4)
+    with pytest.raises(ValueError, match="transition_memory_copy_gate must be one of"):
+        tiny("encoder_decoder", "item", transition_memory=2, transition_memory_copy=True,
+             transition_memory_copy_gate="attention")
