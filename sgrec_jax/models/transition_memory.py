@@ -17,6 +17,11 @@ a -> t, so in training the memory would always hold the target. `tokens(..., lea
 subtracts that one count (an entry whose count falls to 0 disappears) and one from a's total
 (with `share`), which makes a training
 example see what a validation or test example sees: counts from the other training examples.
+With window >= 2 the same holds one source further back: a training history's second-last ->
+last pair is itself a training transition, while a test history's (last training item ->
+validation item) never is, so training also leaves that pair's one count out of source 1 (the
+sources further back are training pairs for every split alike). A validation history's pair is
+a training pair; validation therefore sees one count more there than test does.
 
 The table is model state, not a parameter (`SuccessorTable`): the SFT stage fills it from the
 training counts with `load`, checkpoints carry it, and a restored model reads it back.
@@ -118,7 +123,8 @@ class TransitionMemory(nnx.Module):
           mask_bh: bool, True at real history items; slot H-1 is the last item.
           embed_items: item indices [...] -> [..., D] (the generator's summed code embeddings).
           leave_out_b: optional int [B], each example's own target: one count of
-            last item -> target is removed (module docstring). None at inference.
+            last item -> target is removed, and one of second-last -> last item (module
+            docstring). None at inference.
         """
         h = items_bh.shape[1]
         window = min(self.window, h)
@@ -127,9 +133,12 @@ class TransitionMemory(nnx.Module):
         valid_bw = mask_bh[:, h - window:][:, ::-1]
         succ_bwk = self.successors[...][source_bw]
         count_bwk = self.counts[...][source_bw]
-        last_w = jnp.arange(window) == 0
+        # The example's own pairs (module docstring): source 0 -> target, source 1 -> last item.
+        own_w = jnp.arange(window) < 2
         if leave_out_b is not None:
-            own = last_w[None, :, None] & (succ_bwk == leave_out_b[:, None, None])
+            next_bw = jnp.concatenate([leave_out_b[:, None], source_bw[:, :1]], axis=1)[:, :window]
+            next_bw = jnp.pad(next_bw, ((0, 0), (0, window - next_bw.shape[1])))
+            own = own_w[None, :, None] & (succ_bwk == next_bw[:, :, None])
             count_bwk = count_bwk - own.astype(count_bwk.dtype)
         mask_bwk = valid_bw[:, :, None] & (count_bwk > 0)
         x_bwkd = (embed_items(succ_bwk)
@@ -138,7 +147,7 @@ class TransitionMemory(nnx.Module):
         if self.totals is not None:
             total_bw = self.totals[...][source_bw]
             if leave_out_b is not None:
-                total_bw = total_bw - last_w[None, :].astype(total_bw.dtype)
+                total_bw = total_bw - (own_w[None, :] & valid_bw).astype(total_bw.dtype)
             x_bwkd = (x_bwkd + self.total_embedding(count_buckets(total_bw))[:, :, None]
                       + self.share_embedding(share_buckets(count_bwk, total_bw[:, :, None])))
         b = items_bh.shape[0]

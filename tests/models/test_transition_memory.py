@@ -1,5 +1,6 @@
 """The transition memory: its table from hand-computed counts, its tokens' masks and buckets, and
-leave-one-out in training equal to deleting the example's own count from the table."""
+leave-one-out in training (the example's own pairs, of the last two sources) equal to deleting
+the example's own count from the table."""
 
 import jax
 import jax.numpy as jnp
@@ -75,6 +76,24 @@ def test_tokens_mask_sources_entries_and_leave_one_out():
                 + memory.total_embedding(jnp.array(2)) + memory.share_embedding(jnp.array(7))
                 + memory.source_embedding(jnp.array(0)))
     np.testing.assert_allclose(x[0, 0], expected, atol=1e-6)
+    # Source 1 loses its own pair (second-last -> last) too: history ... 0, 6 holds the training
+    # pair 0 -> 6, which a test history's last pair never is. Item 0's entry for 6 drops from 3
+    # to 2 (still there), its total from 4 to 3; source 0 (item 6) has no entries.
+    history, mask = jnp.array([[9, 0, 6]]), jnp.array([[False, True, True]])
+    _, m, items = memory.tokens(history, mask, embed)
+    np.testing.assert_array_equal(items, [[0, 0, 6, 5]])
+    np.testing.assert_array_equal(m, [[0, 0, 1, 1]])
+    x, m, _ = memory.tokens(history, mask, embed, leave_out_b=jnp.array([7]))
+    np.testing.assert_array_equal(m, [[0, 0, 1, 1]])
+    expected = (embed(jnp.array(6)) + memory.count_embedding(jnp.array(2))
+                + memory.total_embedding(jnp.array(2)) + memory.share_embedding(jnp.array(7))
+                + memory.source_embedding(jnp.array(1)))
+    np.testing.assert_allclose(x[0, 2], expected, atol=1e-6)
+    # ... and item 0's 5 keeps its count 1 (bucket 1) beside the lowered total (share 1/3: 4).
+    expected = (embed(jnp.array(5)) + memory.count_embedding(jnp.array(1))
+                + memory.total_embedding(jnp.array(2)) + memory.share_embedding(jnp.array(4))
+                + memory.source_embedding(jnp.array(1)))
+    np.testing.assert_allclose(x[0, 3], expected, atol=1e-6)
 
 
 @nnx.jit
@@ -82,26 +101,35 @@ def _logits(model, history, mask, target_codes, leave_out):
     return model(history, mask, target_codes, deterministic=True, target_items_b=leave_out)
 
 
-def test_leaving_the_target_out_equals_deleting_its_count_from_the_table():
+def _loaded(pairs):
+    """`_model` with its table loaded from `pairs` instead."""
     model = _model()
+    pairs = np.asarray(pairs)
+    model.transition_memory.load(TransitionCounts.from_pairs(pairs[:, 0], pairs[:, 1], NUM_ITEMS))
+    return model
+
+
+def test_leaving_the_target_out_equals_deleting_its_count_from_the_table():
+    # The history 3, 1, 0 is a training sequence's prefix, so its pairs 3 -> 1 and 1 -> 0 are in
+    # the table (1 -> 0 ties with 1 -> 7 and comes first), and the example's target is 5.
+    base = [[0, 5], [0, 6], [0, 6], [0, 6], [1, 7], [1, 0], [3, 1]]
+    model = _loaded(base)
     history, mask = jnp.array([[3, 1, 0]]), jnp.array([[True, True, True]])
     codes = jnp.asarray(CODES[[5]])
     left_out = _logits(model, history, mask, codes, jnp.array([5]))
-    # The same table without 0 -> 5: inference (no leave-out) must see what training saw.
-    deleted = _model()
-    pairs = np.array([[0, 6], [0, 6], [0, 6], [1, 7]])
-    deleted.transition_memory.load(
-        TransitionCounts.from_pairs(pairs[:, 0], pairs[:, 1], NUM_ITEMS))
+    # The same table without the example's own pairs 0 -> 5 (source 0) and 1 -> 0 (source 1):
+    # inference (no leave-out) must see what training saw.
+    deleted = _loaded([[0, 6], [0, 6], [0, 6], [1, 7], [3, 1]])
     np.testing.assert_allclose(left_out, _logits(deleted, history, mask, codes, None), atol=1e-5)
-    # ... and the entry matters: with it, the logits differ.
+    # ... and the entries matter: with them, the logits differ.
     kept = _logits(model, history, mask, codes, None)
     assert np.abs(np.asarray(kept) - np.asarray(left_out)).max() > 1e-4
     # A target outside the top k (0 -> 8, once, ties with 0 -> 5 and loses on the item id)
-    # leaves every entry in place and lowers only item 0's total: the table without 0 -> 8.
-    with_8 = _model()
-    pairs = np.array([[0, 5], [0, 6], [0, 6], [0, 6], [0, 8], [1, 7]])
-    with_8.transition_memory.load(TransitionCounts.from_pairs(pairs[:, 0], pairs[:, 1], NUM_ITEMS))
-    np.testing.assert_allclose(_logits(with_8, history, mask, codes, jnp.array([8])), kept,
+    # leaves every source-0 entry in place and lowers only item 0's total: the table without
+    # 0 -> 8 (and without 1 -> 0, as before).
+    with_8 = _loaded(base + [[0, 8]])
+    np.testing.assert_allclose(_logits(with_8, history, mask, codes, jnp.array([8])),
+                               _logits(_loaded(base[:5] + base[6:]), history, mask, codes, None),
                                atol=1e-5)
 
 
