@@ -53,7 +53,8 @@ from sgrec_jax.models.counting import ItemTransition
 from sgrec_jax.serving.recommender import Recommender
 from sgrec_jax.stages.baselines import item_transition_weights
 from sgrec_jax.stages.cli import define_workdir, quiet_library_logs, run_app, run_or_exit
-from sgrec_jax.stages.pipeline import CONFIG_FILE, RESULTS_FILE, load_configured_dataset
+from sgrec_jax.stages.finished_run import check_run_dir, load_run_dataset
+from sgrec_jax.stages.pipeline import RESULTS_FILE
 from sgrec_jax.train.evaluate import (
     Rankings,
     rank_with_generator,
@@ -103,22 +104,6 @@ class Candidates:
         return float((self.items_uc == self.examples.target[:, None]).any(1).mean())
 
 
-def check_run_dir(workdir) -> ConfigDict:
-    """The config of a finished SFT run in `workdir`; ValueError naming what is missing."""
-    workdir = as_path(workdir)
-    for name in (CONFIG_FILE, RESULTS_FILE, "sids.npz"):
-        if not (workdir / name).exists():
-            raise ValueError(f"--workdir {workdir} is not a finished SFT run: no {name}")
-    results = read_json(workdir / RESULTS_FILE)
-    if not isinstance(results, dict) or "sft/best_step" not in results:
-        raise ValueError(f"--workdir {workdir}: {workdir / RESULTS_FILE} has no sft results "
-                         "(the run has no finished sft stage)")
-    if not (workdir / "sft" / "checkpoints").is_dir():
-        raise ValueError(f"--workdir {workdir}: no SFT checkpoints in "
-                         f"{workdir / 'sft' / 'checkpoints'}")
-    return ConfigDict(read_json(workdir / CONFIG_FILE))
-
-
 def score_candidates(recommender: Recommender, counting: ItemTransition, examples: Examples, *,
                      num_counting: int, batch_size: int, level_scoring: str) -> Candidates:
     """Beam top-B plus counting top-M candidates of every request, scored by both experts."""
@@ -150,11 +135,7 @@ def run_fusion(workdir, out_dir=None, *, lams: Sequence[float] = tuple(map(float
     config = check_run_dir(workdir)
     out_dir = as_path(out_dir) if out_dir else workdir / "fusion"
 
-    dataset = load_configured_dataset(config)
-    recorded = (read_json(workdir / RESULTS_FILE).get("provenance") or {}).get("data_files_sha256")
-    if recorded is not None and dict(recorded) != dict(dataset.source_files):
-        raise ValueError(f"--workdir {workdir} was trained on other data files ({recorded}) than "
-                         f"its config reads now ({dict(dataset.source_files)})")
+    dataset = load_run_dataset(workdir, config)
     record = provenance(dataset.source_files, config)
     data = config.data
     splits = load_splits(dataset, max_history=data.max_history,

@@ -1,0 +1,134 @@
+r"""Test metrics of any SFT checkpoint of a finished run, beside the one validation selected.
+
+    SGREC_DATA_DIR=... python -m experiments.evaluate_checkpoint --workdir=RUN_DIR --step=STEP \
+        [--results_dir=RUN_DIR/checkpoint_STEP]
+
+The SFT stage reports the test metrics of one checkpoint, the best by validation
+`config.sft.best_metric`. This answers what another kept checkpoint gives (the last one, or the
+best by another validation metric), ranked and reported exactly as the stage ranks and reports:
+the run's beam size and level scoring, its test users, the same diagnostics; with the
+validation metrics the run logged at that step beside them. It is a diagnostic, not a
+selection rule: a checkpoint chosen by its test metrics is not a protocol result.
+
+Writes RESULTS_DIR/results.json (the test report with the SFT stage's keys, "checkpoint/step", the
+step's "checkpoint/valid" metrics from sft/metrics.jsonl, the run's selected step, provenance)
+and RESULTS_DIR/test_rankings.npz (the SFT stage's format). RUN_DIR is only read.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import numpy as np
+from absl import app, flags, logging
+
+import sgrec_jax.registration  # noqa: F401  (registers everything a config names)
+from sgrec_jax.core.files import as_path, read_json, write_json
+from sgrec_jax.core.provenance import provenance
+from sgrec_jax.data.sources import load_splits
+from sgrec_jax.data.split import training_sequences
+from sgrec_jax.evaluation.diagnostics import TrainingStatistics
+from sgrec_jax.serving.recommender import Recommender
+from sgrec_jax.stages.cli import define_workdir, quiet_library_logs, run_app, run_or_exit
+from sgrec_jax.stages.finished_run import check_run_dir, load_run_dataset
+from sgrec_jax.stages.pipeline import RESULTS_FILE
+from sgrec_jax.train.evaluate import rank_with_generator, ranking_report, scalar_metrics, subsample
+
+RANKINGS_FILE = "test_rankings.npz"
+
+_WORKDIR = define_workdir("A finished SFT run directory (read only).")
+_STEP = flags.DEFINE_integer("step", None, "The checkpoint's training step (a kept checkpoint).")
+_RESULTS_DIR = flags.DEFINE_string("results_dir", None,
+                               "Where results go (default WORKDIR/checkpoint_STEP).")
+flags.mark_flags_as_required(["workdir", "step"])
+
+
+def kept_steps(workdir) -> list[int]:
+    """The steps of the SFT checkpoints kept in `workdir` (finished saves only)."""
+    checkpoints = as_path(workdir) / "sft" / "checkpoints"
+    return sorted(int(p.name) for p in checkpoints.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def logged_valid_metrics(workdir, step: int) -> dict[str, float]:
+    """The validation metrics the run logged at `step` (sft/metrics.jsonl), {} if none."""
+    path = as_path(workdir) / "sft" / "metrics.jsonl"
+    found: dict[str, float] = {}
+    if not path.exists():
+        return found
+    for line_no, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{line_no}: not a JSON line ({e})") from None
+        if row.get("step") == step:
+            found.update({k.removeprefix("valid/"): v for k, v in row.items()
+                          if k.startswith("valid/")})
+    return found
+
+
+def evaluate_checkpoint(workdir, step: int, results_dir=None) -> dict[str, Any]:
+    """Ranks the run's test users with checkpoint `step`; writes and returns results.json's
+    content (module docstring)."""
+    start = time.perf_counter()
+    workdir = as_path(workdir)
+    config = check_run_dir(workdir)
+    steps = kept_steps(workdir)
+    if step not in steps:
+        raise ValueError(f"--step {step}: {workdir / 'sft' / 'checkpoints'} keeps steps "
+                         f"{steps} (config.sft.keep_checkpoints decides how many are kept)")
+    results_dir = as_path(results_dir) if results_dir else workdir / f"checkpoint_{step}"
+    dataset = load_run_dataset(workdir, config)
+    data = config.data
+    splits = load_splits(dataset, max_history=data.max_history,
+                         source=data.get("source", "memory"), shards_dir=data.get("shards_dir", ""))
+    test = subsample(splits.test, config.eval.get("test_users", 0), config.seed)
+    recommender = Recommender.from_workdir(workdir, step=step)
+    rankings = rank_with_generator(
+        recommender.model, recommender.catalog, test, beam_size=recommender.beam_size, k=10,
+        batch_size=config.eval.batch_size,
+        level_scoring=config.eval.get("level_scoring", "renormalized"),
+    )
+    stats = TrainingStatistics.from_sequences(training_sequences(dataset), dataset.num_items)
+    report = scalar_metrics(ranking_report(
+        rankings, dataset.num_items, history_uh=test.history, stats=stats,
+        codes_nl=np.asarray(recommender.model.codes[...])))
+    run_results = read_json(workdir / RESULTS_FILE)
+    results = {
+        **report,
+        "checkpoint/step": step,
+        "checkpoint/valid": logged_valid_metrics(workdir, step),
+        "checkpoint/selected_step": run_results.get("sft/best_step"),
+        "checkpoint/source_run": str(workdir),
+        "eval/beam_size": recommender.beam_size,
+        "dataset": {"name": dataset.name, **dataset.stats()},
+        "wall_seconds": time.perf_counter() - start,
+        "provenance": provenance(dataset.source_files, config),
+    }
+    results_dir.mkdir(parents=True, exist_ok=True)
+    rankings.save(results_dir / RANKINGS_FILE)
+    write_json(results_dir / RESULTS_FILE, results)
+    logging.info("results written to %s", results_dir / RESULTS_FILE)
+    return results
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    quiet_library_logs()
+    results = run_or_exit(lambda: evaluate_checkpoint(_WORKDIR.value, _STEP.value,
+                                                      _RESULTS_DIR.value))
+    valid = results["checkpoint/valid"]
+    print(f"step {results['checkpoint/step']} (the run selected "
+          f"{results['checkpoint/selected_step']}): test "
+          + " ".join(f"{k} {results[k]:.4f}" for k in ("recall@5", "ndcg@5", "recall@10",
+                                                       "ndcg@10", "coverage@10"))
+          + "; valid " + " ".join(f"{k} {valid[k]:.4f}" for k in ("recall@10", "ndcg@10")
+                                  if k in valid))
+
+
+if __name__ == "__main__":
+    run_app(main)
