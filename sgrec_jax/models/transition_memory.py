@@ -136,8 +136,8 @@ class TransitionMemory(nnx.Module):
         # The example's own pairs (module docstring): source 0 -> target, source 1 -> last item.
         own_w = jnp.arange(window) < 2
         if leave_out_b is not None:
-            next_bw = jnp.concatenate([leave_out_b[:, None], source_bw[:, :1]], axis=1)[:, :window]
-            next_bw = jnp.pad(next_bw, ((0, 0), (0, window - next_bw.shape[1])))
+            # What followed each source in this example: the target, then source j - 1.
+            next_bw = jnp.concatenate([leave_out_b[:, None], source_bw[:, :window - 1]], axis=1)
             own = own_w[None, :, None] & (succ_bwk == next_bw[:, :, None])
             count_bwk = count_bwk - own.astype(count_bwk.dtype)
         mask_bwk = valid_bw[:, :, None] & (count_bwk > 0)
