@@ -34,6 +34,7 @@ from sgrec_jax.serving.recommender import Recommender
 from sgrec_jax.stages.cli import define_workdir, quiet_library_logs, run_app, run_or_exit
 from sgrec_jax.stages.finished_run import check_run_dir, load_run_dataset
 from sgrec_jax.stages.pipeline import RESULTS_FILE
+from sgrec_jax.train.checkpointing import Checkpointer
 from sgrec_jax.train.evaluate import rank_with_generator, ranking_report, scalar_metrics, subsample
 
 RANKINGS_FILE = "test_rankings.npz"
@@ -46,9 +47,9 @@ flags.mark_flags_as_required(["workdir", "step"])
 
 
 def kept_steps(workdir) -> list[int]:
-    """The steps of the SFT checkpoints kept in `workdir` (finished saves only)."""
-    checkpoints = as_path(workdir) / "sft" / "checkpoints"
-    return sorted(int(p.name) for p in checkpoints.iterdir() if p.is_dir() and p.name.isdigit())
+    """The steps of the SFT checkpoints kept in `workdir`, as Orbax lists them."""
+    with Checkpointer(as_path(workdir) / "sft" / "checkpoints") as checkpointer:
+        return checkpointer.all_steps()
 
 
 def logged_valid_metrics(workdir, step: int) -> dict[str, float]:
