@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Any experiment command on a lent accelerator, with what it wrote brought back as one file:
+#
+#   bash experiments/on_device.sh [--platform=gpu|tpu|cpu] [--time_limit=SECONDS] \
+#     [--bring=PATH ...] -- COMMAND [ARG ...]
+#
+# e.g. the Beauty seeds of a recipe on one GPU, archived by the runner into docs/results/runs/:
+#
+#   bash experiments/on_device.sh --time_limit=540 --bring=docs/results/runs/beauty_x -- \
+#     python3 -m experiments.multi_seed --config=experiments/configs/beauty_sft.py:rq_kmeans \
+#       --workdir=workdirs/beauty_x --seeds=0,1,2 --archive=docs/results/runs/beauty_x
+#
+# The set-up is experiments/device_env.sh's (JAX_PLATFORMS for --platform, default gpu; this
+# checkout on PYTHONPATH; wheels/ installed offline; data/ beside the code as SGREC_DATA_DIR:
+# copy the datasets the command reads there and carry it, since ../shared does not travel).
+# COMMAND runs in the checkout; its output goes to the terminal and to OUT_DIR/on_device.log.
+# When it ends (or --time_limit stops it, with SIGTERM and 30 s later SIGKILL, leaving time for
+# the rest), the --bring paths that exist (files or folders, relative to the checkout: results
+# and logs, not work directories, whose checkpoints are large) are packed into
+# OUT_DIR/brought.tar.gz, and OUT_DIR/on_device.json records the command, its exit status, its
+# wall time, what was packed and what was missing. OUT_DIR is $OUT when set (the device tool's
+# folder that comes back), else workdirs/on_device. Here, unpack with
+# `tar -xzf .../brought.tar.gz` in the checkout. Exits with COMMAND's status (124 when stopped
+# by --time_limit), 2 for bad arguments.
+set -euo pipefail
+
+usage() {
+  echo "usage: $0 [--platform=gpu|tpu|cpu] [--time_limit=SECONDS] [--bring=PATH ...] -- COMMAND [ARG ...]"
+}
+
+# shellcheck source=experiments/device_env.sh
+source "$(dirname "$0")/device_env.sh"
+fail() {
+  echo "$0: $1" >&2
+  usage >&2
+  exit 2
+}
+
+platform=gpu time_limit=0
+bring=()
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    -h | --help) usage; exit 0 ;;
+    --platform=*) platform="${1#*=}" ;;
+    --time_limit=*) time_limit="${1#*=}" ;;
+    --bring=*) bring+=("${1#*=}") ;;
+    --) shift; break ;;
+    *) fail "unknown option '$1' (the command goes after --)" ;;
+  esac
+  shift
+done
+[[ $# -gt 0 ]] || fail "no command after --"
+case "$platform" in
+  gpu | tpu | cpu) ;;
+  *) fail "--platform must be gpu, tpu or cpu, got '$platform'" ;;
+esac
+[[ $time_limit =~ ^[0-9]+$ ]] || fail "--time_limit must be whole seconds, got '$time_limit'"
+for path in ${bring[@]+"${bring[@]}"}; do
+  case "$path" in
+    /* | ../* | */../* | .. | */..) fail "--bring paths are relative to the checkout, got '$path'" ;;
+  esac
+done
+
+device_env_setup "$platform"
+out_dir="${OUT:-$DEVICE_REPO/workdirs/on_device}"
+mkdir -p "$out_dir"
+log="$out_dir/on_device.log"
+
+start=$(date +%s)
+status=0
+if [[ $time_limit -gt 0 ]]; then
+  timeout --kill-after=30 "$time_limit" "$@" 2>&1 | tee "$log" || status=${PIPESTATUS[0]}
+else
+  "$@" 2>&1 | tee "$log" || status=${PIPESTATUS[0]}
+fi
+wall=$(($(date +%s) - start))
+
+packed=()
+missing=()
+for path in ${bring[@]+"${bring[@]}"}; do
+  if [[ -e $path ]]; then packed+=("$path"); else missing+=("$path"); fi
+done
+if [[ ${#packed[@]} -gt 0 ]]; then
+  tar -czf "$out_dir/brought.tar.gz" "${packed[@]}"
+  echo "packed ${packed[*]} into $out_dir/brought.tar.gz ($(du -k "$out_dir/brought.tar.gz" | cut -f1) KiB)" >&2
+fi
+[[ ${#missing[@]} -eq 0 ]] || echo "not found, not packed: ${missing[*]}" >&2
+
+"$DEVICE_PYTHON" - "$out_dir/on_device.json" "$status" "$wall" "$platform" \
+  "${#packed[@]}" ${packed[@]+"${packed[@]}"} ${missing[@]+"${missing[@]}"} -- "$@" <<'EOF'
+import json, sys
+path, status, wall, platform, num_packed, *rest = sys.argv[1:]
+split = rest.index("--")
+paths, command = rest[:split], rest[split + 1:]
+num_packed = int(num_packed)
+record = {"command": command, "exit_status": int(status), "wall_seconds": int(wall),
+          "platform": platform, "packed": paths[:num_packed], "missing": paths[num_packed:]}
+with open(path, "w") as f:
+    json.dump(record, f, indent=2)
+EOF
+echo "exit status $status after ${wall}s (record: $out_dir/on_device.json)" >&2
+exit "$status"
