@@ -10,6 +10,11 @@ the run's beam size and level scoring, its test users, the same diagnostics; wit
 validation metrics the run logged at that step beside them. It is a diagnostic, not a
 selection rule: a checkpoint chosen by its test metrics is not a protocol result.
 
+--without_copy_head ranks with a copy-head model's generator part alone (the head removed, the
+transition memory still read as encoder context): how much of the model's ranking, per
+diagnostic bucket, the pointer makes, and whether the generator it trained beside the pointer
+still ranks the users whose target is not in the memory as a plain generator does.
+
 Writes RESULTS_DIR/results.json (the test report with the SFT stage's keys, "checkpoint/step", the
 step's "checkpoint/valid" metrics from sft/metrics.jsonl, the run's selected step, provenance)
 and RESULTS_DIR/test_rankings.npz (the SFT stage's format). RUN_DIR is only read.
@@ -43,6 +48,8 @@ _WORKDIR = define_workdir("A finished SFT run directory (read only).")
 _STEP = flags.DEFINE_integer("step", None, "The checkpoint's training step (a kept checkpoint).")
 _RESULTS_DIR = flags.DEFINE_string("results_dir", None,
                                "Where results go (default WORKDIR/checkpoint_STEP).")
+_WITHOUT_COPY_HEAD = flags.DEFINE_bool(
+    "without_copy_head", False, "Rank with the generator part of a copy-head model alone.")
 flags.mark_flags_as_required(["workdir", "step"])
 
 
@@ -71,9 +78,10 @@ def logged_valid_metrics(workdir, step: int) -> dict[str, float]:
     return found
 
 
-def evaluate_checkpoint(workdir, step: int, results_dir=None) -> dict[str, Any]:
-    """Ranks the run's test users with checkpoint `step`; writes and returns results.json's
-    content (module docstring)."""
+def evaluate_checkpoint(workdir, step: int, results_dir=None, *,
+                        without_copy_head: bool = False) -> dict[str, Any]:
+    """Ranks the run's test users with checkpoint `step` (with its copy head removed if
+    `without_copy_head`); writes and returns results.json's content (module docstring)."""
     start = time.perf_counter()
     workdir = as_path(workdir)
     config = check_run_dir(workdir)
@@ -81,13 +89,21 @@ def evaluate_checkpoint(workdir, step: int, results_dir=None) -> dict[str, Any]:
     if step not in steps:
         raise ValueError(f"--step {step}: {workdir / 'sft' / 'checkpoints'} keeps steps "
                          f"{steps} (config.sft.keep_checkpoints decides how many are kept)")
-    results_dir = as_path(results_dir) if results_dir else workdir / f"checkpoint_{step}"
+    if without_copy_head and not config.model.options.get("transition_memory_copy", False):
+        raise ValueError(f"--without_copy_head: {workdir} trained no copy head "
+                         "(model.options.transition_memory_copy is False)")
+    suffix = "_without_copy_head" if without_copy_head else ""
+    results_dir = (as_path(results_dir) if results_dir
+                   else workdir / f"checkpoint_{step}{suffix}")
     dataset = load_run_dataset(workdir, config)
     data = config.data
     splits = load_splits(dataset, max_history=data.max_history,
                          source=data.get("source", "memory"), shards_dir=data.get("shards_dir", ""))
     test = subsample(splits.test, config.eval.get("test_users", 0), config.seed)
     recommender = Recommender.from_workdir(workdir, step=step)
+    if without_copy_head:
+        # The generator then scores every level with its own logits (SidGenerator._copy).
+        recommender.model.copy_head = None
     rankings = rank_with_generator(
         recommender.model, recommender.catalog, test, beam_size=recommender.beam_size, k=10,
         batch_size=config.eval.batch_size,
@@ -104,6 +120,7 @@ def evaluate_checkpoint(workdir, step: int, results_dir=None) -> dict[str, Any]:
         "checkpoint/valid": logged_valid_metrics(workdir, step),
         "checkpoint/selected_step": run_results.get("sft/best_step"),
         "checkpoint/source_run": str(workdir),
+        "checkpoint/without_copy_head": without_copy_head,
         "eval/beam_size": recommender.beam_size,
         "dataset": {"name": dataset.name, **dataset.stats()},
         "wall_seconds": time.perf_counter() - start,
@@ -120,8 +137,9 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     quiet_library_logs()
-    results = run_or_exit(lambda: evaluate_checkpoint(_WORKDIR.value, _STEP.value,
-                                                      _RESULTS_DIR.value))
+    results = run_or_exit(lambda: evaluate_checkpoint(
+        _WORKDIR.value, _STEP.value, _RESULTS_DIR.value,
+        without_copy_head=_WITHOUT_COPY_HEAD.value))
     valid = results["checkpoint/valid"]
     print(f"step {results['checkpoint/step']} (the run selected "
           f"{results['checkpoint/selected_step']}): test "

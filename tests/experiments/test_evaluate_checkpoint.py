@@ -4,12 +4,17 @@ logged for it, the run directory is only read, and a step not kept is refused by
 
 import json
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from experiments.evaluate_checkpoint import evaluate_checkpoint, kept_steps
 from sgrec_jax.core.files import read_json, read_npz
+from sgrec_jax.data.sources import load_splits
+from sgrec_jax.serving.recommender import Recommender
+from sgrec_jax.stages.finished_run import check_run_dir, load_run_dataset
 from sgrec_jax.stages.pipeline import run_pipeline
+from sgrec_jax.train.evaluate import rank_with_generator
 from tests.stages.test_sft import tiny_config
 
 
@@ -56,3 +61,38 @@ def test_other_step_reports_its_logged_validation_metrics(run, tmp_path):
         evaluate_checkpoint(run_dir, 7, tmp_path / "no")
     with pytest.raises(ValueError, match="is not a finished SFT run"):
         evaluate_checkpoint(tmp_path / "empty", 6)
+
+
+
+def test_without_copy_head_ranks_as_the_gate_shut(run, tmp_path):
+    """The copy head removed ranks exactly as the same checkpoint with its gate forced shut
+    (each level's mixture is then the generator's own softmax); a run without a copy head is
+    refused by name."""
+    config = tiny_config()
+    config.stages = ("sids", "sft")
+    config.model.options.update(transition_memory=4, transition_memory_copy=True)
+    run_dir = tmp_path / "copy_run"
+    step = run_pipeline(config, str(run_dir))["sft/best_step"]
+    without = evaluate_checkpoint(run_dir, step, tmp_path / "without", without_copy_head=True)
+    assert without["checkpoint/without_copy_head"] is True
+    items = read_npz(tmp_path / "without" / "test_rankings.npz")["items_uk"]
+    with_head = read_npz(run_dir / "sft" / "test_rankings.npz")["items_uk"]
+    assert not np.array_equal(items, with_head), "removing the copy head changed nothing"
+
+    # The reference: the whole model with its gate's logit pushed to -1e9 (sigmoid 0).
+    run_config = check_run_dir(run_dir)
+    recommender = Recommender.from_workdir(run_dir, step=step)
+    gate = recommender.model.copy_head.gate
+    gate.kernel[...] = jnp.zeros_like(gate.kernel[...])
+    gate.bias[...] = jnp.full_like(gate.bias[...], -1e9)
+    test = load_splits(load_run_dataset(run_dir, run_config),
+                       max_history=run_config.data.max_history).test
+    shut = rank_with_generator(recommender.model, recommender.catalog, test,
+                               beam_size=recommender.beam_size, k=10,
+                               batch_size=run_config.eval.batch_size)
+    np.testing.assert_array_equal(items, shut.items_uk)
+
+    plain_dir, _ = run
+    with pytest.raises(ValueError, match="trained no copy head"):
+        evaluate_checkpoint(plain_dir, 6, tmp_path / "refused", without_copy_head=True)
+    assert not (tmp_path / "refused").exists()
