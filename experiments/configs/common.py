@@ -105,6 +105,9 @@ def base_config() -> ConfigDict:
     config.sft.history_crop = 0.0
     # Longest suffix a crop keeps (0 = any length; 1 = the last item alone).
     config.sft.history_crop_max_keep = 0
+    # A copy-head model: weight of an extra NLL under the generator part's own logits, so it
+    # learns the targets the pointer copies too (sgrec_jax/stages/sft.make_sft_loss); 0 = off.
+    config.sft.generator_nll_weight = 0.0
 
     # The SASRec baseline (the "sasrec" stage), RecBole's Beauty settings.
     config.sasrec = ConfigDict()

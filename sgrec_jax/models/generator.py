@@ -162,17 +162,22 @@ class SidGenerator(nnx.Module):
         *,
         deterministic: bool,
         target_items_b: jax.Array | None = None,
-    ) -> jax.Array:
+        with_generator_logits: bool = False,
+    ) -> jax.Array | tuple[jax.Array, jax.Array]:
         """float32 [B, L, V] teacher-forced logits: level l conditioned on target codes < l.
 
         target_items_b: the targets' item indices when these are training examples, so a
         transition memory leaves each example's own transition out (`encode`).
+        with_generator_logits: also return the generator part's own logits [B, L, V], before a
+        copy head mixes its pointer in (the same array without a copy head).
         """
         memory = self.encode(history_bh, history_mask_bh, deterministic=deterministic,
                              leave_out_b=target_items_b)
-        return self.sequence_logits(
-            memory, target_codes_bl[:, None], deterministic=deterministic
-        )[:, 0]
+        mixed, generated = self.sequence_logits_parts(
+            memory, target_codes_bl[:, None], deterministic=deterministic)
+        if with_generator_logits:
+            return mixed[:, 0], generated[:, 0]
+        return mixed[:, 0]
 
     def encode(
         self, history_bh: jax.Array, history_mask_bh: jax.Array, *, deterministic: bool = True,
@@ -209,10 +214,18 @@ class SidGenerator(nnx.Module):
         self, memory: Memory, codes_bkl: jax.Array, *, deterministic: bool = True
     ) -> jax.Array:
         """float32 [B, K, L, V] teacher-forced logits of K full SIDs [B, K, L] per request."""
+        return self.sequence_logits_parts(memory, codes_bkl, deterministic=deterministic)[0]
+
+    def sequence_logits_parts(
+        self, memory: Memory, codes_bkl: jax.Array, *, deterministic: bool = True
+    ) -> tuple[jax.Array, jax.Array]:
+        """`sequence_logits` and the generator part's own logits before the copy head (one
+        array twice without a copy head): float32 [B, K, L, V] each."""
         h_bkld = self.final_norm(
             self._hidden(memory, codes_bkl[..., : self.num_levels - 1], deterministic))
-        return self._copy(self.head.all_levels(h_bkld), h_bkld, memory, codes_bkl,
-                          jnp.arange(self.num_levels))
+        generated = self.head.all_levels(h_bkld)
+        return self._copy(generated, h_bkld, memory, codes_bkl,
+                          jnp.arange(self.num_levels)), generated
 
     def decode_logits(self, memory: Memory, prefix_codes_bkl: jax.Array, level: int) -> jax.Array:
         """float32 [B, K, V] logits of code `level` after each of K prefixes [B, K, >= level].

@@ -37,15 +37,25 @@ from sgrec_jax.train.supervised import check_training_config, train_supervised
 from sgrec_jax.train.train_state import LossFn
 
 
-def make_sft_loss(history_crop: float = 0.0, crop_max_keep: int = 0) -> LossFn:
+def make_sft_loss(history_crop: float = 0.0, crop_max_keep: int = 0,
+                  generator_nll_weight: float = 0.0) -> LossFn:
     """The SFT loss: cross-entropy of the target item's L SID tokens (`train.next_item`,
     summed over levels, mean over the batch). With history_crop > 0 that share of the batch
     trains on a random recent suffix of its history of at most crop_max_keep items (0: any
-    length; `train.augment.crop_histories`)."""
+    length; `train.augment.crop_histories`).
+
+    generator_nll_weight > 0 (a copy-head model) adds that weight times the same cross-entropy
+    under the generator part's own logits, before the copy head mixes its pointer in. The
+    mixture's NLL gives the generator little gradient on a target the pointer already explains,
+    and measured alone (`experiments.evaluate_checkpoint --without_copy_head`) the generator
+    of a copy model ranks the users whose target is not in the memory below a plain
+    generator; this term has it learn every target as a plain generator does."""
     if not 0.0 <= history_crop <= 1.0:
         raise ValueError(f"history_crop must be in [0, 1], got {history_crop}")
     if crop_max_keep < 0:
         raise ValueError(f"crop_max_keep must be >= 0 (0 = no cap), got {crop_max_keep}")
+    if generator_nll_weight < 0:
+        raise ValueError(f"generator_nll_weight must be >= 0, got {generator_nll_weight}")
 
     def loss(model: nnx.Module, batch: dict, rng: jax.Array) -> tuple[jax.Array, dict]:
         nnx.reseed(model, default=rng)
@@ -53,11 +63,19 @@ def make_sft_loss(history_crop: float = 0.0, crop_max_keep: int = 0) -> LossFn:
                                  crop_max_keep)
         codes_bl = model.item_codes(batch["target"])
         logits_blv = model(batch["history"], mask_bh, codes_bl, deterministic=False,
-                           target_items_b=batch["target"])
+                           target_items_b=batch["target"],
+                           with_generator_logits=generator_nll_weight > 0)
+        extra = {}
+        if generator_nll_weight > 0:
+            logits_blv, generated_blv = logits_blv
+            generator_nll = next_item_nll(generated_blv, codes_bl).sum(-1).mean()
+            extra["generator_nll"] = generator_nll
         nll_bl = next_item_nll(logits_blv, codes_bl)
         exact_b = jnp.all(jnp.argmax(logits_blv, -1) == codes_bl, axis=-1)
-        return nll_bl.sum(-1).mean(), {"token_nll": nll_bl.mean(),
-                                       "teacher_forced_acc": exact_b.mean()}
+        loss = nll_bl.sum(-1).mean()
+        if generator_nll_weight > 0:
+            loss = loss + generator_nll_weight * extra["generator_nll"]
+        return loss, {"token_nll": nll_bl.mean(), "teacher_forced_acc": exact_b.mean(), **extra}
 
     return loss
 
@@ -77,6 +95,12 @@ def _check(config: ConfigDict) -> None:
         raise ValueError(f"sft.history_crop_max_keep {config.sft.history_crop_max_keep} must be "
                          ">= 0 (0 = no cap)")
     options = parse_options(config.model.name, config.model.options)
+    generator_nll_weight = config.sft.get("generator_nll_weight", 0.0)
+    if generator_nll_weight < 0:
+        raise ValueError(f"sft.generator_nll_weight {generator_nll_weight} must be >= 0")
+    if generator_nll_weight > 0 and not options.transition_memory_copy:
+        raise ValueError("sft.generator_nll_weight > 0 weighs the NLL of a copy head's "
+                         "generator part: it needs model.options.transition_memory_copy")
     if options.transition_memory and config.data.rl_holdout != "none":
         # The memory counts every training transition, the held-out RL requests' included: RL
         # would then see each request's own target in its memory.
@@ -123,7 +147,8 @@ def _run(context: RunContext) -> None:
         return scalar_metrics(ranking_report(rankings, dataset.num_items))
 
     run_dir = os.path.join(context.workdir, "sft")
-    loss_fn = make_sft_loss(config.sft.history_crop, config.sft.history_crop_max_keep)
+    loss_fn = make_sft_loss(config.sft.history_crop, config.sft.history_crop_max_keep,
+                            config.sft.get("generator_nll_weight", 0.0))
     outcome = train_supervised(
         model=model, loss_fn=loss_fn, evaluate=evaluate,
         train=sft_examples(splits.train, config.data.rl_holdout),

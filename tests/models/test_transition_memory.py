@@ -216,3 +216,37 @@ def test_context_gate_starts_as_the_state_gate_and_opens_on_its_context():
     with pytest.raises(ValueError, match="transition_memory_copy_gate must be one of"):
         tiny("encoder_decoder", "item", transition_memory=2, transition_memory_copy=True,
              transition_memory_copy_gate="attention")
+
+
+def test_generator_nll_weight_adds_the_generator_parts_own_nll():
+    """sft.generator_nll_weight: the loss is the mixture's NLL plus w times the NLL under the
+    generator's logits alone, which equal the logits of the same model with its copy head
+    removed; the SFT stage refuses the weight without a copy head."""
+    from sgrec_jax.stages import sft
+
+    model = _copy_model(0.0)
+    batch = {"history": jnp.array([[3, 1, 0], [9, 2, 1]]),
+             "history_mask": jnp.array([[True, True, True], [False, True, True]]),
+             "target": jnp.array([5, 4])}
+    rng = jax.random.key(0)
+    mixed, mixed_metrics = sft.make_sft_loss()(model, batch, rng)
+    weighted, metrics = sft.make_sft_loss(generator_nll_weight=0.5)(model, batch, rng)
+    assert "generator_nll" not in mixed_metrics
+    np.testing.assert_allclose(metrics["token_nll"], mixed_metrics["token_nll"], rtol=1e-6)
+
+    head, model.copy_head = model.copy_head, None  # the generator part alone
+    generator, _ = sft.make_sft_loss()(model, batch, rng)
+    model.copy_head = head
+    np.testing.assert_allclose(metrics["generator_nll"], generator, rtol=1e-6)
+    np.testing.assert_allclose(weighted, mixed + 0.5 * generator, rtol=1e-6)
+    assert abs(float(generator) - float(mixed)) > 1e-3, "the copy head changed nothing"
+
+    with pytest.raises(ValueError, match="generator_nll_weight must be >= 0"):
+        sft.make_sft_loss(generator_nll_weight=-1.0)
+    from experiments.configs import quickstart
+    config = quickstart.get_config()
+    config.sft.generator_nll_weight = 1.0
+    with pytest.raises(ValueError, match="needs model.options.transition_memory_copy"):
+        sft._check(config)
+    config.model.options.update(transition_memory=2, transition_memory_copy=True)
+    sft._check(config)
