@@ -25,7 +25,7 @@
 #     --platform any -d wheels/ grain==0.2.18 array_record==0.8.6 ml_collections==1.1.0 \
 #     tensorboardX==2.6.5 portpicker==1.6.0
 
-DEVICE_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DEVICE_REPO="$(CDPATH='' cd -- "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DEVICE_PYTHON="${PYTHON:-python3}"
 DEVICE_WHEEL_SITE=""
 

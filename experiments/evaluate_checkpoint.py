@@ -13,7 +13,8 @@ selection rule: a checkpoint chosen by its test metrics is not a protocol result
 --without_copy_head ranks with a copy-head model's generator part alone (the head removed, the
 transition memory still read as encoder context): how much of the model's ranking, per
 diagnostic bucket, the pointer makes, and whether the generator it trained beside the pointer
-still ranks the users whose target is not in the memory as a plain generator does.
+still ranks the users whose target is not in the memory as a plain generator does. Its
+"checkpoint/valid" stays what the run logged at that step, i.e. the whole model's.
 
 Writes RESULTS_DIR/results.json (the test report with the SFT stage's keys, "checkpoint/step", the
 step's "checkpoint/valid" metrics from sft/metrics.jsonl, the run's selected step, provenance)
@@ -47,7 +48,8 @@ RANKINGS_FILE = "test_rankings.npz"
 _WORKDIR = define_workdir("A finished SFT run directory (read only).")
 _STEP = flags.DEFINE_integer("step", None, "The checkpoint's training step (a kept checkpoint).")
 _RESULTS_DIR = flags.DEFINE_string("results_dir", None,
-                               "Where results go (default WORKDIR/checkpoint_STEP).")
+                               "Where results go (default WORKDIR/checkpoint_STEP, with "
+                               "_without_copy_head appended under --without_copy_head).")
 _WITHOUT_COPY_HEAD = flags.DEFINE_bool(
     "without_copy_head", False, "Rank with the generator part of a copy-head model alone.")
 flags.mark_flags_as_required(["workdir", "step"])
@@ -103,6 +105,8 @@ def evaluate_checkpoint(workdir, step: int, results_dir=None, *,
     recommender = Recommender.from_workdir(workdir, step=step)
     if without_copy_head:
         # The generator then scores every level with its own logits (SidGenerator._copy).
+        # Only recommender.model changes: the Recommender's own split of it (recommend())
+        # keeps the head, and is not used here.
         recommender.model.copy_head = None
     rankings = rank_with_generator(
         recommender.model, recommender.catalog, test, beam_size=recommender.beam_size, k=10,
@@ -145,7 +149,8 @@ def main(argv):
           f"{results['checkpoint/selected_step']}): test "
           + " ".join(f"{k} {results[k]:.4f}" for k in ("recall@5", "ndcg@5", "recall@10",
                                                        "ndcg@10", "coverage@10"))
-          + "; valid " + " ".join(f"{k} {valid[k]:.4f}" for k in ("recall@10", "ndcg@10")
+          + ("; the run's logged valid (whole model) " if results["checkpoint/without_copy_head"]
+             else "; valid ") + " ".join(f"{k} {valid[k]:.4f}" for k in ("recall@10", "ndcg@10")
                                   if k in valid))
 
 

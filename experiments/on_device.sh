@@ -20,8 +20,9 @@
 # OUT_DIR/brought.tar.gz, and OUT_DIR/on_device.json records the command, its exit status, its
 # wall time, what was packed and what was missing. OUT_DIR is $OUT when set (the device tool's
 # folder that comes back), else workdirs/on_device. Here, unpack with
-# `tar -xzf .../brought.tar.gz` in the checkout. Exits with COMMAND's status (124 when stopped
-# by --time_limit), 2 for bad arguments.
+# `tar -xzf .../brought.tar.gz` in the checkout. Exits with COMMAND's status (124 when
+# --time_limit stopped it, 137 when it then had to be killed), 2 for bad arguments; the record
+# holds tar's status too ("tar_status").
 set -euo pipefail
 
 usage() {
@@ -54,10 +55,12 @@ case "$platform" in
   gpu | tpu | cpu) ;;
   *) fail "--platform must be gpu, tpu or cpu, got '$platform'" ;;
 esac
-[[ $time_limit =~ ^[0-9]+$ ]] || fail "--time_limit must be whole seconds, got '$time_limit'"
+[[ $time_limit =~ ^(0|[1-9][0-9]*)$ ]] || fail "--time_limit must be whole seconds, got '$time_limit'"
 for path in ${bring[@]+"${bring[@]}"}; do
   case "$path" in
     /* | ../* | */../* | .. | */..) fail "--bring paths are relative to the checkout, got '$path'" ;;
+    "" | . | ./ | workdirs | workdirs/ | -*)
+      fail "--bring names results and logs inside the checkout, not '$path'" ;;
   esac
 done
 
@@ -66,35 +69,57 @@ out_dir="${OUT:-$DEVICE_REPO/workdirs/on_device}"
 mkdir -p "$out_dir"
 log="$out_dir/on_device.log"
 
+# The command runs in the background so that a signal to this script (Ctrl-C, a harness ending
+# the device call) reaches it: GNU timeout runs in a process group of its own, which a kill of
+# this script's group would miss. Its output goes to the terminal and the log through one tee.
+rm -f "$out_dir/brought.tar.gz"  # never leave an earlier run's archive beside this record
+exec 3> >(tee "$log")
+tee_pid=$!
 start=$(date +%s)
-status=0
-if [[ $time_limit -gt 0 ]]; then
-  timeout --kill-after=30 "$time_limit" "$@" 2>&1 | tee "$log" || status=${PIPESTATUS[0]}
+if ((10#$time_limit > 0)); then
+  timeout --kill-after=30 "$time_limit" "$@" >&3 2>&3 &
 else
-  "$@" 2>&1 | tee "$log" || status=${PIPESTATUS[0]}
+  "$@" >&3 2>&3 &
 fi
+command_pid=$!
+trap 'kill -TERM "$command_pid" 2>/dev/null || true' INT TERM
+status=0
+wait "$command_pid" || status=$?
+while kill -0 "$command_pid" 2>/dev/null; do  # a trapped signal interrupted the wait
+  status=0
+  wait "$command_pid" || status=$?
+done
+trap - INT TERM
 wall=$(($(date +%s) - start))
+exec 3>&-
+wait "$tee_pid" || true
 
 packed=()
 missing=()
 for path in ${bring[@]+"${bring[@]}"}; do
   if [[ -e $path ]]; then packed+=("$path"); else missing+=("$path"); fi
 done
+tar_status=0
 if [[ ${#packed[@]} -gt 0 ]]; then
-  tar -czf "$out_dir/brought.tar.gz" "${packed[@]}"
-  echo "packed ${packed[*]} into $out_dir/brought.tar.gz ($(du -k "$out_dir/brought.tar.gz" | cut -f1) KiB)" >&2
+  tar -czf "$out_dir/brought.tar.gz" -- "${packed[@]}" || tar_status=$?
+  if [[ $tar_status == 0 ]]; then
+    echo "packed ${packed[*]} into $out_dir/brought.tar.gz ($(du -k "$out_dir/brought.tar.gz" | cut -f1) KiB)" >&2
+  else
+    echo "tar exited with $tar_status packing ${packed[*]}" >&2
+  fi
 fi
 [[ ${#missing[@]} -eq 0 ]] || echo "not found, not packed: ${missing[*]}" >&2
 
-"$DEVICE_PYTHON" - "$out_dir/on_device.json" "$status" "$wall" "$platform" \
+"$DEVICE_PYTHON" - "$out_dir/on_device.json" "$status" "$wall" "$platform" "$tar_status" \
   "${#packed[@]}" ${packed[@]+"${packed[@]}"} ${missing[@]+"${missing[@]}"} -- "$@" <<'EOF'
 import json, sys
-path, status, wall, platform, num_packed, *rest = sys.argv[1:]
+path, status, wall, platform, tar_status, num_packed, *rest = sys.argv[1:]
 split = rest.index("--")
 paths, command = rest[:split], rest[split + 1:]
 num_packed = int(num_packed)
 record = {"command": command, "exit_status": int(status), "wall_seconds": int(wall),
-          "platform": platform, "packed": paths[:num_packed], "missing": paths[num_packed:]}
+          "platform": platform, "packed": paths[:num_packed], "missing": paths[num_packed:],
+          "tar_status": int(tar_status)}
 with open(path, "w") as f:
     json.dump(record, f, indent=2)
 EOF
