@@ -28,7 +28,10 @@ SCRIPT = REPO / "experiments" / "device_check.sh"
 def device_check(*args, env=None, timeout=600):
     return subprocess.run(
         ["bash", str(SCRIPT), *args], cwd=REPO, capture_output=True, text=True,
-        timeout=timeout, env={**os.environ, "PYTHON": sys.executable, **(env or {})},
+        timeout=timeout,
+        # No wheels unless a test gives some (a checkout's wheels/ may hold another Python's).
+        env={**os.environ, "PYTHON": sys.executable, "SGREC_WHEELS": "/nonexistent",
+             **(env or {})},
     )
 
 
