@@ -23,11 +23,7 @@ usage() {
 
 # shellcheck source=experiments/device_env.sh
 source "$(dirname "$0")/device_env.sh"
-fail() {
-  echo "$0: $1" >&2
-  usage >&2
-  exit 2
-}
+fail() { device_usage_error "$1"; }
 
 platform=gpu quick=0
 args=()

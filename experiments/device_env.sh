@@ -36,6 +36,14 @@ device_env_cleanup() {
   fi
 }
 
+# device_usage_error MESSAGE: a bad argument of the sourcing script, which defines usage():
+# the message, the usage, exit status 2.
+device_usage_error() {
+  echo "$0: $1" >&2
+  usage >&2
+  exit 2
+}
+
 # device_env_setup PLATFORM: returns 2 (with a message) for an unknown platform.
 device_env_setup() {
   case "$1" in
