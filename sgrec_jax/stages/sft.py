@@ -68,13 +68,10 @@ def make_sft_loss(history_crop: float = 0.0, crop_max_keep: int = 0,
         extra = {}
         if generator_nll_weight > 0:
             logits_blv, generated_blv = logits_blv
-            generator_nll = next_item_nll(generated_blv, codes_bl).sum(-1).mean()
-            extra["generator_nll"] = generator_nll
+            extra["generator_nll"] = next_item_nll(generated_blv, codes_bl).sum(-1).mean()
         nll_bl = next_item_nll(logits_blv, codes_bl)
         exact_b = jnp.all(jnp.argmax(logits_blv, -1) == codes_bl, axis=-1)
-        loss = nll_bl.sum(-1).mean()
-        if generator_nll_weight > 0:
-            loss = loss + generator_nll_weight * extra["generator_nll"]
+        loss = nll_bl.sum(-1).mean() + generator_nll_weight * extra.get("generator_nll", 0.0)
         return loss, {"token_nll": nll_bl.mean(), "teacher_forced_acc": exact_b.mean(), **extra}
 
     return loss
