@@ -23,7 +23,6 @@ usage() {
 
 # shellcheck source=experiments/device_env.sh
 source "$(dirname "$0")/device_env.sh"
-fail() { device_usage_error "$1"; }
 
 platform=gpu quick=0
 args=()
@@ -35,13 +34,10 @@ for arg in "$@"; do
     *) args+=("$arg") ;;
   esac
 done
-case "$platform" in
-  gpu | tpu | cpu) ;;
-  *) fail "--platform must be gpu, tpu or cpu, got '$platform'" ;;
-esac
+device_check_platform "$platform"
 sizes=$platform
 if [[ $quick == 1 ]]; then
-  [[ $platform == cpu ]] || fail "--quick is for --platform=cpu"
+  [[ $platform == cpu ]] || device_usage_error "--quick is for --platform=cpu"
   sizes=quick
 fi
 device_env_setup "$platform"

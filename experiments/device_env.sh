@@ -44,6 +44,14 @@ device_usage_error() {
   exit 2
 }
 
+# device_check_platform PLATFORM: a usage error unless gpu, tpu or cpu.
+device_check_platform() {
+  case "$1" in
+    gpu | tpu | cpu) ;;
+    *) device_usage_error "--platform must be gpu, tpu or cpu, got '$1'" ;;
+  esac
+}
+
 # device_env_setup PLATFORM: returns 2 (with a message) for an unknown platform.
 device_env_setup() {
   case "$1" in

@@ -31,7 +31,6 @@ usage() {
 
 # shellcheck source=experiments/device_env.sh
 source "$(dirname "$0")/device_env.sh"
-fail() { device_usage_error "$1"; }
 
 platform=gpu time_limit=0
 bring=()
@@ -42,21 +41,18 @@ while [[ $# -gt 0 ]]; do
     --time_limit=*) time_limit="${1#*=}" ;;
     --bring=*) bring+=("${1#*=}") ;;
     --) shift; break ;;
-    *) fail "unknown option '$1' (the command goes after --)" ;;
+    *) device_usage_error "unknown option '$1' (the command goes after --)" ;;
   esac
   shift
 done
-[[ $# -gt 0 ]] || fail "no command after --"
-case "$platform" in
-  gpu | tpu | cpu) ;;
-  *) fail "--platform must be gpu, tpu or cpu, got '$platform'" ;;
-esac
-[[ $time_limit =~ ^(0|[1-9][0-9]*)$ ]] || fail "--time_limit must be whole seconds, got '$time_limit'"
+[[ $# -gt 0 ]] || device_usage_error "no command after --"
+device_check_platform "$platform"
+[[ $time_limit =~ ^(0|[1-9][0-9]*)$ ]] || device_usage_error "--time_limit must be whole seconds, got '$time_limit'"
 for path in ${bring[@]+"${bring[@]}"}; do
   case "$path" in
-    /* | ../* | */../* | .. | */..) fail "--bring paths are relative to the checkout, got '$path'" ;;
+    /* | ../* | */../* | .. | */..) device_usage_error "--bring paths are relative to the checkout, got '$path'" ;;
     "" | . | ./ | workdirs | workdirs/ | -*)
-      fail "--bring names results and logs inside the checkout, not '$path'" ;;
+      device_usage_error "--bring names results and logs inside the checkout, not '$path'" ;;
   esac
 done
 
