@@ -12,7 +12,10 @@ training examples away from the generator's SFT and gives them to RL as its only
                       examples; a fixed seeded draw, the same for every run) is held out.
 
 Validation and test are untouched (the protocol), and so is every other model's training (SASRec,
-the pCTR reward models, the judge): only the generator's SFT examples shrink. The examples are
+the pCTR reward models, the judge): only the generator's SFT examples shrink. A generator's
+transition memory still counts every training transition (the held-out ones are training data
+as much as the rest); RL leaves each request's own transition out of it, as SFT does for its
+examples (rl/grpo.py). The examples are
 leave_one_out's in-memory training split, whose rows hold each user's prefixes in time order.
 """
 

@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from sgrec_jax.decoding.logprob import SidPolicy, masked_log_softmax
+from sgrec_jax.decoding.logprob import SidPolicy, encode_requests, masked_log_softmax
 from sgrec_jax.sid.catalog import Catalog, allowed_mask, item_of_leaf, item_of_sid, next_node
 
 
@@ -99,6 +99,7 @@ def constrained_beam_search(
     beam_size: int,
     num_return: int | None = None,
     level_scoring: str = "renormalized",
+    leave_out_b: jax.Array | None = None,
 ) -> BeamResult:
     """Beam search of the constrained policy; traceable (see `constrained_beam_search_jit`).
 
@@ -109,6 +110,8 @@ def constrained_beam_search(
       beam_size: beams kept per level (static).
       num_return: items returned per request, <= beam_size; defaults to beam_size.
       level_scoring: "renormalized" or "full_softmax" (static; see the module docstring).
+      leave_out_b: int32 [B] the requests' own targets when they are training examples (RL
+        rollouts; `logprob.encode_requests`), else None.
     """
     if level_scoring not in LEVEL_SCORINGS:
         raise ValueError(
@@ -118,7 +121,7 @@ def constrained_beam_search(
     if beam_size < 1 or not 1 <= num_return <= beam_size:
         raise ValueError(f"need 1 <= num_return <= beam_size, got {num_return}, {beam_size}")
     b, v, levels = history_bh.shape[0], catalog.vocab_size, catalog.num_levels
-    memory = model.encode(history_bh, history_mask_bh, deterministic=True)
+    memory = encode_requests(model, history_bh, history_mask_bh, leave_out_b)
     # Level 0 expands the root alone; every later level keeps `width` beams. Beams that the
     # level's nodes cannot fill (fewer nodes than width) are dead: score -inf, so every
     # continuation of a real beam outranks them, and they end as padding.

@@ -25,7 +25,8 @@ class SidPolicy(Protocol):
 
     def encode(self, history_bh: jax.Array, history_mask_bh: jax.Array, *,
                deterministic: bool = True) -> Any:
-        """The per-request memory (any pytree), computed once per request."""
+        """The per-request memory (any pytree), computed once per request. A generator with a
+        transition memory also takes `leave_out_b` (see `encode_requests`)."""
 
     def decode_logits(self, memory: Any, prefix_codes_bkl: jax.Array, level: int) -> jax.Array:
         """float32 [B, K, V] logits of code `level` (static) after K prefixes per request."""
@@ -40,6 +41,21 @@ class SidPolicy(Protocol):
 
     def sequence_logits(self, memory: Any, codes_bkl: jax.Array) -> jax.Array:
         """float32 [B, K, L, V] teacher-forced logits of K full SIDs per request."""
+
+
+def encode_requests(model: SidPolicy, history_bh: jax.Array, history_mask_bh: jax.Array,
+                    leave_out_b: jax.Array | None = None) -> Any:
+    """`model.encode` of requests for decoding (deterministic).
+
+    leave_out_b: int32 [B] the requests' own targets when the requests are training examples
+    (RL rollouts): a generator with a transition memory then leaves each request's own
+    last item -> target count out of its memory, as SFT does (models/transition_memory.py), so
+    a training request sees what a validation or test request sees. None for every other
+    request; models without a memory ignore it.
+    """
+    if leave_out_b is None:
+        return model.encode(history_bh, history_mask_bh, deterministic=True)
+    return model.encode(history_bh, history_mask_bh, deterministic=True, leave_out_b=leave_out_b)
 
 
 class SequenceLogProb(NamedTuple):

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from sgrec_jax.decoding.logprob import SidPolicy, masked_log_softmax
+from sgrec_jax.decoding.logprob import SidPolicy, encode_requests, masked_log_softmax
 from sgrec_jax.sid.catalog import Catalog, allowed_mask, item_of_leaf, next_node
 
 
@@ -46,6 +46,7 @@ def constrained_sample(
     *,
     num_samples: int,
     temperature: float,
+    leave_out_b: jax.Array | None = None,
 ) -> SampleResult:
     """G = num_samples samples per request; traceable (see `constrained_sample_jit`).
 
@@ -57,13 +58,15 @@ def constrained_sample(
       num_samples: G (static).
       temperature: > 0 (static); divides the logits before sampling; near 0 every sample is the
         constrained greedy item (beam size 1).
+      leave_out_b: int32 [B] the requests' own targets when they are training examples (RL
+        rollouts; `logprob.encode_requests`), else None.
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     b, g, v, levels = history_bh.shape[0], num_samples, catalog.vocab_size, catalog.num_levels
-    memory = model.encode(history_bh, history_mask_bh, deterministic=True)
+    memory = encode_requests(model, history_bh, history_mask_bh, leave_out_b)
     codes_bgl = jnp.zeros((b, g, levels), jnp.int32)
     node_n = jnp.zeros(b * g, jnp.int32)
     logprob_bg = jnp.zeros((b, g), jnp.float32)

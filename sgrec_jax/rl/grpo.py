@@ -52,6 +52,7 @@ from jax.sharding import Mesh
 
 from sgrec_jax.core.policy_gradient import clipped_objective, exact_kl, k3_kl
 from sgrec_jax.core.sharding import batch_sharding, replicated
+from sgrec_jax.decoding.logprob import encode_requests
 from sgrec_jax.rewards.channel import RewardChannel, RewardRequests, reward_tensor
 from sgrec_jax.rl.estimators import Estimator, channel_advantages
 from sgrec_jax.rl.level_credit import level_advantage
@@ -191,8 +192,9 @@ def policy_loss(
     ref_logp_bglv [B, G, L, V] (the reference's constrained distributions: the kl_exact metric,
     and needed by kl_estimator "exact").
 
-    One deterministic forward pass (no dropout: pi must equal pi_old at equal parameters)
-    scores the G candidates and, as a (G+1)-th candidate sharing the encoded history, the
+    The requests are training examples: a transition memory leaves each one's own transition
+    (its target) out, as in the rollout. One deterministic forward pass (no dropout: pi must
+    equal pi_old at equal parameters) scores the G candidates and, as a (G+1)-th candidate sharing the encoded history, the
     target's SID. On the first update pi_old is pi itself, taken from this very pass, so the
     ratio is exactly 1 whatever the compiler fuses differently. NLL = mean_b sum_l
     -log softmax(logits_l)[target code l], the SFT loss (`train.next_item`, full softmax over
@@ -209,7 +211,8 @@ def policy_loss(
         codes_bgl = batch["codes_bgl"]
         g = codes_bgl.shape[1]
         target_bl = model.item_codes(batch["target"])
-        memory = model.encode(batch["history"], batch["history_mask"], deterministic=True)
+        memory = encode_requests(model, batch["history"], batch["history_mask"],
+                                 batch["target"])
         logits_bklv = model.sequence_logits(
             memory, jnp.concatenate([codes_bgl, target_bl[:, None]], axis=1)
         )
@@ -266,7 +269,8 @@ def channel_gram(
     alone, channel_adv_bglk[..., k] ([B, G, L or 1, K]: spread over levels as the update
     spreads the mixed advantage), at the rollout parameters (where the ratio is 1 and the clip
     is inactive), restricted to the parameters matching `gradient_params`. The forward pass is
-    shared by the K channels (one reverse pass each).
+    shared by the K channels (one reverse pass each). Batch: history, history_mask, target (left
+    out of a transition memory, as in the rollout) and codes_bgl.
     """
     leaves, treedef = jax.tree.flatten(params)
     chosen = select_params(params, gradient_params)
@@ -277,7 +281,8 @@ def channel_gram(
             full[i] = x
         model = nnx.merge(graphdef, jax.tree.unflatten(treedef, full), model_state, copy=True)
         logp_bgl = score_group(
-            model, catalog, batch["history"], batch["history_mask"], batch["codes_bgl"]
+            model, catalog, batch["history"], batch["history_mask"], batch["codes_bgl"],
+            leave_out_b=batch["target"],
         ).token_logprob_bgl
         old_bgl = jax.lax.stop_gradient(logp_bgl)
 
@@ -387,10 +392,14 @@ def make_rl_step(
         reference = nnx.merge(graphdef, ref_params, state.model_state)
 
         # Rollout and scoring: pi_old is the policy that generated the group.
+        # The requests are training examples: a transition memory leaves each one's own
+        # transition out (rollout.py), in the rollout and in every scoring.
+        target_b = batch["target"]
         group = generate(policy, catalog, history_bh, mask_bh, rollout_rng,
                          mode=settings.rollout, group_size=settings.group_size,
-                         temperature=settings.temperature)
-        ref = score_group(reference, catalog, history_bh, mask_bh, group.codes_bgl)
+                         temperature=settings.temperature, leave_out_b=target_b)
+        ref = score_group(reference, catalog, history_bh, mask_bh, group.codes_bgl,
+                          leave_out_b=target_b)
         data = {"history": history_bh, "history_mask": mask_bh, "target": batch["target"],
                 "codes_bgl": group.codes_bgl, "ref_token_logprob_bgl": ref.token_logprob_bgl,
                 "ref_logp_bglv": ref.logp_bglv}
@@ -398,7 +407,8 @@ def make_rl_step(
         logprob_bg = jnp.full(group.items_bg.shape, jnp.nan, jnp.float32)
         old = None
         if old_pass:
-            old = score_group(policy, catalog, history_bh, mask_bh, group.codes_bgl)
+            old = score_group(policy, catalog, history_bh, mask_bh, group.codes_bgl,
+                              leave_out_b=target_b)
             data["old_token_logprob_bgl"] = old.token_logprob_bgl
             logprob_bg = old.logprob_bg
 

@@ -10,7 +10,10 @@ MiniOneRec does; deterministic) and "sample" (constrained ancestral sampling at 
 items may repeat within a group). Scoring is the one function pi, pi_old and pi_ref share
 (`decoding.constrained_log_softmax` of teacher-forced logits): each request's history is encoded
 once and its G candidates are scored together against that memory, never from beam scores.
-Everything here is traceable and vectorised over requests and candidates.
+RL requests are training examples: their `leave_out_b` (the requests' targets) keeps a
+transition memory from showing each request its own transition, for the rollout and every
+scoring alike (`logprob.encode_requests`). Everything here is traceable and vectorised over
+requests and candidates.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from sgrec_jax.decoding.beam_search import constrained_beam_search
 from sgrec_jax.decoding.logprob import (
     SidPolicy,
     constrained_log_softmax,
+    encode_requests,
     log_softmax_entropy,
     token_logprob,
 )
@@ -75,21 +79,23 @@ def generate(
     mode: str,
     group_size: int,
     temperature: float,
+    leave_out_b: jax.Array | None = None,
 ) -> Group:
     """G = group_size candidates per request from `model` (mode and sizes static).
 
     `rng` drives sampling only; beam rollouts are deterministic. `temperature` applies to
-    sampling only.
+    sampling only. `leave_out_b`: the requests' targets when they are training examples.
     """
     if mode == "beam":
         result = constrained_beam_search(
-            model, catalog, history_bh, history_mask_bh, beam_size=group_size
+            model, catalog, history_bh, history_mask_bh, beam_size=group_size,
+            leave_out_b=leave_out_b,
         )
         return Group(result.items_bk, result.codes_bkl)
     if mode == "sample":
         result = constrained_sample(
             model, catalog, history_bh, history_mask_bh, rng, num_samples=group_size,
-            temperature=temperature,
+            temperature=temperature, leave_out_b=leave_out_b,
         )
         return Group(result.items_bg, result.codes_bgl)
     raise ValueError(f"rollout mode {mode!r} is not one of {', '.join(ROLLOUT_MODES)}")
@@ -101,13 +107,15 @@ def score_group(
     history_bh: jax.Array,
     history_mask_bh: jax.Array,
     codes_bgl: jax.Array,
+    leave_out_b: jax.Array | None = None,
 ) -> GroupScore:
     """Per-token log-probs and entropies of G candidate SIDs per request under `model`.
 
     The history is encoded once per request and shared by its G candidates. Deterministic
     (no dropout), so scoring the same parameters twice gives the same numbers.
+    `leave_out_b`: the requests' targets when they are training examples.
     """
-    memory = model.encode(history_bh, history_mask_bh, deterministic=True)
+    memory = encode_requests(model, history_bh, history_mask_bh, leave_out_b)
     return score_logits(model.sequence_logits(memory, codes_bgl), codes_bgl, catalog)
 
 

@@ -98,11 +98,6 @@ def _check(config: ConfigDict) -> None:
     if generator_nll_weight > 0 and not options.transition_memory_copy:
         raise ValueError("sft.generator_nll_weight > 0 weighs the NLL of a copy head's "
                          "generator part: it needs model.options.transition_memory_copy")
-    if options.transition_memory and config.data.rl_holdout != "none":
-        # The memory counts every training transition, the held-out RL requests' included: RL
-        # would then see each request's own target in its memory.
-        raise ValueError("model.options.transition_memory needs data.rl_holdout 'none', got "
-                         f"{config.data.rl_holdout!r}")
     if config.eval.beam_size < 10:
         raise ValueError(f"eval.beam_size {config.eval.beam_size} must be >= 10 (K of ndcg@10)")
     if config.eval.level_scoring not in LEVEL_SCORINGS:

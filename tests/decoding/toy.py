@@ -54,7 +54,7 @@ class HashModel:
             tuple(level_sizes),
         )
 
-    def encode(self, history_bh, history_mask_bh, *, deterministic=True):
+    def encode(self, history_bh, history_mask_bh, *, deterministic=True, leave_out_b=None):
         ENCODE_CALLS[0] += 1
         rows_bhv = self.item_nv[jnp.where(history_mask_bh, history_bh, 0)]
         return jnp.where(history_mask_bh[:, :, None], rows_bhv, 0.0).sum(1)
@@ -88,7 +88,7 @@ class PathModel:
     targets_tl: jax.Array  # int32 [T, L]
     level_sizes: tuple[int, ...] = dataclasses.field(metadata=dict(static=True))
 
-    def encode(self, history_bh, history_mask_bh, *, deterministic=True):
+    def encode(self, history_bh, history_mask_bh, *, deterministic=True, leave_out_b=None):
         return self.targets_tl[history_bh[:, -1]]
 
     def decode_logits(self, memory_bl, prefix_codes_bkl, level):

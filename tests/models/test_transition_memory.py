@@ -144,19 +144,11 @@ def test_table_is_state_not_a_parameter_and_refuses_another_catalog():
             TransitionCounts.from_pairs(np.array([0]), np.array([1]), 5))
 
 
-def test_options_refuse_bad_sizes_and_the_sft_stage_refuses_rl_holdout():
+def test_options_refuse_bad_sizes():
     with pytest.raises(ValueError, match="transition_memory must be >= 0"):
         tiny("encoder_decoder", "item", transition_memory=-1)
     with pytest.raises(ValueError, match="transition_memory_window >= 1"):
         tiny("encoder_decoder", "item", transition_memory=2, transition_memory_window=0)
-    from experiments.configs import quickstart
-    from sgrec_jax.stages import sft
-
-    config = quickstart.get_config()
-    config.model.options.transition_memory = 4
-    config.data.rl_holdout = "last_transition"
-    with pytest.raises(ValueError, match="transition_memory needs data.rl_holdout 'none'"):
-        sft._check(config)
 
 
 def _copy_model(gate_bias: float, gate: str = "state"):

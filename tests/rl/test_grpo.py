@@ -10,6 +10,7 @@ import pytest
 from flax import nnx
 
 from sgrec_jax.core.sharding import make_mesh
+from sgrec_jax.data.transitions import TransitionCounts
 from sgrec_jax.decoding.beam_search import constrained_beam_search_jit
 from sgrec_jax.rewards.channel import REWARD_CHANNELS, RewardChannel
 from sgrec_jax.rl.estimators import ESTIMATORS, ChannelSpec, channel_advantages
@@ -208,7 +209,7 @@ def test_gram_is_the_inner_products_of_per_channel_gradients(catalog, requests):
     rewards_bgk = jax.random.normal(jax.random.key(3), (B, G, 3))
     adv_bgk = channel_advantages(rewards_bgk)
     data = {"history": requests["history"], "history_mask": requests["history_mask"],
-            "codes_bgl": codes_bgl}
+            "target": requests["target"], "codes_bgl": codes_bgl}
 
     @jax.jit
     def grad(adv_bg):
@@ -428,4 +429,61 @@ def test_the_step_without_its_own_pi_old_pass_lands_where_the_step_with_it_lands
             np.testing.assert_allclose(m[key], want[key], rtol=1e-5, atol=1e-7, err_msg=key)
     assert metrics[0]["kl_exact"] < 1e-6 < metrics[1]["kl_exact"] and metrics[1]["nll"] > 0
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                 params, want_params)
+
+
+def test_the_step_leaves_each_requests_own_transition_out_of_a_transition_memory(catalog,
+                                                                                requests):
+    """RL requests are training examples, so the memory counts each request's own last item ->
+    target transition. The step (rollout, pi_old, pi_ref, the per-channel gradients and the
+    update) must see the memory without it: a step on a table with those transitions lands
+    where a step on the same table without them lands, though the entries change the scores."""
+    last = np.asarray(requests["history"])[:, -1]
+    target = np.asarray(requests["target"])
+    own = np.stack([last, target], axis=1)
+    assert len(set(last)) == B  # one own pair per source item
+    # Every request's last item gets one other successor, so its own pair (count 1, k = 3)
+    # displaces nothing: the table without it is the table with it, its entry left out.
+    others = [[a, b] for a in range(NUM_ITEMS) for b in (a + 1, a + 7) if b < NUM_ITEMS]
+    others = np.array([p for p in others if not any((p == own).all(1))])
+
+    def memory_model(pairs):
+        model = tiny("encoder_decoder", "item", transition_memory=3,
+                     transition_memory_window=1, transition_memory_copy=True)
+        model.transition_memory.load(
+            TransitionCounts.from_pairs(pairs[:, 0], pairs[:, 1], NUM_ITEMS))
+        return model
+
+    hit = REWARD_CHANNELS.get("hit")(None, {})
+    value = RewardChannel("value", 0.0, 1.0, "business",
+                          {"value_n": jax.random.uniform(jax.random.key(5), (NUM_ITEMS,))},
+                          _value_score)
+    channels = [hit, value]
+    estimator = ESTIMATORS.build("popo", [ChannelSpec.of(c) for c in channels])
+    settings = RLSettings(group_size=G, rollout="beam", temperature=1.0, updates_per_batch=1,
+                          clip_eps=0.2, beta=1e-2, semantic_sample_ratio=1.0, judge_seed=0,
+                          nll_weight=0.3, kl_estimator="exact")
+    runs, plain_scores = {}, {}
+    for name, pairs in (("with", np.concatenate([others, own])), ("without", others)):
+        model = memory_model(pairs)
+        plain_scores[name] = nnx.jit(score_group)(
+            model, catalog, requests["history"], requests["history_mask"],
+            jnp.asarray(CODES[np.arange(B * G).reshape(B, G) % NUM_ITEMS])).token_logprob_bgl
+        optimizer = make_optimizer(1e-2, 0, 100, clip_norm=None)
+        graphdef, state, sharding = create_train_state(
+            model, optimizer, jax.random.key(0), make_mesh(), extra=init_extra(estimator))
+        ref_params = jax.tree.map(jnp.copy, state.params)
+        step = make_rl_step(graphdef=graphdef, optimizer=optimizer, channels=channels,
+                            estimator=estimator, settings=settings, mesh=make_mesh(),
+                            state_sharding=sharding, _force_old_pass=True)
+        state, metrics = step(state, ref_params, channels, catalog, requests)
+        runs[name] = jax.device_get((state.params, metrics))
+    # Without leaving out, the requests' own entries change what the policy scores.
+    assert np.abs(np.asarray(plain_scores["with"] - plain_scores["without"])).max() > 1e-4
+    (params, metrics), (want_params, want_metrics) = runs["with"], runs["without"]
+    assert metrics["skipped"] == 0 and metrics["zero_std_frac/value"] == 0
+    for key in want_metrics:
+        np.testing.assert_allclose(metrics[key], want_metrics[key], rtol=1e-5, atol=1e-6,
+                                   err_msg=key)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                  params, want_params)

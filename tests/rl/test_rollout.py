@@ -22,7 +22,7 @@ class Recording:
     model: HashModel
     calls: list
 
-    def encode(self, history_bh, history_mask_bh, *, deterministic=True):
+    def encode(self, history_bh, history_mask_bh, *, deterministic=True, leave_out_b=None):
         self.calls.append(("encode", history_bh.shape))
         return self.model.encode(history_bh, history_mask_bh, deterministic=deterministic)
 

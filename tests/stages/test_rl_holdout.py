@@ -94,3 +94,15 @@ def test_an_sft_workdir_trained_with_another_holdout_is_refused(run, tmp_path):
     with pytest.raises(ValueError, match="config.data.rl_holdout 'none' differs from the "
                                          "'last_transition' the SFT run"):
         run_pipeline(config, str(tmp_path))
+
+
+def test_a_copy_head_generator_with_a_transition_memory_runs_sft_and_rl_with_the_holdout(
+        tmp_path):
+    """The memory counts every training transition, the held-out ones included; RL leaves each
+    request's own transition out (rl/grpo.py), so the holdout and the memory go together."""
+    config = holdout_config()
+    config.model.options.update(transition_memory=3, transition_memory_window=2,
+                                transition_memory_copy=True)
+    results = run_pipeline(config, str(tmp_path))
+    assert results["rl/last_step"] == 4 and results["rl/nonfinite_steps"] == 0
+    assert np.isfinite(results["rl/recall@10"]) and results["rl/valid_rate"] == 1.0
