@@ -19,8 +19,9 @@ predicts level l. `decode_step` runs one position per beam and caches each decod
 self-attention keys and values ([B, K, L, heads, head_dim]); `decode_logits` is its stateless
 twin (it reruns the decoder over the level + 1 positions), kept for one-off scoring.
 
-Optionally (models/transition_memory.py) the encoder also reads the items that followed the
-user's last history items in training, and a copy head mixes a pointer over them into every
+Optionally (models/transition_memory.py) the model also reads the items that followed the
+user's last history items in training (as encoder input, or appended to what the decoder's
+cross-attention reads: options.transition_memory_placement), and a copy head mixes a pointer over them into every
 level's distribution; all three paths above apply it alike, so training, beam search and RL score
 the same distribution.
 """
@@ -194,20 +195,26 @@ class SidGenerator(nnx.Module):
         x_bsd, mask_bs = self.history(code_emb_bhld, items_bh, history_mask_bh,
                                       deterministic=deterministic)
         copy = {}
+        appended = None
         if self.transition_memory is not None:
             memory_bmd, memory_mask_bm, memory_items_bm = self.transition_memory.tokens(
                 items_bh, history_mask_bh,
                 lambda items: self.tokens(self.item_codes(items)).sum(axis=-2),
                 leave_out_b=leave_out_b,
             )
-            x_bsd = jnp.concatenate([x_bsd, memory_bmd.astype(x_bsd.dtype)], axis=1)
-            mask_bs = jnp.concatenate([mask_bs, memory_mask_bm], axis=1)
+            if self.options.transition_memory_placement == "encoder":
+                x_bsd = jnp.concatenate([x_bsd, memory_bmd.astype(x_bsd.dtype)], axis=1)
+                mask_bs = jnp.concatenate([mask_bs, memory_mask_bm], axis=1)
+            else:  # "cross_attention": after the encoder, which reads the history alone.
+                appended = (self.dropout(memory_bmd.astype(x_bsd.dtype),
+                                         deterministic=deterministic), memory_mask_bm)
             if self.copy_head is not None:
                 copy = dict(copy_keys_bmd=self.copy_head.keys(memory_bmd),
                             copy_codes_bml=self.item_codes(memory_items_bm),
                             copy_mask_bm=memory_mask_bm)
         x_bsd = self.dropout(x_bsd, deterministic=deterministic)
-        memory = self._encode_tokens(x_bsd, mask_bs, deterministic=deterministic)
+        memory = self._encode_tokens(x_bsd, mask_bs, deterministic=deterministic,
+                                     appended=appended)
         return dataclasses.replace(memory, **copy) if copy else memory
 
     def sequence_logits(
@@ -303,8 +310,11 @@ class SidGenerator(nnx.Module):
         return self._decode(memory, x_bktd, deterministic)
 
     def _encode_tokens(
-        self, x_bsd: jax.Array, mask_bs: jax.Array, *, deterministic: bool
+        self, x_bsd: jax.Array, mask_bs: jax.Array, *, deterministic: bool,
+        appended: tuple[jax.Array, jax.Array] | None = None,
     ) -> Memory:
+        """The Memory of encoder input tokens [B, S, d] with their mask; `appended` (tokens
+        [B, M, d], mask [B, M]) joins what the decoder reads without passing the encoder."""
         raise NotImplementedError(f"{type(self).__name__} must implement _encode_tokens")
 
     def _decoder_blocks(self) -> nnx.List:
@@ -357,6 +367,12 @@ class EncoderDecoder(SidGenerator):
         self.encoder = _stack(options, cross_attention=False, rngs=rngs)
         self.encoder_norm = options.precision.norm(options.d_model, rngs)
         self.decoder = _stack(options, cross_attention=True, rngs=rngs)
+        # Memory tokens appended after the encoder get a norm of their own, as the encoder
+        # output has (created only when used: other models keep their state tree).
+        self.memory_norm = (
+            options.precision.norm(options.d_model, rngs)
+            if options.transition_memory
+            and options.transition_memory_placement == "cross_attention" else None)
 
     memory_role = "memory"
 
@@ -364,12 +380,17 @@ class EncoderDecoder(SidGenerator):
         return self.decoder
 
     def _encode_tokens(
-        self, x_bsd: jax.Array, mask_bs: jax.Array, *, deterministic: bool
+        self, x_bsd: jax.Array, mask_bs: jax.Array, *, deterministic: bool,
+        appended: tuple[jax.Array, jax.Array] | None = None,
     ) -> Memory:
         x_b1sd, padding = x_bsd[:, None], mask_bs[:, None, None, :]
         for block in self.encoder:
             x_b1sd, _ = block(x_b1sd, padding, deterministic=deterministic)
         out_bsd = self.encoder_norm(x_b1sd[:, 0])
+        if appended is not None:
+            tokens_bmd, mask_bm = appended
+            out_bsd = jnp.concatenate([out_bsd, self.memory_norm(tokens_bmd)], axis=1)
+            mask_bs = jnp.concatenate([mask_bs, mask_bm], axis=1)
         kvs = [block.memory_keys_values(out_bsd, mask_bs) for block in self.decoder]
         return Memory(tuple(kv.k for kv in kvs), tuple(kv.v for kv in kvs), mask_bs)
 
@@ -384,6 +405,10 @@ class DecoderOnly(SidGenerator):
     """
 
     def __init__(self, *, options: ModelOptions, rngs: nnx.Rngs, **kwargs):
+        if options.transition_memory and options.transition_memory_placement != "encoder":
+            raise ValueError("transition_memory_placement "
+                             f"{options.transition_memory_placement!r} needs the encoder_decoder "
+                             "(the decoder_only model has no cross-attention)")
         super().__init__(options=options, rngs=rngs, **kwargs)
         self.blocks = _stack(options, cross_attention=False, rngs=rngs)
 
@@ -393,8 +418,11 @@ class DecoderOnly(SidGenerator):
         return self.blocks
 
     def _encode_tokens(
-        self, x_bsd: jax.Array, mask_bs: jax.Array, *, deterministic: bool
+        self, x_bsd: jax.Array, mask_bs: jax.Array, *, deterministic: bool,
+        appended: tuple[jax.Array, jax.Array] | None = None,
     ) -> Memory:
+        if appended is not None:
+            raise ValueError("the decoder_only model reads every token through its stack")
         x_b1sd = x_bsd[:, None]
         mask = causal_mask(x_bsd.shape[1]) & mask_bs[:, None, None, :]
         keys, values = [], []

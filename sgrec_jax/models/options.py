@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 from sgrec_jax.models.history import HISTORY_ENCODINGS
 from sgrec_jax.models.layers import Precision
-from sgrec_jax.models.transition_memory import COPY_GATES
+from sgrec_jax.models.transition_memory import COPY_GATES, MEMORY_PLACEMENTS
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -44,6 +44,10 @@ class ModelOptions:
       transition_memory_copy_gate: what the copy head's gate reads (COPY_GATES): "state" the
         decoder state only; "context" also the pointer's context vector, the attention-weighted
         keys of the memory items it points at (See et al. 2017), which carry their counts.
+      transition_memory_placement: where the memory tokens join (MEMORY_PLACEMENTS): "encoder",
+        the encoder's input, beside the history tokens; "cross_attention", only the decoder's
+        cross-attention keys and values, normalised and appended to the encoder output (the
+        encoder runs over the history alone; the encoder-decoder only).
       dtype: compute dtype (e.g. "bfloat16"); logits and softmaxes stay float32 regardless.
       param_dtype: dtype of the parameters.
     """
@@ -62,6 +66,7 @@ class ModelOptions:
     transition_memory_share: bool = False
     transition_memory_copy: bool = False
     transition_memory_copy_gate: str = "state"
+    transition_memory_placement: str = "encoder"
     dtype: Any = "float32"
     param_dtype: Any = "float32"
 
@@ -87,6 +92,9 @@ class ModelOptions:
         if self.transition_memory_copy_gate not in COPY_GATES:
             raise ValueError(f"transition_memory_copy_gate must be one of {COPY_GATES}, got "
                              f"{self.transition_memory_copy_gate!r}")
+        if self.transition_memory_placement not in MEMORY_PLACEMENTS:
+            raise ValueError(f"transition_memory_placement must be one of {MEMORY_PLACEMENTS}, "
+                             f"got {self.transition_memory_placement!r}")
         for name in ("dropout", "item_id_dropout"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")

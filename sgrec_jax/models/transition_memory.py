@@ -43,6 +43,11 @@ NUM_COUNT_BUCKETS = 16
 NUM_SHARE_BUCKETS = 11
 # What the copy head's gate reads: the decoder state, or also the pointer's context vector.
 COPY_GATES = ("state", "context")
+# Where the memory tokens join the model: the encoder's input (they run through every encoder
+# layer beside the history tokens), or only what the decoder's cross-attention reads (after the
+# encoder, which then runs over the history alone: the memory's k x window tokens outnumber a
+# typical history several times over, so this makes the encoder that much cheaper).
+MEMORY_PLACEMENTS = ("encoder", "cross_attention")
 
 
 class SuccessorTable(nnx.Variable):

@@ -242,3 +242,40 @@ def test_generator_nll_weight_adds_the_generator_parts_own_nll():
         sft._check(config)
     config.model.options.update(transition_memory=2, transition_memory_copy=True)
     sft._check(config)
+
+
+def test_cross_attention_placement_keeps_the_memory_out_of_the_encoder():
+    """With transition_memory_placement "cross_attention" the encoder reads the history alone:
+    the decoder's keys and values of the history tokens do not depend on the table, while those
+    of the appended memory tokens and the logits do; leave-one-out still equals deleting the
+    example's own count; the decoder-only model refuses the placement."""
+    def loaded(pairs, placement):
+        model = tiny("encoder_decoder", "item", transition_memory=2, transition_memory_window=2,
+                     transition_memory_placement=placement)
+        pairs = np.asarray(pairs)
+        model.transition_memory.load(
+            TransitionCounts.from_pairs(pairs[:, 0], pairs[:, 1], NUM_ITEMS))
+        return model
+
+    base = [[0, 5], [0, 6], [0, 6], [1, 7], [1, 0], [3, 1]]
+    other = [[0, 9], [0, 9], [1, 8], [3, 2]]
+    history, mask = jnp.array([[3, 1, 0]]), jnp.array([[True, True, True]])
+    codes = jnp.asarray(CODES[[5]])
+    encode = nnx.jit(lambda m: m.encode(history, mask))
+    for placement, history_keys_move in (("cross_attention", False), ("encoder", True)):
+        a, b = encode(loaded(base, placement)), encode(loaded(other, placement))
+        assert a.keys[0].shape[1] == 3 + 2 * 2  # the history tokens, then k x window
+        moved = np.abs(np.asarray(a.keys[0][:, :3] - b.keys[0][:, :3])).max()
+        assert (moved > 1e-4) == history_keys_move, placement
+        assert np.abs(np.asarray(a.keys[0][:, 3:] - b.keys[0][:, 3:])).max() > 1e-4
+    cross = loaded(base, "cross_attention")
+    assert cross.memory_norm is not None and loaded(base, "encoder").memory_norm is None
+    np.testing.assert_allclose(
+        _logits(cross, history, mask, codes, jnp.array([5])),
+        _logits(loaded([[0, 6], [0, 6], [1, 7], [3, 1]], "cross_attention"), history, mask,
+                codes, None), atol=1e-5)
+    with pytest.raises(ValueError, match="needs the encoder_decoder"):
+        tiny("decoder_only", "item", transition_memory=2,
+             transition_memory_placement="cross_attention")
+    with pytest.raises(ValueError, match="transition_memory_placement must be one of"):
+        tiny("encoder_decoder", "item", transition_memory=2, transition_memory_placement="x")
