@@ -25,6 +25,7 @@ GENERATOR_OPTIONS = {
     "transition_memory_share": False,
     "transition_memory_copy": False,
     "transition_memory_copy_gate": "state",
+    "transition_memory_copy_prior": False,
     "transition_memory_placement": "encoder",
     "dtype": "float32",
     "param_dtype": "float32",

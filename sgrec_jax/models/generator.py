@@ -58,6 +58,8 @@ class Memory:
       copy_keys_bmd, copy_codes_bml, copy_mask_bm: with a copy head (options
         .transition_memory_copy), its keys of the M transition-memory items, their codes and
         mask (models/transition_memory.py); None otherwise.
+      copy_prior_bm: the copy head's count prior of those items (options
+        .transition_memory_copy_prior); None otherwise.
     """
 
     keys: tuple[jax.Array, ...]
@@ -66,6 +68,7 @@ class Memory:
     copy_keys_bmd: jax.Array | None = None
     copy_codes_bml: jax.Array | None = None
     copy_mask_bm: jax.Array | None = None
+    copy_prior_bm: jax.Array | None = None
 
     def layer(self, i: int) -> KeysValues:
         return KeysValues(self.keys[i], self.values[i], self.mask_bs[:, None, None, :])
@@ -129,7 +132,9 @@ class SidGenerator(nnx.Module):
             if options.transition_memory else None
         )
         self.copy_head = (CopyHead(d, precision, rngs=rngs,
-                                   gate=options.transition_memory_copy_gate)
+                                   gate=options.transition_memory_copy_gate,
+                                   prior_window=(options.transition_memory_window
+                                                 if options.transition_memory_copy_prior else 0))
                           if options.transition_memory_copy else None)
         self.target_positions = nnx.Embed(
             len(level_sizes), d, dtype=precision.dtype, param_dtype=precision.param_dtype,
@@ -197,11 +202,12 @@ class SidGenerator(nnx.Module):
         copy = {}
         appended = None
         if self.transition_memory is not None:
-            memory_bmd, memory_mask_bm, memory_items_bm = self.transition_memory.tokens(
+            memory_bmd, memory_mask_bm, memory_items_bm, memory_counts_bm = (
+                self.transition_memory.tokens(
                 items_bh, history_mask_bh,
                 lambda items: self.tokens(self.item_codes(items)).sum(axis=-2),
                 leave_out_b=leave_out_b,
-            )
+            ))
             if self.options.transition_memory_placement == "encoder":
                 x_bsd = jnp.concatenate([x_bsd, memory_bmd.astype(x_bsd.dtype)], axis=1)
                 mask_bs = jnp.concatenate([mask_bs, memory_mask_bm], axis=1)
@@ -211,7 +217,8 @@ class SidGenerator(nnx.Module):
             if self.copy_head is not None:
                 copy = dict(copy_keys_bmd=self.copy_head.keys(memory_bmd),
                             copy_codes_bml=self.item_codes(memory_items_bm),
-                            copy_mask_bm=memory_mask_bm)
+                            copy_mask_bm=memory_mask_bm,
+                            copy_prior_bm=self.copy_head.prior(memory_counts_bm))
         x_bsd = self.dropout(x_bsd, deterministic=deterministic)
         memory = self._encode_tokens(x_bsd, mask_bs, deterministic=deterministic,
                                      appended=appended)
@@ -297,7 +304,8 @@ class SidGenerator(nnx.Module):
         pad = self.num_levels - codes_bkl.shape[-1]
         codes_bkl = jnp.pad(codes_bkl[..., : self.num_levels], ((0, 0), (0, 0), (0, max(pad, 0))))
         return self.copy_head.mix(logits_bktv, h_bktd, levels_t, codes_bkl, memory.copy_keys_bmd,
-                                  memory.copy_codes_bml, memory.copy_mask_bm)
+                                  memory.copy_codes_bml, memory.copy_mask_bm,
+                                  memory.copy_prior_bm)
 
 
     def _hidden(self, memory: Memory, codes_bkt: jax.Array, deterministic: bool) -> jax.Array:

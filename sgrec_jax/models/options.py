@@ -44,6 +44,9 @@ class ModelOptions:
       transition_memory_copy_gate: what the copy head's gate reads (COPY_GATES): "state" the
         decoder state only; "context" also the pointer's context vector, the attention-weighted
         keys of the memory items it points at (See et al. 2017), which carry their counts.
+      transition_memory_copy_prior: add a count prior to the copy head's scores, per source a
+        learned a log(count) + b that starts as the counting floor's ranking of the memory's
+        items (models/transition_memory.CopyHead). Needs transition_memory_copy.
       transition_memory_placement: where the memory tokens join (MEMORY_PLACEMENTS): "encoder",
         the encoder's input, beside the history tokens; "cross_attention", only the decoder's
         cross-attention keys and values, normalised and appended to the encoder output (the
@@ -66,6 +69,7 @@ class ModelOptions:
     transition_memory_share: bool = False
     transition_memory_copy: bool = False
     transition_memory_copy_gate: str = "state"
+    transition_memory_copy_prior: bool = False
     transition_memory_placement: str = "encoder"
     dtype: Any = "float32"
     param_dtype: Any = "float32"
@@ -89,6 +93,8 @@ class ModelOptions:
         for name in ("transition_memory_copy", "transition_memory_share"):
             if getattr(self, name) and not self.transition_memory:
                 raise ValueError(f"{name} needs transition_memory > 0")
+        if self.transition_memory_copy_prior and not self.transition_memory_copy:
+            raise ValueError("transition_memory_copy_prior needs transition_memory_copy")
         if self.transition_memory_copy_gate not in COPY_GATES:
             raise ValueError(f"transition_memory_copy_gate must be one of {COPY_GATES}, got "
                              f"{self.transition_memory_copy_gate!r}")

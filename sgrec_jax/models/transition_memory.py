@@ -119,9 +119,10 @@ class TransitionMemory(nnx.Module):
         mask_bh: jax.Array,
         embed_items,
         leave_out_b: jax.Array | None = None,
-    ) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """(tokens [B, M, D], mask [B, M], items [B, M]) for right-aligned histories, M =
-        window * k (source-major: the last item's k successors first).
+    ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+        """(tokens [B, M, D], mask [B, M], items [B, M], counts [B, M]) for right-aligned
+        histories, M = window * k (source-major: the last item's k successors first); counts
+        are the entries' training counts after any leave-out (0 where masked).
 
         Args:
           items_bh: history item indices (valid indices in every slot, masked ones ignored).
@@ -157,7 +158,8 @@ class TransitionMemory(nnx.Module):
                       + self.share_embedding(share_buckets(count_bwk, total_bw[:, :, None])))
         b = items_bh.shape[0]
         m = window * self.k
-        return x_bwkd.reshape(b, m, -1), mask_bwk.reshape(b, m), succ_bwk.reshape(b, m)
+        return (x_bwkd.reshape(b, m, -1), mask_bwk.reshape(b, m), succ_bwk.reshape(b, m),
+                jnp.where(mask_bwk, count_bwk, 0).reshape(b, m))
 
 
 class CopyHead(nnx.Module):
@@ -179,15 +181,25 @@ class CopyHead(nnx.Module):
     state alone sees only through cross-attention. Its weights start at zero, so the model
     starts as the "state" one. The product
     over levels thus gives a whole memory item the probability the model chose to copy it with.
+
+    With `prior_window` > 0 (options.transition_memory_copy_prior) each memory token's score also
+    gets a count prior, a_j log(count) + b_j for a token of source j (j = 0 the last item),
+    learned per source and initialised to a_j = 1, b_j = -j log 2. Softmaxed, the prior alone
+    ranks the memory's items as the counting floor does (counts weighted 1, 1/2, 1/4, ... by
+    source, summed over sources): on Beauty and Scientific the pointer ranked the targets its
+    memory held below where counting ranks them (docs/results.md, "memory reach"), although every
+    key carries its count bucket. The decoder's scores then learn the deviations from it.
     Scores read each memory token's input embedding (the item's codes, its count bucket and its
     source), so both generator variants share the head. The outputs are log-probabilities:
     softmax, level renormalisation and the loss treat them as logits unchanged.
     """
 
     def __init__(self, d_model: int, precision: Precision, *, rngs: nnx.Rngs,
-                 gate: str = "state"):
+                 gate: str = "state", prior_window: int = 0):
         if gate not in COPY_GATES:
             raise ValueError(f"copy gate must be one of {COPY_GATES}, got {gate!r}")
+        if prior_window < 0:
+            raise ValueError(f"prior_window must be >= 0 (0 = no count prior), got {prior_window}")
         self.query = precision.linear(d_model, d_model, rngs)
         self.key = precision.linear(d_model, d_model, rngs)
         self.gate = nnx.Linear(d_model, 1, dtype=jnp.float32, param_dtype=precision.param_dtype,
@@ -198,6 +210,24 @@ class CopyHead(nnx.Module):
                        param_dtype=precision.param_dtype, kernel_init=nnx.initializers.zeros,
                        rngs=rngs)
             if gate == "context" else None)
+        # Created only when used (see gate_context): the count prior's per-source scale, bias.
+        self.prior_scale = (nnx.Param(jnp.ones((prior_window,), jnp.float32))
+                            if prior_window else None)
+        self.prior_bias = (nnx.Param(-np.log(2.0) * jnp.arange(prior_window, dtype=jnp.float32))
+                           if prior_window else None)
+
+    def prior(self, counts_bm: jax.Array) -> jax.Array | None:
+        """float32 [B, M] the count prior of memory tokens with these counts (source-major, as
+        `TransitionMemory.tokens` orders them); None without one."""
+        if self.prior_scale is None:
+            return None
+        window = self.prior_scale.shape[0]
+        b, m = counts_bm.shape
+        log_count_bwk = jnp.log(jnp.maximum(counts_bm, 1).astype(jnp.float32)).reshape(
+            b, window, m // window)
+        prior_bwk = (self.prior_scale[...][None, :, None] * log_count_bwk
+                     + self.prior_bias[...][None, :, None])
+        return prior_bwk.reshape(b, m)
 
     def keys(self, tokens_bmd: jax.Array) -> jax.Array:
         """float32 [B, M, D] the copy keys of the memory tokens (computed once per request)."""
@@ -212,6 +242,7 @@ class CopyHead(nnx.Module):
         keys_bmd: jax.Array,
         items_codes_bml: jax.Array,
         mask_bm: jax.Array,
+        prior_bm: jax.Array | None = None,
     ) -> jax.Array:
         """float32 [B, K, T, V] log-probs of the mixture at T positions of K candidates.
 
@@ -221,6 +252,7 @@ class CopyHead(nnx.Module):
           levels_t: int [T], the SID level each position predicts.
           codes_bkl: the candidates' codes; position t reads only codes < levels_t[t].
           keys_bmd, items_codes_bml, mask_bm: the memory's copy keys, item codes and mask.
+          prior_bm: the memory tokens' count prior (`prior`), added to their scores, or None.
         """
         num_levels = codes_bkl.shape[-1]
         vocab = logits_bktv.shape[-1]
@@ -231,6 +263,8 @@ class CopyHead(nnx.Module):
         eligible = eligible & mask_bm[:, None, None, :]
         q_bktd = self.query(h_bktd).astype(jnp.float32)
         scores = jnp.einsum("bktd,bmd->bktm", q_bktd, keys_bmd) / np.sqrt(q_bktd.shape[-1])
+        if prior_bm is not None:
+            scores = scores + prior_bm[:, None, None, :]
         scores = jnp.where(eligible, scores, -jnp.inf)
         any_bkt = eligible.any(-1)
         weights = jnp.where(any_bkt[..., None], jax.nn.softmax(

@@ -66,21 +66,23 @@ def probe(m, history, mask, target, cands_bkl):
 # Each variant with a transition memory too (its tokens follow the history tokens), with its
 # copy head, and with a copy head whose gate also reads the pointer's context (its zero-initialised
 # weights drawn at random here, so the context path counts), and the encoder-decoder with its
-# memory tokens appended after the encoder (transition_memory_placement "cross_attention").
+# memory tokens appended after the encoder (transition_memory_placement "cross_attention"), and
+# the decoder-only model with the copy head's count prior.
 WITH_MEMORY = [(m, "item", kind) for m in sorted({m for m, _ in VARIANTS})
                for kind in ("memory", "copy", "copy_context")]
-WITH_MEMORY += [("encoder_decoder", "item", "copy_cross")]
+WITH_MEMORY += [("encoder_decoder", "item", "copy_cross"), ("decoder_only", "item", "copy_prior")]
 
 
 @pytest.fixture(scope="module", params=VARIANTS + WITH_MEMORY,
                 ids=["-".join(v) for v in VARIANTS + WITH_MEMORY])
 def model(request):
     kind = request.param[-1]
-    if kind in ("memory", "copy", "copy_context", "copy_cross"):
+    if kind in ("memory", "copy", "copy_context", "copy_cross", "copy_prior"):
         model = tiny_with_memory(
             *request.param[:2], transition_memory_copy=kind != "memory",
             transition_memory_copy_gate="context" if kind == "copy_context" else "state",
-            transition_memory_placement="cross_attention" if kind == "copy_cross" else "encoder")
+            transition_memory_placement="cross_attention" if kind == "copy_cross" else "encoder",
+            transition_memory_copy_prior=kind == "copy_prior")
         if kind == "copy_context":
             kernel = model.copy_head.gate_context.kernel
             kernel[...] = jax.random.normal(jax.random.key(7), kernel[...].shape)

@@ -61,13 +61,14 @@ def test_tokens_mask_sources_entries_and_leave_one_out():
     mask = jnp.array([[False, True, True], [False, False, True], [False, True, True]])
     # Slots: source 0 (last item) entries 0, 1, then source 1 entries 0, 1. Item 0's entries
     # are 6 (3x) then 5 (1x); item 1's are 7 (1x) and an empty one.
-    _, m, items = memory.tokens(history, mask, embed)
+    _, m, items, _ = memory.tokens(history, mask, embed)
     np.testing.assert_array_equal(items, [[6, 5, 7, 0], [6, 5, 0, 0], [7, 0, 6, 5]])
     np.testing.assert_array_equal(m, [[1, 1, 1, 0], [1, 1, 0, 0], [1, 0, 1, 1]])
     # Leaving out each row's target: 6 (count 3 -> 2, stays), 5 (count 1 -> 0, removed), 5
     # (only in source 1 of row 2, whose transition 0 -> 5 is not the example's: stays).
-    x, m, _ = memory.tokens(history, mask, embed, leave_out_b=jnp.array([6, 5, 5]))
+    x, m, _, counts = memory.tokens(history, mask, embed, leave_out_b=jnp.array([6, 5, 5]))
     np.testing.assert_array_equal(m, [[1, 1, 1, 0], [1, 0, 0, 0], [1, 0, 1, 1]])
+    np.testing.assert_array_equal(counts, [[2, 1, 1, 0], [3, 0, 0, 0], [1, 0, 3, 1]])
     # Row 0's entry for 6 now carries count 2 (bucket 2), item 0's total 4 - 1 = 3 (bucket 2)
     # and the share 2 / 3 (bucket 7).
     assert memory.successors[...][0, 0] == 6
@@ -80,10 +81,10 @@ def test_tokens_mask_sources_entries_and_leave_one_out():
     # pair 0 -> 6, which a test history's last pair never is. Item 0's entry for 6 drops from 3
     # to 2 (still there), its total from 4 to 3; source 0 (item 6) has no entries.
     history, mask = jnp.array([[9, 0, 6]]), jnp.array([[False, True, True]])
-    _, m, items = memory.tokens(history, mask, embed)
+    _, m, items, _ = memory.tokens(history, mask, embed)
     np.testing.assert_array_equal(items, [[0, 0, 6, 5]])
     np.testing.assert_array_equal(m, [[0, 0, 1, 1]])
-    x, m, _ = memory.tokens(history, mask, embed, leave_out_b=jnp.array([7]))
+    x, m, _, _ = memory.tokens(history, mask, embed, leave_out_b=jnp.array([7]))
     np.testing.assert_array_equal(m, [[0, 0, 1, 1]])
     expected = (embed(jnp.array(6)) + memory.count_embedding(jnp.array(2))
                 + memory.total_embedding(jnp.array(2)) + memory.share_embedding(jnp.array(7))
@@ -279,3 +280,33 @@ def test_cross_attention_placement_keeps_the_memory_out_of_the_encoder():
              transition_memory_placement="cross_attention")
     with pytest.raises(ValueError, match="transition_memory_placement must be one of"):
         tiny("encoder_decoder", "item", transition_memory=2, transition_memory_placement="x")
+
+
+def test_copy_prior_alone_ranks_the_memory_items_as_counting_does():
+    """With the decoder's scores zeroed and the gate open, the count prior's initial values give
+    each memory item its counting score's share: counts weighted 1 (last item) and 1/2 (one
+    back), summed over sources. Without the prior the pointer is uniform over the tokens."""
+    pairs = np.array([[0, 5], [0, 6], [0, 6], [0, 6], [1, 7], [1, 6], [1, 6]])
+    history, mask = jnp.array([[3, 1, 0]]), jnp.array([[True, True, True]])
+    cands = jnp.asarray(CODES[[5, 6, 7]])[None]
+
+    def item_probs(prior: bool) -> np.ndarray:
+        model = tiny("encoder_decoder", "item", transition_memory=2, transition_memory_window=2,
+                     transition_memory_copy=True, transition_memory_copy_prior=prior)
+        model.transition_memory.load(
+            TransitionCounts.from_pairs(pairs[:, 0], pairs[:, 1], NUM_ITEMS))
+        head = model.copy_head
+        head.query.kernel[...] = jnp.zeros_like(head.query.kernel[...])
+        if head.query.bias is not None:
+            head.query.bias[...] = jnp.zeros_like(head.query.bias[...])
+        head.gate.kernel[...] = jnp.zeros_like(head.gate.kernel[...])
+        head.gate.bias[...] = jnp.full_like(head.gate.bias[...], 50.0)
+        logits = np.asarray(_scores(model, history, mask, cands)[0])
+        taken = np.take_along_axis(logits, np.asarray(cands)[..., None], -1)[..., 0]
+        return np.exp(taken.sum(-1))[0]
+
+    # Counting: 5 <- 1 x 1; 6 <- 1 x 3 + 1/2 x 2; 7 <- 1/2 x 1; of 5.5 in all.
+    np.testing.assert_allclose(item_probs(True), np.array([1.0, 4.0, 0.5]) / 5.5, atol=1e-5)
+    np.testing.assert_allclose(item_probs(False), [0.25, 0.5, 0.25], atol=1e-5)
+    with pytest.raises(ValueError, match="transition_memory_copy_prior needs"):
+        tiny("encoder_decoder", "item", transition_memory=2, transition_memory_copy_prior=True)
