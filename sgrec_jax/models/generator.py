@@ -192,7 +192,8 @@ class SidGenerator(nnx.Module):
         """The memory of histories [B, H] of item indices (masked slots may hold PAD_ITEM).
 
         With a transition memory (options.transition_memory > 0) its tokens follow the history
-        tokens; leave_out_b [B] (training targets) removes each example's own last item ->
+        tokens, in the encoder's input or after the encoder (options.transition_memory_placement);
+        leave_out_b [B] (training targets) removes each example's own last item ->
         target count from it (models/transition_memory.py).
         """
         items_bh = jnp.where(history_mask_bh, history_bh, 0)
@@ -204,10 +205,10 @@ class SidGenerator(nnx.Module):
         if self.transition_memory is not None:
             memory_bmd, memory_mask_bm, memory_items_bm, memory_counts_bm = (
                 self.transition_memory.tokens(
-                items_bh, history_mask_bh,
-                lambda items: self.tokens(self.item_codes(items)).sum(axis=-2),
-                leave_out_b=leave_out_b,
-            ))
+                    items_bh, history_mask_bh,
+                    lambda items: self.tokens(self.item_codes(items)).sum(axis=-2),
+                    leave_out_b=leave_out_b,
+                ))
             if self.options.transition_memory_placement == "encoder":
                 x_bsd = jnp.concatenate([x_bsd, memory_bmd.astype(x_bsd.dtype)], axis=1)
                 mask_bs = jnp.concatenate([mask_bs, memory_mask_bm], axis=1)
