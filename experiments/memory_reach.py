@@ -116,7 +116,8 @@ def main(argv):
     print(f"memory k {result['k']} window {result['window']}, {result['num_users']} test users")
     def line(name: str, entry: dict) -> str:
         return f"{name:28s} share {entry['share']:.4f} " + " ".join(
-            f"{s} R@10 {entry[s]['recall@10']:.4f}" for s in systems)
+            f"{s} R@10 {entry[s]['recall@10']:.4f} (memory slots {entry[s]['memory_slots@10']:.2f})"
+            for s in systems)
 
     for group, entry in result["groups"].items():
         print(line(group, entry))

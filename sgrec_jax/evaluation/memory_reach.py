@@ -29,21 +29,28 @@ from sgrec_jax.evaluation.metrics import ranking_metrics
 REACH_GROUPS = ("in_memory", "follows_outside", "outside")
 
 
+def memory_items(history_uh: np.ndarray, history_mask_uh: np.ndarray,
+                 counts: TransitionCounts, k: int, window: int) -> np.ndarray:
+    """int [U, window * k]: the memory's items per user, source-major (the last item's k top
+    successors first), -1 where a source is padding or has fewer than k successors."""
+    if k < 1 or window < 1:
+        raise ValueError(f"k and window must be >= 1, got {k} and {window}")
+    history_uh, mask_uh = np.asarray(history_uh), np.asarray(history_mask_uh, bool)
+    successors_nk, count_nk = counts.top_successors(k)
+    blocks = []
+    for back in range(1, min(window, history_uh.shape[1]) + 1):
+        source_u = np.where(mask_uh[:, -back], history_uh[:, -back], 0)
+        real_uk = mask_uh[:, -back, None] & (count_nk[source_u] > 0)
+        blocks.append(np.where(real_uk, successors_nk[source_u], -1))
+    return np.concatenate(blocks, axis=1)
+
+
 def in_memory(history_uh: np.ndarray, history_mask_uh: np.ndarray, targets_u: np.ndarray,
               counts: TransitionCounts, k: int, window: int) -> np.ndarray:
     """bool [U]: whether each target is among the k most frequent training successors of one of
     the user's last `window` real history items (PAD_ITEM-padded on the left)."""
-    if k < 1 or window < 1:
-        raise ValueError(f"k and window must be >= 1, got {k} and {window}")
-    history_uh, mask_uh = np.asarray(history_uh), np.asarray(history_mask_uh, bool)
-    targets_u = np.asarray(targets_u)
-    successors_nk, count_nk = counts.top_successors(k)
-    found_u = np.zeros(len(targets_u), bool)
-    for back in range(1, min(window, history_uh.shape[1]) + 1):
-        source_u = np.where(mask_uh[:, -back], history_uh[:, -back], 0)
-        hit_uk = (successors_nk[source_u] == targets_u[:, None]) & (count_nk[source_u] > 0)
-        found_u |= mask_uh[:, -back] & hit_uk.any(1)
-    return found_u
+    items_um = memory_items(history_uh, history_mask_uh, counts, k, window)
+    return (items_um == np.asarray(targets_u)[:, None]).any(1)
 
 
 def reach_groups(history_uh: np.ndarray, history_mask_uh: np.ndarray, targets_u: np.ndarray,
@@ -67,7 +74,8 @@ def reach_report(
     wider: Sequence[tuple[int, int]] = (),
     top: int = 10,
 ) -> dict:
-    """Per group: its share of the users and each system's recall@top / ndcg@top within it;
+    """Per group: its share of the users and each system's recall@top / ndcg@top within it,
+    with memory_slots@top, how many of its top slots hold an item of the (k, window) memory;
     under "gains", the same for the group's users a wider memory (k', window') would bring into
     in_memory ("k<k'>_w<window'>"): what that memory could add at most, and what counting gets
     of it.
@@ -76,6 +84,7 @@ def reach_report(
     targets must equal them: the same split).
     """
     targets_u = np.asarray(targets_u)
+    memory_um = memory_items(history_uh, history_mask_uh, counts, k, window)
     groups = reach_groups(history_uh, history_mask_uh, targets_u, counts, k, window)
     wider_memory = {f"k{k2}_w{w2}": in_memory(history_uh, history_mask_uh, targets_u,
                                                       counts, k2, w2) & ~groups["in_memory"]
@@ -92,10 +101,15 @@ def reach_report(
             if mask_u.any():
                 means = ranking_metrics(np.asarray(items_uk)[mask_u], targets_u[mask_u],
                                         ks=(top,))
+                top_uk = np.asarray(items_uk)[mask_u, :top]
+                slots_u = ((top_uk[:, :, None] == memory_um[mask_u][:, None, :])
+                           & (top_uk[:, :, None] >= 0)).any(-1).sum(1)
                 entry[system] = {f"recall@{top}": means[f"recall@{top}"],
-                                 f"ndcg@{top}": means[f"ndcg@{top}"]}
+                                 f"ndcg@{top}": means[f"ndcg@{top}"],
+                                 f"memory_slots@{top}": float(slots_u.mean())}
             else:
-                entry[system] = {f"recall@{top}": math.nan, f"ndcg@{top}": math.nan}
+                entry[system] = {f"recall@{top}": math.nan, f"ndcg@{top}": math.nan,
+                                 f"memory_slots@{top}": math.nan}
         return entry
 
     for name, group_u in groups.items():

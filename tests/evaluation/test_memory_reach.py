@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from sgrec_jax.data.transitions import TransitionCounts
-from sgrec_jax.evaluation.memory_reach import in_memory, reach_groups, reach_report
+from sgrec_jax.evaluation.memory_reach import (
+    in_memory,
+    memory_items,
+    reach_groups,
+    reach_report,
+)
 
 PAD = -1
 # Training transitions over 10 items: 0 -> 1 (3x), 0 -> 2 (2x), 0 -> 3 (1x); 4 -> 5 (1x).
@@ -31,6 +36,11 @@ def test_in_memory_reads_the_top_k_of_each_of_the_last_window_items():
         in_memory(HISTORY, MASK, TARGETS, COUNTS, 0, 1)
 
 
+def test_memory_items_are_source_major_and_padded():
+    np.testing.assert_array_equal(memory_items(HISTORY[3:], MASK[3:], COUNTS, 2, 2),
+                                  [[1, 2, 5, -1], [-1, -1, -1, -1]])
+
+
 def test_groups_partition_the_users():
     groups = reach_groups(HISTORY, MASK, TARGETS, COUNTS, 2, 1)
     np.testing.assert_array_equal(groups["in_memory"], [True, False, False, False, False])
@@ -51,6 +61,11 @@ def test_report_scores_each_system_within_each_group_and_gain():
     assert groups["in_memory"]["a"]["recall@2"] == 1.0 == groups["in_memory"]["b"]["recall@2"]
     assert groups["follows_outside"]["b"]["ndcg@2"] == pytest.approx(1 / np.log2(3))
     assert groups["outside"]["b"]["recall@2"] == 0.0
+    # Memory (k 2, window 1): users 0-2 hold 1, 2; user 3 (last item 0) too; user 4 nothing.
+    # a's top 2 holds the target then 9: user 0's 1 is a memory item, user 1's 3 is not.
+    assert groups["in_memory"]["a"]["memory_slots@2"] == 1.0
+    assert groups["follows_outside"]["a"]["memory_slots@2"] == 0.0
+    assert groups["outside"]["b"]["memory_slots@2"] == 0.0
     # k 3 over 2 items reaches user 1 (follows_outside) and user 3 (outside).
     gains = {g: groups[g]["gains"]["k3_w2"] for g in groups}
     assert gains["follows_outside"]["share"] == 0.2 and gains["outside"]["share"] == 0.2
