@@ -1,4 +1,5 @@
-"""data.rl_holdout "last_transition" through the sids -> sft -> rl pipeline on the tiny world:
+"""data.rl_holdout "last_transition" through the sids -> sft -> rl pipeline on the tiny world,
+with a copy-head generator reading a transition memory:
 SFT never trains on a held-out example, every RL batch holds only held-out requests, the best
 policy on validation is reported, and an RL run refuses an SFT work directory trained with
 another holdout."""
@@ -17,8 +18,13 @@ HOLDOUT = "last_transition"
 
 
 def holdout_config(**rl):
+    """The tiny RL config with the holdout and a copy-head generator reading a transition memory:
+    the memory counts every training transition, the held-out ones included, and RL leaves each
+    request's own transition out of it (rl/grpo.py), so the two go together."""
     config = tiny_config(**{"best_metric": "ndcg@10", **rl})
     config.data.rl_holdout = HOLDOUT
+    config.model.options.update(transition_memory=3, transition_memory_window=2,
+                                transition_memory_copy=True)
     return config
 
 
@@ -84,6 +90,7 @@ def test_the_best_policy_on_validation_is_reported(run):
     _, results, _, _ = run
     assert results["rl/best_step"] in (0, 2, 4)
     assert 0 <= results["rl/best_valid_metric"] <= 1
+    assert results["rl/nonfinite_steps"] == 0 and results["rl/valid_rate"] == 1.0
 
 
 def test_an_sft_workdir_trained_with_another_holdout_is_refused(run, tmp_path):
@@ -95,14 +102,3 @@ def test_an_sft_workdir_trained_with_another_holdout_is_refused(run, tmp_path):
                                          "'last_transition' the SFT run"):
         run_pipeline(config, str(tmp_path))
 
-
-def test_a_copy_head_generator_with_a_transition_memory_runs_sft_and_rl_with_the_holdout(
-        tmp_path):
-    """The memory counts every training transition, the held-out ones included; RL leaves each
-    request's own transition out (rl/grpo.py), so the holdout and the memory go together."""
-    config = holdout_config()
-    config.model.options.update(transition_memory=3, transition_memory_window=2,
-                                transition_memory_copy=True)
-    results = run_pipeline(config, str(tmp_path))
-    assert results["rl/last_step"] == 4 and results["rl/nonfinite_steps"] == 0
-    assert np.isfinite(results["rl/recall@10"]) and results["rl/valid_rate"] == 1.0
