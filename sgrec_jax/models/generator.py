@@ -21,9 +21,9 @@ twin (it reruns the decoder over the level + 1 positions), kept for one-off scor
 
 Optionally (models/transition_memory.py) the model also reads the items that followed the
 user's last history items in training (as encoder input, or appended to what the decoder's
-cross-attention reads: options.transition_memory_placement), and a copy head mixes a pointer over them into every
-level's distribution; all three paths above apply it alike, so training, beam search and RL score
-the same distribution.
+cross-attention reads: options.transition_memory_placement), and a copy head mixes a pointer
+over them into every level's distribution; all three paths above apply it alike, so training,
+beam search and RL score the same distribution.
 """
 
 from __future__ import annotations

@@ -195,8 +195,9 @@ def policy_loss(
     The requests are training examples: a transition memory leaves each one's own transition
     (its target) out, as in the rollout. One deterministic forward pass (no dropout: pi must
     equal pi_old at equal parameters) scores the G candidates and, as a (G+1)-th candidate
-    sharing the encoded history, the target's SID. On the first update pi_old is pi itself, taken from this very pass, so the
-    ratio is exactly 1 whatever the compiler fuses differently. NLL = mean_b sum_l
+    sharing the encoded history, the target's SID. On the first update pi_old is pi itself,
+    taken from this very pass, so the ratio is exactly 1 whatever the compiler fuses
+    differently. NLL = mean_b sum_l
     -log softmax(logits_l)[target code l], the SFT loss (`train.next_item`, full softmax over
     the level vocabulary) without its dropout, so its gradient is nll_weight x the SFT
     gradient.
