@@ -1,7 +1,7 @@
 r"""Test metrics of any SFT checkpoint of a finished run, beside the one validation selected.
 
     SGREC_DATA_DIR=... python -m experiments.evaluate_checkpoint --workdir=RUN_DIR --step=STEP \
-        [--results_dir=RUN_DIR/checkpoint_STEP]
+        [--results_dir=RUN_DIR/checkpoint_STEP] [--without_copy_head | --copy_gate_shift=D]
 
 The SFT stage reports the test metrics of one checkpoint, the best by validation
 `config.sft.best_metric`. This answers what another kept checkpoint gives (the last one, or the
@@ -15,6 +15,12 @@ transition memory still read as encoder context): how much of the model's rankin
 diagnostic bucket, the pointer makes, and whether the generator it trained beside the pointer
 still ranks the users whose target is not in the memory as a plain generator does. Its
 "checkpoint/valid" stays what the run logged at that step, i.e. the whole model's.
+
+--copy_gate_shift=D adds D to the copy head's gate logit before ranking (a decoding knob, like a
+temperature): D > 0 gives the memory's items more of each level's mass, D < 0 the generator's.
+Training fits the gate to the likelihood over all users, which need not be what ranks best. The
+shifted model also ranks the validation users the SFT stage validated on (the same seeded
+subset), reported as "checkpoint/valid_shifted", so a shift can be chosen on validation.
 
 Writes RESULTS_DIR/results.json (the test report with the SFT stage's keys, "checkpoint/step", the
 step's "checkpoint/valid" metrics from sft/metrics.jsonl, the run's selected step, provenance)
@@ -49,9 +55,13 @@ _WORKDIR = define_workdir("A finished SFT run directory (read only).")
 _STEP = flags.DEFINE_integer("step", None, "The checkpoint's training step (a kept checkpoint).")
 _RESULTS_DIR = flags.DEFINE_string("results_dir", None,
                                "Where results go (default WORKDIR/checkpoint_STEP, with "
-                               "_without_copy_head appended under --without_copy_head).")
+                               "_without_copy_head or _gate_shift<D> appended under those "
+                               "flags).")
 _WITHOUT_COPY_HEAD = flags.DEFINE_bool(
     "without_copy_head", False, "Rank with the generator part of a copy-head model alone.")
+_COPY_GATE_SHIFT = flags.DEFINE_float(
+    "copy_gate_shift", 0.0, "Added to the copy head's gate logit before ranking; validation is "
+    "ranked again with it (default 0: the trained gate).")
 flags.mark_flags_as_required(["workdir", "step"])
 
 
@@ -81,9 +91,11 @@ def logged_valid_metrics(workdir, step: int) -> dict[str, float]:
 
 
 def evaluate_checkpoint(workdir, step: int, results_dir=None, *,
-                        without_copy_head: bool = False) -> dict[str, Any]:
+                        without_copy_head: bool = False,
+                        copy_gate_shift: float = 0.0) -> dict[str, Any]:
     """Ranks the run's test users with checkpoint `step` (with its copy head removed if
-    `without_copy_head`); writes and returns results.json's content (module docstring)."""
+    `without_copy_head`, its gate logit shifted by `copy_gate_shift`); writes and returns
+    results.json's content (module docstring)."""
     start = time.perf_counter()
     workdir = as_path(workdir)
     config = check_run_dir(workdir)
@@ -91,10 +103,16 @@ def evaluate_checkpoint(workdir, step: int, results_dir=None, *,
     if step not in steps:
         raise ValueError(f"--step {step}: {workdir / 'sft' / 'checkpoints'} keeps steps "
                          f"{steps} (config.sft.keep_checkpoints decides how many are kept)")
-    if without_copy_head and not config.model.options.get("transition_memory_copy", False):
-        raise ValueError(f"--without_copy_head: {workdir} trained no copy head "
-                         "(model.options.transition_memory_copy is False)")
-    suffix = "_without_copy_head" if without_copy_head else ""
+    for flag, used in (("--without_copy_head", without_copy_head),
+                       ("--copy_gate_shift", copy_gate_shift != 0.0)):
+        if used and not config.model.options.get("transition_memory_copy", False):
+            raise ValueError(f"{flag}: {workdir} trained no copy head "
+                             "(model.options.transition_memory_copy is False)")
+    if without_copy_head and copy_gate_shift:
+        raise ValueError("--copy_gate_shift shifts the gate of the copy head that "
+                         "--without_copy_head removes: give one of them")
+    suffix = ("_without_copy_head" if without_copy_head
+              else f"_gate_shift{copy_gate_shift:+g}" if copy_gate_shift else "")
     results_dir = (as_path(results_dir) if results_dir
                    else workdir / f"checkpoint_{step}{suffix}")
     dataset = load_run_dataset(workdir, config)
@@ -108,11 +126,20 @@ def evaluate_checkpoint(workdir, step: int, results_dir=None, *,
         # Only recommender.model changes: the Recommender's own split of it (recommend())
         # keeps the head, and is not used here.
         recommender.model.copy_head = None
-    rankings = rank_with_generator(
-        recommender.model, recommender.catalog, test, beam_size=recommender.beam_size, k=10,
-        batch_size=config.eval.batch_size,
-        level_scoring=config.eval.get("level_scoring", "renormalized"),
-    )
+
+    def rank(examples):
+        return rank_with_generator(
+            recommender.model, recommender.catalog, examples, beam_size=recommender.beam_size,
+            k=10, batch_size=config.eval.batch_size,
+            level_scoring=config.eval.get("level_scoring", "renormalized"))
+
+    valid_shifted = None
+    if copy_gate_shift:
+        gate = recommender.model.copy_head.gate
+        gate.bias[...] = gate.bias[...] + copy_gate_shift
+        valid = subsample(splits.valid, config.eval.valid_users, config.seed)
+        valid_shifted = scalar_metrics(ranking_report(rank(valid), dataset.num_items))
+    rankings = rank(test)
     stats = TrainingStatistics.from_sequences(training_sequences(dataset), dataset.num_items)
     report = scalar_metrics(ranking_report(
         rankings, dataset.num_items, history_uh=test.history, stats=stats,
@@ -125,6 +152,8 @@ def evaluate_checkpoint(workdir, step: int, results_dir=None, *,
         "checkpoint/selected_step": run_results.get("sft/best_step"),
         "checkpoint/source_run": str(workdir),
         "checkpoint/without_copy_head": without_copy_head,
+        "checkpoint/copy_gate_shift": copy_gate_shift,
+        **({"checkpoint/valid_shifted": valid_shifted} if valid_shifted is not None else {}),
         "eval/beam_size": recommender.beam_size,
         "dataset": {"name": dataset.name, **dataset.stats()},
         "wall_seconds": time.perf_counter() - start,
@@ -143,13 +172,14 @@ def main(argv):
     quiet_library_logs()
     results = run_or_exit(lambda: evaluate_checkpoint(
         _WORKDIR.value, _STEP.value, _RESULTS_DIR.value,
-        without_copy_head=_WITHOUT_COPY_HEAD.value))
-    valid = results["checkpoint/valid"]
+        without_copy_head=_WITHOUT_COPY_HEAD.value, copy_gate_shift=_COPY_GATE_SHIFT.value))
+    valid = results.get("checkpoint/valid_shifted", results["checkpoint/valid"])
     print(f"step {results['checkpoint/step']} (the run selected "
           f"{results['checkpoint/selected_step']}): test "
           + " ".join(f"{k} {results[k]:.4f}" for k in ("recall@5", "ndcg@5", "recall@10",
                                                        "ndcg@10", "coverage@10"))
           + ("; the run's logged valid (whole model) " if results["checkpoint/without_copy_head"]
+             else "; valid (gate shifted) " if "checkpoint/valid_shifted" in results
              else "; valid ") + " ".join(f"{k} {valid[k]:.4f}" for k in ("recall@10", "ndcg@10")
                                   if k in valid))
 

@@ -64,10 +64,11 @@ def test_other_step_reports_its_logged_validation_metrics(run, tmp_path):
 
 
 
-def test_without_copy_head_ranks_as_the_gate_shut(run, tmp_path):
+def test_without_copy_head_ranks_as_the_gate_shut_and_the_gate_shifts(run, tmp_path):
     """The copy head removed ranks exactly as the same checkpoint with its gate forced shut
-    (each level's mixture is then the generator's own softmax); a run without a copy head is
-    refused by name."""
+    (each level's mixture is then the generator's own softmax), and so does --copy_gate_shift
+    far below 0, which also ranks the validation users; a shift up changes the rankings; a run
+    without a copy head is refused by name, and so are both flags together."""
     config = tiny_config()
     config.stages = ("sids", "sft")
     config.model.options.update(transition_memory=4, transition_memory_copy=True)
@@ -92,7 +93,23 @@ def test_without_copy_head_ranks_as_the_gate_shut(run, tmp_path):
                                batch_size=run_config.eval.batch_size)
     np.testing.assert_array_equal(items, shut.items_uk)
 
+    # A gate shifted far down ranks as the head removed, test and validation alike; the
+    # validation users are the SFT stage's (config.eval.valid_users of them).
+    shifted = evaluate_checkpoint(run_dir, step, tmp_path / "shifted", copy_gate_shift=-1e9)
+    np.testing.assert_array_equal(
+        read_npz(tmp_path / "shifted" / "test_rankings.npz")["items_uk"], items)
+    assert shifted["checkpoint/copy_gate_shift"] == -1e9
+    assert shifted["checkpoint/valid_shifted"]["num_users"] == run_config.eval.valid_users
+    assert "checkpoint/valid_shifted" not in without
+    opened = evaluate_checkpoint(run_dir, step, tmp_path / "opened", copy_gate_shift=5.0)
+    assert not np.array_equal(
+        read_npz(tmp_path / "opened" / "test_rankings.npz")["items_uk"], with_head)
+    with pytest.raises(ValueError, match="give one of them"):
+        evaluate_checkpoint(run_dir, step, tmp_path / "both", without_copy_head=True,
+                            copy_gate_shift=1.0)
+
     plain_dir, _ = run
-    with pytest.raises(ValueError, match="trained no copy head"):
-        evaluate_checkpoint(plain_dir, 6, tmp_path / "refused", without_copy_head=True)
-    assert not (tmp_path / "refused").exists()
+    for flags in (dict(without_copy_head=True), dict(copy_gate_shift=1.0)):
+        with pytest.raises(ValueError, match="trained no copy head"):
+            evaluate_checkpoint(plain_dir, 6, tmp_path / "refused", **flags)
+    assert not (tmp_path / "refused").exists() and not (tmp_path / "both").exists()
