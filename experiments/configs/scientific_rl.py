@@ -4,10 +4,10 @@
         --workdir=DIR --config.rl.init_workdir=SFT_DIR
 
 SFT_DIR (default workdirs/scientific_sft) is a finished run of scientific_sft.py with its default
-SIDs (zcr_index): its sids.npz and best SFT checkpoint are the start policy and the frozen KL
-reference, and its model config must equal this one's (it is: both come from scientific_sft).
-rl/ecpm@10 uses the independently trained "ecpm_eval" model and rl/semantic@10 "emb_cosine", so
-no evaluation reuses a training reward.
+SIDs (rq_kmeans, with the transition memory and copy head): its sids.npz and best SFT checkpoint
+are the start policy and the frozen KL reference, and its model config must equal this one's (it
+is: both come from scientific_sft). rl/ecpm@10 uses the independently trained "ecpm_eval" model
+and rl/semantic@10 "emb_cosine", so no evaluation reuses a training reward.
 
 Arg, the advertising setting: the advantage estimator ("a2po", the default, or any ESTIMATORS
 name). Rewards: "ecpm" (simulated bids x a SASRec pCTR model trained here) and the PSJ (feature
@@ -62,7 +62,7 @@ def rl_alignment(config, arg: str, *, init_workdir: str, train_examples: int) ->
 
 
 def get_config(arg: str = "a2po"):
-    config = scientific_sft.get_config("zcr_index")
+    config = scientific_sft.get_config()
     rl_alignment(config, arg, init_workdir="workdirs/scientific_sft",
                  train_examples=TRAIN_EXAMPLES)
     # pCTR models with BCE on 4 uniform negatives overfit quickly on Scientific's 33k training

@@ -131,9 +131,21 @@ def test_minilm_arg_is_rq_kmeans_on_minilm_sentence_embeddings(name):
 
 
 def test_sid_configs_default_to_their_documented_sids():
-    assert load("beauty_sft", "").sid.index_path.endswith("letter_sid_index.json")
-    assert load("scientific_sft", "").sid.index_path.endswith("rqvae_zcr_sid_index.json")
-    assert load("beauty_sids", "").sid.quantizer == "rq_kmeans"
+    for name in ("beauty_sft", "scientific_sft", "beauty_sids", "scientific_sids"):
+        sid = load(name, "").sid
+        assert (sid.source, sid.quantizer, sid.quantizer_options.balanced) == (
+            "quantizer", "rq_kmeans", True), name
+    assert load("beauty_sft", "letter_index").sid.index_path.endswith("letter_sid_index.json")
+    assert load("scientific_sft", "zcr_index").sid.index_path.endswith("rqvae_zcr_sid_index.json")
+
+
+@pytest.mark.parametrize("name", ["beauty_sft", "scientific_sft", "beauty_rl", "scientific_rl"])
+def test_the_generator_recipe_reads_the_training_transitions(name):
+    """The default generator (and so the RL configs' start policy) is the copy model over the
+    last 3 items' training successors: the recipe of docs/results.md."""
+    options = load(name, "").model.options
+    assert (options.transition_memory, options.transition_memory_copy,
+            options.transition_memory_window) == (10, True, 3)
 
 
 @pytest.mark.real_data
