@@ -5,7 +5,8 @@ r"""Ablation of RL advantage schemes from one SFT checkpoint: table, trade-off p
         --sweep=0,0.25,0.5,0.75,1 --seeds=0,1,2 [--config.rl.num_steps=...] \
         [--variant='sft_continued:rl.pg_weight=0;rl.nll_weight=1;rl.beta=0' \
          --variant="anchored:rl.estimator=single;rl.channels=('rank',);rl.nll_weight=0.5"] \
-        [--reference=sft_continued] [--export=docs/results/NAME_rl.json]
+        [--reference=sft_continued] [--export=docs/results/NAME_rl.json] \
+        [--export_names=anchored=single:rank]
 
 A variant is NAME:field=value;field=value (rl.* and eval.* fields; one --variant per row, as
 values such as tuples hold commas).
@@ -26,6 +27,7 @@ from sgrec_jax.stages.ablation import (
     backfill_rewards,
     check_reference,
     load_finished,
+    parse_export_names,
     plan_cells,
     run_cells,
     summarize,
@@ -63,6 +65,10 @@ _REFERENCE = flags.DEFINE_string(
 _EXPORT = flags.DEFINE_string(
     "export", None, "Also write the table as a results file in benchmarks.md's format.",
 )
+_EXPORT_NAMES = flags.DEFINE_list(
+    "export_names", [], "CELL=ROW,...: the results file's names for rows (benchmarks.md: "
+    "single:rank, a2po:rank+psj, sft_continued); other rows keep their cell's name.",
+)
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of every cell.")
 _SUMMARIZE_ONLY = flags.DEFINE_bool(
     "summarize_only", False, "Run nothing; tabulate the cells that have finished."
@@ -83,6 +89,7 @@ def main(argv: Sequence[str]) -> None:
         variants = parse_variants(_VARIANTS.value) if _VARIANTS.value else []
         cells = plan_cells([s for s in _SCHEMES.value if s], parse_sweep(_SWEEP.value), variants)
         reference = check_reference(cells, _REFERENCE.value)
+        export_names = parse_export_names(_EXPORT_NAMES.value, cells)
         if _SUMMARIZE_ONLY.value:
             results = load_finished(workdir, cells, seeds)
             if not results:
@@ -98,7 +105,7 @@ def main(argv: Sequence[str]) -> None:
         sweep_rows = [c.name for c in cells if c.weight is not None and c.name in results]
         return summarize(workdir, results, sweep_rows, reference=reference, variants=variants,
                          export=_EXPORT.value, num_resamples=_NUM_RESAMPLES.value,
-                         bootstrap_seed=_BOOTSTRAP_SEED.value)
+                         bootstrap_seed=_BOOTSTRAP_SEED.value, export_names=export_names)
 
     print(run_or_exit(run))
 

@@ -205,6 +205,28 @@ def check_reference(cells: Sequence[Cell], reference: str | None) -> str | None:
     return reference
 
 
+def parse_export_names(items: Sequence[str], cells: Sequence[Cell]) -> dict[str, str]:
+    """--export_names CELL=ROW,...: the results file's name for a row (benchmarks.md names RL
+    rows by scheme and channels, `single:rank`, `a2po:rank+psj`, `sft_continued`, which are not
+    directory names). Every CELL must be a planned row and the renamed rows must stay distinct."""
+    names, rows = {}, [c.name for c in cells]
+    for item in items:
+        cell, sep, row = item.partition("=")
+        cell, row = cell.strip(), row.strip()
+        if not sep or not cell or not row:
+            raise ValueError(f"--export_names: {item!r} is not CELL=ROW")
+        if cell not in rows:
+            raise ValueError(f"--export_names: {cell!r} is not a row ({', '.join(rows)})")
+        if cell in names:
+            raise ValueError(f"--export_names: {cell!r} is named twice")
+        names[cell] = row
+    exported = [names.get(r, r) for r in rows]
+    clashes = sorted({r for r in exported if exported.count(r) > 1})
+    if clashes:
+        raise ValueError(f"--export_names: several rows would be exported as {', '.join(clashes)}")
+    return names
+
+
 def cell_dir(workdir: str, cell: Cell, seed: int) -> str:
     return os.path.join(workdir, CELLS_DIR, cell.name, f"seed_{seed}")
 
@@ -601,7 +623,7 @@ def _row_record(result: Mapping[str, Any]) -> dict[str, Any]:
 
 def ablation_results_file(
     workdir: str, results: Results, comparisons: Comparisons,
-    variants: Mapping[str, Variant] | None = None,
+    variants: Mapping[str, Variant] | None = None, export_names: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The table as a results file (benchmarks.md "Results files",
     sgrec_jax/evaluation/results_file.py): one system per cell, named by the cell, with every
@@ -610,9 +632,15 @@ def ablation_results_file(
     bootstrap entries of `comparisons`; provenance merged from the cells' results.json (sources
     and configs by cell directory). Extra key "cells": {row: ROW_FIELDS of its config, its
     estimator's options, and "overrides" {field: text} for a variant}, so a row's name need not
-    say what it ran.
+    say what it ran. `export_names` {cell: row} renames rows in the file (systems, bootstrap
+    entries, cells; each renamed row's record keeps its "cell"); the others keep the cell's name.
     """
     variants = variants or {}
+    export_names = export_names or {}
+    unknown = sorted(set(export_names) - set(results))
+    if unknown:
+        raise ValueError(f"export names for rows that did not run: {', '.join(unknown)}")
+    row = lambda name: export_names.get(name, name)  # noqa: E731
     directories = {name: os.path.join(workdir, CELLS_DIR, name) for name in results}
     runs = {f"{name}/seed_{seed}": result
             for name, by_seed in results.items() for seed, result in by_seed.items()}
@@ -621,7 +649,7 @@ def ablation_results_file(
             raise ValueError(f"{run}: its results.json has no provenance or dataset record")
     provenance = merged_provenance(
         {run: result["provenance"] for run, result in runs.items()},
-        sources=directories,
+        sources={row(name): directory for name, directory in directories.items()},
         configs={directories[name]: by_seed[min(by_seed)]["provenance"].get("config")
                  for name, by_seed in results.items()},
     )
@@ -630,15 +658,17 @@ def ablation_results_file(
         users=agreed_value({run: r[PREFIX + "num_users"] for run, r in runs.items()},
                            "the number of test users"),
         items=agreed_value({run: r["dataset"]["items"] for run, r in runs.items()}, "items"),
-        systems={name: {seed: {k.removeprefix(PREFIX): v for k, v in result.items()
-                               if k.startswith(PREFIX)}
-                        for seed, result in by_seed.items()}
+        systems={row(name): {seed: {k.removeprefix(PREFIX): v for k, v in result.items()
+                                    if k.startswith(PREFIX)}
+                             for seed, result in by_seed.items()}
                  for name, by_seed in results.items()},
-        bootstrap=comparisons, provenance=provenance,
+        bootstrap={(row(a), row(b)): r for (a, b), r in comparisons.items()},
+        provenance=provenance,
     )
     data["cells"] = {
-        name: {**_row_record(by_seed[min(by_seed)]),
-               **({"overrides": dict(variants[name].overrides)} if name in variants else {})}
+        row(name): {**_row_record(by_seed[min(by_seed)]),
+                    **({"overrides": dict(variants[name].overrides)} if name in variants else {}),
+                    **({"cell": name} if name in export_names else {})}
         for name, by_seed in results.items()
     }
     return data
@@ -655,7 +685,7 @@ def _write_bootstrap(stem: str, boot: Mapping[str, Mapping[str, Any]], base: str
 def summarize(
     workdir: str, results: Results, sweep_rows: Sequence[str], *, reference: str | None = None,
     variants: Sequence[Variant] = (), export: str | None = None, num_resamples: int = 10_000,
-    bootstrap_seed: int = 0,
+    bootstrap_seed: int = 0, export_names: Mapping[str, str] | None = None,
 ) -> str:
     """Writes ablation.md/.csv/.json, diagnostics.csv, tradeoff.png/.svg, bootstrap.md/.json
     (each row vs sft), with a reference row bootstrap_<reference>.md/.json (each row vs it),
@@ -763,6 +793,6 @@ def summarize(
     })
     if export:
         write_json(export, ablation_results_file(workdir, results, comparisons,
-                                                 {v.name: v for v in variants}))
+                                                 {v.name: v for v in variants}, export_names))
         text += f"\nResults file: {export}\n"
     return text

@@ -551,6 +551,44 @@ def test_the_exported_results_file_has_the_documented_structure(real):
     assert "overrides" not in cells["a2po"]
 
 
+def test_export_names_rename_rows_in_the_results_file_only(real, tmp_path):
+    """--export_names gives rows benchmarks.md's names (single:rank, ...) in the results file:
+    the same systems, bootstrap entries and cell records under the new names, each renamed
+    record naming its cell; the tables keep the cells' names."""
+    workdir, results, _, _, _ = real
+    copy = tmp_path / "ablation"
+    shutil.copytree(workdir, copy)
+    names = {"a2po": "a2po:ecpm+emb_cosine", REFERENCE: "sft_nll"}
+    text = ablation.summarize(str(copy), results, REAL_SWEEP, reference=REFERENCE,
+                              variants=REAL_VARIANTS, export=str(copy / "named.json"),
+                              num_resamples=200, export_names=names)
+    plain = json.loads((workdir / "export.json").read_text())
+    named = json.loads((copy / "named.json").read_text())
+    row = lambda cell: names.get(cell, cell)  # noqa: E731
+    assert set(named["systems"]) == {row(cell) for cell in plain["systems"]}
+    for cell, system in plain["systems"].items():
+        assert named["systems"][row(cell)] == system
+    assert sorted((e["a"], e["b"], e["metric"], e["diff"]) for e in named["bootstrap"]) == sorted(
+        (row(e["a"]), row(e["b"]), e["metric"], e["diff"]) for e in plain["bootstrap"])
+    for cell, record in plain["cells"].items():
+        expected = {**record, "cell": cell} if cell in names else record
+        assert named["cells"][row(cell)] == expected
+    assert set(named["provenance"]["sources"]) == {row(c) for c in plain["systems"]}
+    assert "| a2po |" in text and "a2po:ecpm+emb_cosine" not in text
+
+
+def test_export_names_are_checked_against_the_rows():
+    cells = ablation.plan_cells(["sft", "single", "a2po"], [], [])
+    assert ablation.parse_export_names(["single=single:rank", " a2po = a2po:rank+psj"], cells) == {
+        "single": "single:rank", "a2po": "a2po:rank+psj"}
+    for items, message in ((["popo=popo:rank"], "'popo' is not a row"),
+                           (["single"], "is not CELL=ROW"), (["single="], "is not CELL=ROW"),
+                           (["single=x", "single=y"], "named twice"),
+                           (["single=sft"], "several rows would be exported as sft")):
+        with pytest.raises(ValueError, match=message):
+            ablation.parse_export_names(items, cells)
+
+
 def test_rewards_of_older_cells_are_backfilled_from_their_rankings(real, tmp_path):
     from sgrec_jax.stages.rl import backfill_test_rewards
 
