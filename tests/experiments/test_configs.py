@@ -14,6 +14,7 @@ from ml_collections import config_flags
 
 import sgrec_jax.registration  # noqa: F401  (registers what the configs name)
 from experiments.configs import common
+from sgrec_jax.data.holdout import rl_requests
 from sgrec_jax.data.split import leave_one_out
 from sgrec_jax.embeddings import EMBEDDING_SOURCES
 from sgrec_jax.models.registry import MODELS
@@ -88,30 +89,36 @@ def test_conflict_study_rewards_the_ground_truth_at_its_conflict_level():
         load("synthetic_conflict", "high")
 
 
-@pytest.mark.parametrize("name, train_examples, steps", [("scientific_rl", 33_541, 1049),
-                                                         ("beauty_rl", 131_413, 4107)])
-def test_rank_args_reward_rank_for_two_epochs_of_requests(name, train_examples, steps):
+@pytest.mark.parametrize("name, requests, steps", [("scientific_rl", 3_265, 105),
+                                                   ("beauty_rl", 13_232, 414)])
+def test_rl_configs_train_sft_then_rl_on_held_out_users_for_two_epochs(name, requests, steps):
     single = load(name, "rank_single").rl
     assert tuple(single.channels) == ("rank",) and single.estimator_options.single.channel == "rank"
     a2po = load(name, "rank_a2po").rl
     assert tuple(a2po.channels) == ("rank", "psj")
     assert (a2po.estimator_options.a2po.business, a2po.estimator_options.a2po.semantic) == (
         "rank", "psj")
-    for rl in (single, a2po, load(name, "rank_popo").rl):
-        assert rl.num_steps == steps and rl.batch_size == 64
-        assert 2.0 <= rl.num_steps * rl.batch_size / train_examples < 2.0 + 64 / train_examples
-    ads = load(name, "").rl  # the advertising setting keeps its rewards and length
-    assert tuple(ads.channels) == ("ecpm", "psj") and ads.num_steps == 500
+    ads = load(name, "").rl  # the advertising setting: eCPM and the PSJ, same protocol
+    assert tuple(ads.channels) == ("ecpm", "psj") and ads.estimator == "a2po"
     assert ads.estimator_options.a2po.business == "ecpm"
-    assert load(name, "").rl.init_workdir == f"workdirs/{name.removesuffix('_rl')}_sft"
+    for arg in ("", "rank_single", "rank_a2po", "rank_popo"):
+        config = load(name, arg)
+        assert tuple(config.stages) == ("sids", "sft", "rl") and config.rl.init_workdir == ""
+        assert config.data.rl_holdout == "users:0.1"
+        rl = config.rl
+        assert rl.num_steps == steps and rl.batch_size == 64 and rl.eval_every * 3 == steps
+        # Two epochs of requests, rounded up to 3 validation intervals.
+        assert 2.0 <= rl.num_steps * rl.batch_size / requests < 2.0 + 3 * 64 / requests
 
 
 @pytest.mark.real_data
 @pytest.mark.parametrize("name", ["scientific_rl", "beauty_rl"])
 def test_rl_budgets_count_the_real_training_examples(name, beauty_dir, scientific_dir):
     config = load(name, "rank_a2po")
-    examples = len(leave_one_out(load_configured_dataset(config), config.data.max_history).train)
-    assert examples == importlib.import_module(f"experiments.configs.{name}").TRAIN_EXAMPLES
+    train = leave_one_out(load_configured_dataset(config), config.data.max_history).train
+    module = importlib.import_module(f"experiments.configs.{name}")
+    assert len(train) == module.TRAIN_EXAMPLES
+    assert len(rl_requests(train, config.data.rl_holdout)) == module.HOLDOUT_REQUESTS
 
 
 @pytest.mark.parametrize("name", ["scientific_sids", "beauty_sids", "scientific_sft", "beauty_sft"])
