@@ -632,15 +632,16 @@ def ablation_results_file(
     bootstrap entries of `comparisons`; provenance merged from the cells' results.json (sources
     and configs by cell directory). Extra key "cells": {row: ROW_FIELDS of its config, its
     estimator's options, and "overrides" {field: text} for a variant}, so a row's name need not
-    say what it ran. `export_names` {cell: row} renames rows in the file (systems, bootstrap
-    entries, cells; each renamed row's record keeps its "cell"); the others keep the cell's name.
+    say what it ran. `export_names` {cell: row} (parse_export_names) renames rows in the file
+    (systems, bootstrap entries, cells, provenance sources; each renamed row's record keeps its
+    "cell"); the others, and names of rows that have not finished, are left as they are.
     """
     variants = variants or {}
     export_names = export_names or {}
-    unknown = sorted(set(export_names) - set(results))
-    if unknown:
-        raise ValueError(f"export names for rows that did not run: {', '.join(unknown)}")
-    row = lambda name: export_names.get(name, name)  # noqa: E731
+
+    def row(name: str) -> str:
+        return export_names.get(name, name)
+
     directories = {name: os.path.join(workdir, CELLS_DIR, name) for name in results}
     runs = {f"{name}/seed_{seed}": result
             for name, by_seed in results.items() for seed, result in by_seed.items()}
