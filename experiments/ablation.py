@@ -6,7 +6,7 @@ r"""Ablation of RL advantage schemes from one SFT checkpoint: table, trade-off p
         [--variant='sft_continued:rl.pg_weight=0;rl.nll_weight=1;rl.beta=0' \
          --variant="anchored:rl.estimator=single;rl.channels=('rank',);rl.nll_weight=0.5"] \
         [--reference=sft_continued] [--export=docs/results/NAME_rl.json] \
-        [--export_names=anchored=single:rank]
+        [--export_names=anchored=single:rank] [--sft_per_seed]
 
 A variant is NAME:field=value;field=value (rl.* and eval.* fields; one --variant per row, as
 values such as tuples hold commas).
@@ -70,6 +70,11 @@ _EXPORT_NAMES = flags.DEFINE_list(
     "single:rank, a2po:rank+psj, sft_continued); other rows keep their cell's name.",
 )
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of every cell.")
+_SFT_PER_SEED = flags.DEFINE_bool(
+    "sft_per_seed", False, "Train the config's sids/sft stages once per seed (DIR/sft_bases/"
+    "seed_<s>, config.seed = s) and start each seed's cells from its own base, so the bootstrap "
+    "holds SFT's seed variance too; reward models are still trained once (DIR/rewards).",
+)
 _SUMMARIZE_ONLY = flags.DEFINE_bool(
     "summarize_only", False, "Run nothing; tabulate the cells that have finished."
 )
@@ -99,7 +104,8 @@ def main(argv: Sequence[str]) -> None:
                 raise ValueError("--config is required (unless --summarize_only)")
             # A finished cell adopts a field added after it ran when it holds the code's default.
             results = run_cells(_CONFIG.value, workdir, cells, seeds,
-                                channels=_SWEEP_CHANNELS.value, defaults=base_config())
+                                channels=_SWEEP_CHANNELS.value, defaults=base_config(),
+                                sft_per_seed=_SFT_PER_SEED.value)
         backfill_rewards(workdir, results)
         logging.info("summarising %d cells", len(results))
         sweep_rows = [c.name for c in cells if c.weight is not None and c.name in results]

@@ -23,6 +23,14 @@ The reward models (pCTR of "ecpm" and "ecpm_eval", ...) are trained once, in tha
 workdir's rewards/ (or config.rl.rewards_workdir), seeded by config.rl.reward_seed: every
 cell is graded by the same ones.
 
+--sft_per_seed (sft_per_seed=True) runs the base stages once per seed instead, in
+DIR/sft_bases/seed_<s> with config.seed = s, and the cells of seed s start from that base (the
+"sft" row of seed s is it). The paired bootstrap on per-user means over seeds then holds the
+SFT model's seed-to-seed variance as well as RL's; with one shared base it holds RL's alone.
+The reward models are still trained once, in DIR/rewards (unless config.rl.rewards_workdir names
+another place): they depend on the data and rl.reward_seed only, so every cell of every seed
+is graded by the same ones.
+
 Resumable: a cell (or sft_base) whose results.json exists is skipped after checking it ran with
 the same config (up to run-control fields, see sgrec_jax/stages/runs.py; sft_base ignores the rl
 section), so rerunning the command finishes a long sweep over several sessions. A cell stopped
@@ -114,6 +122,7 @@ SFT = "sft"  # The start policy: config.rl.num_steps = 0.
 SWEEP_ESTIMATOR = "weighted_sum"
 BASE_STAGES = ("sids", "sft")
 BASE_DIR = "sft_base"
+PER_SEED_BASES_DIR = "sft_bases"  # --sft_per_seed: sft_bases/seed_<s>.
 CELLS_DIR = "cells"
 RANKINGS = os.path.join("rl", "test_rankings.npz")
 REWARDS = os.path.join("rl", TEST_REWARDS_FILE)
@@ -291,25 +300,39 @@ def cell_config(
 
 def prepare_sft(
     config: ConfigDict, workdir: str, run: Callable[[ConfigDict, str], dict] = run_pipeline,
-    *, dry: bool = False, defaults: ConfigDict | None = None,
+    *, dry: bool = False, defaults: ConfigDict | None = None, seed: int | None = None,
 ) -> str:
-    """The SFT workdir every cell starts from: DIR/sft_base, after running the config's
+    """The SFT workdir the cells start from: DIR/sft_base, after running the config's
     sids/sft stages there once (skipped when finished, or when dry), else config.rl.init_workdir.
+    With `seed` (--sft_per_seed): DIR/sft_bases/seed_<seed>, the base stages run with
+    config.seed = seed; ValueError when the config has no base stages to run per seed.
     defaults as in `runs.check_same_config`.
     """
     stages = tuple(s for s in config.stages if s in BASE_STAGES)
     if not stages:
+        if seed is not None:
+            raise ValueError(
+                "--sft_per_seed trains one SFT base per seed, so config.stages must list "
+                f"'sids'/'sft' (got {tuple(config.stages)}); to start every cell from one "
+                "existing SFT run, set config.rl.init_workdir without --sft_per_seed"
+            )
         if not config.rl.init_workdir:
             raise ValueError(
                 "config.stages lists neither 'sids' nor 'sft', so config.rl.init_workdir must "
                 "name the SFT workdir to start from"
             )
         return os.fspath(as_path(config.rl.init_workdir))
-    directory = os.fspath(as_path(workdir) / BASE_DIR)
+    if seed is None:
+        directory, label = os.fspath(as_path(workdir) / BASE_DIR), "sft base"
+    else:
+        directory = os.fspath(as_path(workdir) / PER_SEED_BASES_DIR / f"seed_{seed}")
+        label = f"sft base/seed_{seed}"
     if not dry:
         base = config.copy_and_resolve_references()
         base.stages = stages
-        run_or_load(base, directory, "sft base", ignore_sections=("rl",), run=run,
+        if seed is not None:
+            base.seed = seed
+        run_or_load(base, directory, label, ignore_sections=("rl",), run=run,
                     defaults=defaults)
     return directory
 
@@ -322,28 +345,39 @@ def run_cells(
     run: Callable[[ConfigDict, str], dict] = run_pipeline,
     channels: Sequence[str] = (),
     defaults: ConfigDict | None = None,
+    sft_per_seed: bool = False,
 ) -> Results:
     """Runs the SFT base, then every unfinished (cell, seed), seeds outermost; every result.
 
-    All cell configs (a variant's overrides too) are built and checked first, so a bad scheme
-    name or override fails before any training. With `defaults` (the code's default config), a
-    finished cell whose config lacks a field added since passes when the field holds its
-    default (`runs.check_same_config`).
+    With sft_per_seed, each seed's base runs before that seed's cells (see the module
+    docstring), and the cells' reward models live in DIR/rewards unless
+    config.rl.rewards_workdir is set. All cell configs (a variant's overrides too) are built and
+    checked first, so a bad scheme name or override fails before any training. With `defaults`
+    (the code's default config), a finished cell whose config lacks a field added since passes
+    when the field holds its default (`runs.check_same_config`).
     """
     workdir = as_path(workdir)
-    init_workdir = prepare_sft(config, workdir, dry=True)
+    bases = {seed: prepare_sft(config, workdir, dry=True, seed=seed if sft_per_seed else None)
+             for seed in seeds}
     configs = {
-        (cell.name, seed): cell_config(config, cell, seed, init_workdir, channels)
+        (cell.name, seed): cell_config(config, cell, seed, bases[seed], channels)
         for seed in seeds for cell in cells
     }
+    if sft_per_seed:  # One set of reward models for every seed's cells.
+        for cell_config_ in configs.values():
+            if not cell_config_.rl.rewards_workdir:
+                cell_config_.rl.rewards_workdir = os.fspath(workdir)
     for (name, _), cell_config_ in configs.items():
         try:
             check_config(cell_config_)
         except (ValueError, UnknownNameError) as e:
             raise ValueError(f"cell {name}: {e}") from None
-    prepare_sft(config, workdir, run, defaults=defaults)
+    if not sft_per_seed:
+        prepare_sft(config, workdir, run, defaults=defaults)
     results: Results = {cell.name: {} for cell in cells}
     for seed in seeds:
+        if sft_per_seed:
+            prepare_sft(config, workdir, run, defaults=defaults, seed=seed)
         for cell in cells:
             results[cell.name][seed] = run_or_load(
                 configs[cell.name, seed], cell_dir(workdir, cell, seed),

@@ -331,6 +331,45 @@ def test_sft_base_runs_once_and_resumes(tmp_path):
         ablation.prepare_sft(config, str(tmp_path))
 
 
+def test_sft_per_seed_starts_each_seed_from_its_own_base(tmp_path):
+    """--sft_per_seed: base stages per seed (that seed), cells of seed s from base s, one
+    rewards folder for all; without base stages it is refused before anything runs."""
+    config = tiny_rl_config()
+    assert set(ablation.BASE_STAGES) <= set(config.stages)
+    calls = []
+
+    def run(run_config, directory):
+        calls.append((os.path.relpath(directory, tmp_path), run_config.seed,
+                      tuple(run_config.stages), run_config.rl.init_workdir,
+                      run_config.rl.rewards_workdir))
+        return {}
+
+    cells = ablation.plan_cells(["sft", "a2po"], [], [])
+    ablation.run_cells(config, str(tmp_path), cells, [0, 2], run=run, sft_per_seed=True)
+    bases = {s: str(tmp_path / "sft_bases" / f"seed_{s}") for s in (0, 2)}
+    assert calls == [
+        ("sft_bases/seed_0", 0, ("sids", "sft"), config.rl.init_workdir, ""),
+        ("cells/sft/seed_0", 0, ("rl",), bases[0], str(tmp_path)),
+        ("cells/a2po/seed_0", 0, ("rl",), bases[0], str(tmp_path)),
+        ("sft_bases/seed_2", 2, ("sids", "sft"), config.rl.init_workdir, ""),
+        ("cells/sft/seed_2", 2, ("rl",), bases[2], str(tmp_path)),
+        ("cells/a2po/seed_2", 2, ("rl",), bases[2], str(tmp_path)),
+    ]
+    # Shared base (the default): one base, every seed's cells from it, rewards beside it.
+    calls.clear()
+    ablation.run_cells(config, str(tmp_path / "shared"), cells, [0, 2], run=run)
+    base = str(tmp_path / "shared" / "sft_base")
+    assert [c[0] for c in calls] == ["shared/sft_base", *(f"shared/cells/{n}/seed_{s}"
+                                     for s in (0, 2) for n in ("sft", "a2po"))]
+    assert {c[3] for c in calls[1:]} == {base} and {c[4] for c in calls} == {""}
+    calls.clear()
+    config.stages = ("rl",)
+    config.rl.init_workdir = "/somewhere/sft"
+    with pytest.raises(ValueError, match="--sft_per_seed trains one SFT base per seed"):
+        ablation.run_cells(config, str(tmp_path / "x"), cells, [0], run=run, sft_per_seed=True)
+    assert calls == []
+
+
 def test_cli_summarizes_the_finished_cells(summary, tmp_path):
     workdir, text = summary
     copy = tmp_path / "copy"
