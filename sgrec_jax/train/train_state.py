@@ -96,13 +96,25 @@ def make_optimizer(
         )
     if weight_decay < 0 or (clip_norm is not None and clip_norm <= 0):
         raise ValueError(f"need weight_decay >= 0, clip_norm > 0, got {weight_decay}, {clip_norm}")
-    schedule = optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=lr, warmup_steps=warmup_steps, decay_steps=total_steps,
-        end_value=lr * final_lr_fraction,
-    )
+    schedule = learning_rate_schedule(lr, warmup_steps, total_steps, final_lr_fraction)
     return optax.inject_hyperparams(_adamw, static_args=("clip_norm",))(
         learning_rate=schedule, weight_decay=weight_decay, clip_norm=clip_norm
     )
+
+
+def learning_rate_schedule(
+    lr: float, warmup_steps: int, total_steps: int, final_lr_fraction: float = 0.0
+) -> optax.Schedule:
+    """0 -> lr linearly over `warmup_steps`, then cosine to lr * final_lr_fraction at
+    `total_steps`. Without warmup it is optax's plain cosine decay: the same values as the
+    warmup schedule with 0 steps, without the warning optax logs for a zero-step ramp."""
+    if warmup_steps:
+        return optax.warmup_cosine_decay_schedule(
+            init_value=0.0, peak_value=lr, warmup_steps=warmup_steps, decay_steps=total_steps,
+            end_value=lr * final_lr_fraction,
+        )
+    return optax.cosine_decay_schedule(init_value=lr, decay_steps=total_steps,
+                                       alpha=final_lr_fraction)
 
 
 def create_train_state(

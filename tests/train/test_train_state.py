@@ -12,7 +12,12 @@ import pytest
 from flax import nnx
 
 from sgrec_jax.core.sharding import make_mesh
-from sgrec_jax.train.train_state import create_train_state, make_optimizer, make_train_step
+from sgrec_jax.train.train_state import (
+    create_train_state,
+    learning_rate_schedule,
+    make_optimizer,
+    make_train_step,
+)
 from tests.fake_devices import run_on_fake_devices
 
 NUM_ITEMS, HISTORY = 103, 4
@@ -217,3 +222,22 @@ def test_eight_devices_match_one_device():
         print("losses", runs["one"][0], runs["eight"][0])
     """)
     assert "losses" in out
+
+
+@pytest.mark.parametrize("final_lr_fraction", [0.0, 0.1])
+def test_the_schedule_without_warmup_is_the_warmup_schedule_with_zero_steps(
+    final_lr_fraction, caplog
+):
+    """Same values as optax's warmup schedule with 0 steps, without its 'non-positive
+    transition_steps' log line in every run that has no warmup (SASRec's)."""
+    steps = np.arange(0, 12)
+    with caplog.at_level("INFO"):
+        got = learning_rate_schedule(0.1, 0, 10, final_lr_fraction)(steps)
+        assert "non-positive" not in caplog.text
+        want = optax.warmup_cosine_decay_schedule(0.0, 0.1, 0, 10, 0.1 * final_lr_fraction)(steps)
+        assert "non-positive" in caplog.text
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
+    assert float(got[0]) == pytest.approx(0.1)
+    assert float(got[-1]) == pytest.approx(0.1 * final_lr_fraction)
+    warm = learning_rate_schedule(0.1, 2, 10)(steps)
+    np.testing.assert_allclose(warm, optax.warmup_cosine_decay_schedule(0.0, 0.1, 2, 10)(steps))
