@@ -21,7 +21,8 @@ stage ran; and "fusion", the generator reranked with transition counts (`experim
 - diagnostics.md/.csv: the same for DIAGNOSTIC_METRICS (sgrec_jax/evaluation/diagnostics.py),
   the columns every system reports;
 - bootstrap.md/.json (when "sft" and a baseline ran): a paired bootstrap over test users of
-  sft - baseline on recall@10 and ndcg@10 for each baseline present (BASELINES), per seed and
+  sft - baseline on recall@5, ndcg@5, recall@10 and ndcg@10 (the four metrics
+  benchmarks.md sets bars on) for each baseline present (BASELINES), per seed and
   for the per-user values averaged over seeds ("seed_mean": user sampling only, the seed noise
   averaged out). Per-user values are recomputed from each system's saved test_rankings.npz.
   bootstrap.json maps each baseline to its {"a": "sft", "b": baseline, "results"} record.
@@ -60,7 +61,7 @@ from ml_collections import ConfigDict
 from sgrec_jax.core.files import as_path, atomic_write, read_json, write_json
 from sgrec_jax.evaluation.bootstrap import BootstrapResult
 from sgrec_jax.evaluation.paired import (
-    BOOTSTRAP_METRICS,
+    PROTOCOL_METRICS,
     UserMetrics,
     bootstrap_json,
     bootstrap_markdown,
@@ -83,6 +84,7 @@ SYSTEMS = {
 }
 BASELINES = ("sasrec", "item_transition", "popularity")  # sft is bootstrapped against each.
 TABLE_METRICS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10", "coverage@10", "valid_rate")
+BOOTSTRAP_METRICS = PROTOCOL_METRICS  # Every table metric a bar is set on (benchmarks.md).
 DIAGNOSTIC_PREFIX = "diag/"
 DIAGNOSTIC_METRICS = (
     "diag/follows_share", "diag/recall@10|follows", "diag/recall@10|not_follows",

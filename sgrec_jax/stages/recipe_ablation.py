@@ -46,7 +46,12 @@ from ml_collections import ConfigDict
 from sgrec_jax.core.files import as_path, atomic_write, is_local, write_json
 from sgrec_jax.core.registry import UnknownNameError
 from sgrec_jax.evaluation.bootstrap import BootstrapResult
-from sgrec_jax.evaluation.paired import UserMetrics, paired_bootstrap_by_seed, user_metrics
+from sgrec_jax.evaluation.paired import (
+    PROTOCOL_METRICS,
+    UserMetrics,
+    paired_bootstrap_by_seed,
+    user_metrics,
+)
 from sgrec_jax.evaluation.results_file import agreed_value, merged_provenance, results_file
 from sgrec_jax.evaluation.tables import results_table, to_csv
 from sgrec_jax.stages.backfill import BACKFILLED_KEY, backfill_diagnostics
@@ -64,7 +69,7 @@ from sgrec_jax.stages.variants import Variant, variant_configs
 GENERATOR = "sft"  # The SYSTEMS name of every variant's row.
 FLOORS = ("item_transition", "popularity")
 BASELINE = "item_transition"  # Every variant is also bootstrapped against this floor.
-BOOTSTRAP_METRICS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
+BOOTSTRAP_METRICS = PROTOCOL_METRICS
 # Column -> results.json key of a variant's cost.
 COST_METRICS = {
     "examples_per_s": "sft/examples_per_s",

@@ -153,7 +153,7 @@ def check_results_file(path, workdir, num_resamples):
     assert all(set(e) == ENTRY_KEYS for e in data["bootstrap"])
     pairs = {(e["a"], e["b"], e["metric"], e["seeds"]) for e in data["bootstrap"]}
     assert pairs == {("sft", b, m, seeds) for b in ("sasrec", "item_transition", "popularity")
-                     for m in ("recall@10", "ndcg@10")
+                     for m in ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
                      for seeds in ("seed_0", "seed_1", "seed_mean")}
     for e in data["bootstrap"]:
         lo, hi = e["ci95"]
