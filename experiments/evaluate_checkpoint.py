@@ -2,6 +2,7 @@ r"""Test metrics of any SFT checkpoint of a finished run, beside the one validat
 
     SGREC_DATA_DIR=... python -m experiments.evaluate_checkpoint --workdir=RUN_DIR --step=STEP \
         [--results_dir=RUN_DIR/checkpoint_STEP] [--without_copy_head | --copy_gate_shift=D]
+        [--beam_size=B]
 
 The SFT stage reports the test metrics of one checkpoint, the best by validation
 `config.sft.best_metric`. This answers what another kept checkpoint gives (the last one, or the
@@ -20,7 +21,11 @@ still ranks the users whose target is not in the memory as a plain generator doe
 temperature): D > 0 gives the memory's items more of each level's mass, D < 0 the generator's.
 Training fits the gate to the likelihood over all users, which need not be what ranks best. The
 shifted model also ranks the validation users the SFT stage validated on (the same seeded
-subset), reported as "checkpoint/valid_shifted", so a shift can be chosen on validation.
+subset), reported as "checkpoint/valid_decoded", so a shift can be chosen on validation.
+
+--beam_size=B ranks with beam B instead of the run's config.eval.beam_size (B >= 10), test and
+those validation users alike ("checkpoint/valid_decoded"): whether a wider beam finds items the
+run's beam pruned at an early SID level (TIGER's recipes use 50).
 
 Writes RESULTS_DIR/results.json (the test report with the SFT stage's keys, "checkpoint/step", the
 step's "checkpoint/valid" metrics from sft/metrics.jsonl, the run's selected step, provenance)
@@ -55,13 +60,15 @@ _WORKDIR = define_workdir("A finished SFT run directory (read only).")
 _STEP = flags.DEFINE_integer("step", None, "The checkpoint's training step (a kept checkpoint).")
 _RESULTS_DIR = flags.DEFINE_string("results_dir", None,
                                "Where results go (default WORKDIR/checkpoint_STEP, with "
-                               "_without_copy_head or _gate_shift<D> appended under those "
-                               "flags).")
+                               "_without_copy_head, _gate_shift<D>, _beam<B> appended under "
+                               "those flags).")
 _WITHOUT_COPY_HEAD = flags.DEFINE_bool(
     "without_copy_head", False, "Rank with the generator part of a copy-head model alone.")
 _COPY_GATE_SHIFT = flags.DEFINE_float(
     "copy_gate_shift", 0.0, "Added to the copy head's gate logit before ranking; validation is "
     "ranked again with it (default 0: the trained gate).")
+_BEAM_SIZE = flags.DEFINE_integer(
+    "beam_size", 0, "Beam width for test and validation (default 0: the run's eval.beam_size).")
 flags.mark_flags_as_required(["workdir", "step"])
 
 
@@ -92,10 +99,10 @@ def logged_valid_metrics(workdir, step: int) -> dict[str, float]:
 
 def evaluate_checkpoint(workdir, step: int, results_dir=None, *,
                         without_copy_head: bool = False,
-                        copy_gate_shift: float = 0.0) -> dict[str, Any]:
+                        copy_gate_shift: float = 0.0, beam_size: int = 0) -> dict[str, Any]:
     """Ranks the run's test users with checkpoint `step` (with its copy head removed if
-    `without_copy_head`, its gate logit shifted by `copy_gate_shift`); writes and returns
-    results.json's content (module docstring)."""
+    `without_copy_head`, its gate logit shifted by `copy_gate_shift`, with beam `beam_size`
+    when > 0); writes and returns results.json's content (module docstring)."""
     start = time.perf_counter()
     workdir = as_path(workdir)
     config = check_run_dir(workdir)
@@ -111,8 +118,11 @@ def evaluate_checkpoint(workdir, step: int, results_dir=None, *,
     if without_copy_head and copy_gate_shift:
         raise ValueError("--copy_gate_shift shifts the gate of the copy head that "
                          "--without_copy_head removes: give one of them")
+    if beam_size and beam_size < 10:
+        raise ValueError(f"--beam_size {beam_size}: must be >= 10 (the K of ndcg@10)")
     suffix = ("_without_copy_head" if without_copy_head
               else f"_gate_shift{copy_gate_shift:+g}" if copy_gate_shift else "")
+    suffix += f"_beam{beam_size}" if beam_size else ""
     results_dir = (as_path(results_dir) if results_dir
                    else workdir / f"checkpoint_{step}{suffix}")
     dataset = load_run_dataset(workdir, config)
@@ -121,6 +131,7 @@ def evaluate_checkpoint(workdir, step: int, results_dir=None, *,
                          source=data.get("source", "memory"), shards_dir=data.get("shards_dir", ""))
     test = subsample(splits.test, config.eval.get("test_users", 0), config.seed)
     recommender = Recommender.from_workdir(workdir, step=step)
+    beam = beam_size or recommender.beam_size
     if without_copy_head:
         # The generator then scores every level with its own logits (SidGenerator._copy).
         # Only recommender.model changes: the Recommender's own split of it (recommend())
@@ -129,16 +140,17 @@ def evaluate_checkpoint(workdir, step: int, results_dir=None, *,
 
     def rank(examples):
         return rank_with_generator(
-            recommender.model, recommender.catalog, examples, beam_size=recommender.beam_size,
+            recommender.model, recommender.catalog, examples, beam_size=beam,
             k=10, batch_size=config.eval.batch_size,
             level_scoring=config.eval.get("level_scoring", "renormalized"))
 
-    valid_shifted = None
+    valid_decoded = None
     if copy_gate_shift:
         gate = recommender.model.copy_head.gate
         gate.bias[...] = gate.bias[...] + copy_gate_shift
+    if copy_gate_shift or beam_size:  # Decoding knobs: choose them on validation.
         valid = subsample(splits.valid, config.eval.valid_users, config.seed)
-        valid_shifted = scalar_metrics(ranking_report(rank(valid), dataset.num_items))
+        valid_decoded = scalar_metrics(ranking_report(rank(valid), dataset.num_items))
     rankings = rank(test)
     stats = TrainingStatistics.from_sequences(training_sequences(dataset), dataset.num_items)
     report = scalar_metrics(ranking_report(
@@ -153,8 +165,8 @@ def evaluate_checkpoint(workdir, step: int, results_dir=None, *,
         "checkpoint/source_run": str(workdir),
         "checkpoint/without_copy_head": without_copy_head,
         "checkpoint/copy_gate_shift": copy_gate_shift,
-        **({"checkpoint/valid_shifted": valid_shifted} if valid_shifted is not None else {}),
-        "eval/beam_size": recommender.beam_size,
+        **({"checkpoint/valid_decoded": valid_decoded} if valid_decoded is not None else {}),
+        "eval/beam_size": beam,
         "dataset": {"name": dataset.name, **dataset.stats()},
         "wall_seconds": time.perf_counter() - start,
         "provenance": provenance(dataset.source_files, config),
@@ -172,14 +184,15 @@ def main(argv):
     quiet_library_logs()
     results = run_or_exit(lambda: evaluate_checkpoint(
         _WORKDIR.value, _STEP.value, _RESULTS_DIR.value,
-        without_copy_head=_WITHOUT_COPY_HEAD.value, copy_gate_shift=_COPY_GATE_SHIFT.value))
-    valid = results.get("checkpoint/valid_shifted", results["checkpoint/valid"])
+        without_copy_head=_WITHOUT_COPY_HEAD.value, copy_gate_shift=_COPY_GATE_SHIFT.value,
+        beam_size=_BEAM_SIZE.value))
+    valid = results.get("checkpoint/valid_decoded", results["checkpoint/valid"])
     print(f"step {results['checkpoint/step']} (the run selected "
           f"{results['checkpoint/selected_step']}): test "
           + " ".join(f"{k} {results[k]:.4f}" for k in ("recall@5", "ndcg@5", "recall@10",
                                                        "ndcg@10", "coverage@10"))
           + ("; the run's logged valid (whole model) " if results["checkpoint/without_copy_head"]
-             else "; valid (gate shifted) " if "checkpoint/valid_shifted" in results
+             else "; valid (this decoding) " if "checkpoint/valid_decoded" in results
              else "; valid ") + " ".join(f"{k} {valid[k]:.4f}" for k in ("recall@10", "ndcg@10")
                                   if k in valid))
 

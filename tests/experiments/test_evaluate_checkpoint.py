@@ -64,6 +64,37 @@ def test_other_step_reports_its_logged_validation_metrics(run, tmp_path):
 
 
 
+def test_beam_size_ranks_test_and_validation_with_another_beam(run, tmp_path, monkeypatch):
+    """--beam_size: the run's own width reproduces its rankings; another width ranks test and
+    the run's validation users with it and says so; a width under 10 is refused."""
+    run_dir, run_results = run
+    step = run_results["sft/best_step"]
+    config = check_run_dir(run_dir)
+    same = evaluate_checkpoint(run_dir, step, tmp_path / "same", beam_size=config.eval.beam_size)
+    np.testing.assert_array_equal(read_npz(tmp_path / "same" / "test_rankings.npz")["items_uk"],
+                                  read_npz(run_dir / "sft" / "test_rankings.npz")["items_uk"])
+    assert same["recall@10"] == run_results["recall@10"]
+    widths = []
+
+    def spy(*args, beam_size, **kwargs):
+        widths.append(beam_size)
+        return rank_with_generator(*args, beam_size=beam_size, **kwargs)
+
+    monkeypatch.setattr("experiments.evaluate_checkpoint.rank_with_generator", spy)
+    wide = evaluate_checkpoint(run_dir, step, tmp_path / "wide",
+                               beam_size=2 * config.eval.beam_size)
+    assert widths == [2 * config.eval.beam_size] * 2  # validation, then test
+    assert wide["eval/beam_size"] == 2 * config.eval.beam_size
+    assert wide["checkpoint/valid_decoded"]["num_users"] == config.eval.valid_users
+    assert "checkpoint/valid_decoded" not in evaluate_checkpoint(run_dir, step, tmp_path / "plain")
+    # Ten distinct catalog items per user, best first, as the run's own beam gives them.
+    items = read_npz(tmp_path / "wide" / "test_rankings.npz")["items_uk"]
+    assert items.shape == read_npz(run_dir / "sft" / "test_rankings.npz")["items_uk"].shape
+    assert np.all(items >= 0) and all(len(set(row)) == len(row) for row in items.tolist())
+    with pytest.raises(ValueError, match="--beam_size 5: must be >= 10"):
+        evaluate_checkpoint(run_dir, step, tmp_path / "narrow", beam_size=5)
+
+
 def test_without_copy_head_ranks_as_the_gate_shut_and_the_gate_shifts(run, tmp_path):
     """The copy head removed ranks exactly as the same checkpoint with its gate forced shut
     (each level's mixture is then the generator's own softmax), and so does --copy_gate_shift
@@ -99,8 +130,8 @@ def test_without_copy_head_ranks_as_the_gate_shut_and_the_gate_shifts(run, tmp_p
     np.testing.assert_array_equal(
         read_npz(tmp_path / "shifted" / "test_rankings.npz")["items_uk"], items)
     assert shifted["checkpoint/copy_gate_shift"] == -1e9
-    assert shifted["checkpoint/valid_shifted"]["num_users"] == run_config.eval.valid_users
-    assert "checkpoint/valid_shifted" not in without
+    assert shifted["checkpoint/valid_decoded"]["num_users"] == run_config.eval.valid_users
+    assert "checkpoint/valid_decoded" not in without
     opened = evaluate_checkpoint(run_dir, step, tmp_path / "opened", copy_gate_shift=5.0)
     assert not np.array_equal(
         read_npz(tmp_path / "opened" / "test_rankings.npz")["items_uk"], with_head)
