@@ -6,7 +6,7 @@ r"""Ablation of RL advantage schemes from one SFT checkpoint: table, trade-off p
         [--variant='sft_continued:rl.pg_weight=0;rl.nll_weight=1;rl.beta=0' \
          --variant="anchored:rl.estimator=single;rl.channels=('rank',);rl.nll_weight=0.5"] \
         [--reference=sft_continued] [--export=docs/results/NAME_rl.json] \
-        [--export_names=anchored=single:rank] [--sft_per_seed]
+        [--export_names=anchored=single:rank] [--sft_per_seed] [--archive=docs/results/runs/NAME]
 
 A variant is NAME:field=value;field=value (rl.* and eval.* fields; one --variant per row, as
 values such as tuples hold commas).
@@ -75,6 +75,13 @@ _SFT_PER_SEED = flags.DEFINE_bool(
     "seed_<s>, config.seed = s) and start each seed's cells from its own base, so the bootstrap "
     "holds SFT's seed variance too; reward models are still trained once (DIR/rewards).",
 )
+_ARCHIVE = flags.DEFINE_string(
+    "archive", None, "With --config: restore the cells archived in ARCHIVE that the workdir "
+    "lacks, then archive each cell as it finishes (results, config, top-10 test rankings, "
+    "per-user rewards; sgrec_jax/stages/cell_archive.py), so cells run in several sessions or "
+    "on a lent device form one table. ARCHIVE is itself an ablation directory "
+    "(--summarize_only --workdir=ARCHIVE tabulates it), small enough to commit.",
+)
 _SUMMARIZE_ONLY = flags.DEFINE_bool(
     "summarize_only", False, "Run nothing; tabulate the cells that have finished."
 )
@@ -96,16 +103,21 @@ def main(argv: Sequence[str]) -> None:
         reference = check_reference(cells, _REFERENCE.value)
         export_names = parse_export_names(_EXPORT_NAMES.value, cells)
         if _SUMMARIZE_ONLY.value:
+            if _ARCHIVE.value:
+                raise ValueError("--archive with --summarize_only: tabulate the archive itself "
+                                 "with --workdir=ARCHIVE")
             results = load_finished(workdir, cells, seeds)
             if not results:
                 raise ValueError(f"{workdir}: no cell has finished yet")
         else:
             if _CONFIG.value is None:
                 raise ValueError("--config is required (unless --summarize_only)")
+            if _ARCHIVE.value and as_path(_ARCHIVE.value) == workdir:
+                raise ValueError("--archive must be another directory than --workdir")
             # A finished cell adopts a field added after it ran when it holds the code's default.
             results = run_cells(_CONFIG.value, workdir, cells, seeds,
                                 channels=_SWEEP_CHANNELS.value, defaults=base_config(),
-                                sft_per_seed=_SFT_PER_SEED.value)
+                                sft_per_seed=_SFT_PER_SEED.value, archive=_ARCHIVE.value)
         backfill_rewards(workdir, results)
         logging.info("summarising %d cells", len(results))
         sweep_rows = [c.name for c in cells if c.weight is not None and c.name in results]

@@ -58,6 +58,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
         raise
 
 
+def copy_file(source: str | os.PathLike, destination: str | os.PathLike) -> None:
+    """Copies a file whole to `destination` (atomically, as atomic_write); either may be a URI."""
+    data = epath.Path(source).read_bytes()
+    atomic_write(destination, lambda f: f.write(data))
+
+
 def _to_json(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return obj.item()

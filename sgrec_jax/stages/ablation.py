@@ -35,7 +35,11 @@ Resumable: a cell (or sft_base) whose results.json exists is skipped after check
 the same config (up to run-control fields, see sgrec_jax/stages/runs.py; sft_base ignores the rl
 section), so rerunning the command finishes a long sweep over several sessions. A cell stopped
 midway resumes from its checkpoints. --summarize_only (no --config needed) tabulates the cells
-that have finished so far.
+that have finished so far. --archive=ARCHIVE (sgrec_jax/stages/cell_archive.py) keeps a
+committable copy of every finished cell (results, config, top-10 test rankings, per-user rewards)
+and restores it into a work directory that lacks it, so a table's cells can run over sessions
+whose machines keep nothing, or on a lent device (experiments/on_device.sh --bring=ARCHIVE); an
+SFT base runs only while a cell that starts from it is unfinished.
 
 Outputs in DIR:
 - ablation.md / ablation.csv: mean ± std over seeds (ddof 1) of recall/ndcg@5,10 (and @20 when
@@ -112,6 +116,13 @@ from sgrec_jax.evaluation.results_file import (
 from sgrec_jax.evaluation.tables import ResultsTable, results_table, to_csv, to_markdown
 from sgrec_jax.rl.estimators import ESTIMATORS
 from sgrec_jax.rl.evaluation import DEEP_METRICS
+from sgrec_jax.stages.cell_archive import (
+    CELLS_DIR,
+    RANKINGS,
+    archive_cell,
+    cell_path,
+    restore_cells,
+)
 from sgrec_jax.stages.multi_seed import DIAGNOSTIC_METRICS, FOLLOWS_COUNT_METRICS
 from sgrec_jax.stages.pipeline import RESULTS_FILE, check_config, run_pipeline
 from sgrec_jax.stages.rl import TEST_REWARDS_FILE, TRUE_FRONT_FILE, backfill_test_rewards
@@ -123,8 +134,6 @@ SWEEP_ESTIMATOR = "weighted_sum"
 BASE_STAGES = ("sids", "sft")
 BASE_DIR = "sft_base"
 PER_SEED_BASES_DIR = "sft_bases"  # --sft_per_seed: sft_bases/seed_<s>.
-CELLS_DIR = "cells"
-RANKINGS = os.path.join("rl", "test_rankings.npz")
 REWARDS = os.path.join("rl", TEST_REWARDS_FILE)
 PREFIX = "rl/"  # The rl stage's keys in results.json.
 BUSINESS, SEMANTIC = "ecpm@10", "semantic@10"
@@ -237,7 +246,7 @@ def parse_export_names(items: Sequence[str], cells: Sequence[Cell]) -> dict[str,
 
 
 def cell_dir(workdir: str, cell: Cell, seed: int) -> str:
-    return os.path.join(workdir, CELLS_DIR, cell.name, f"seed_{seed}")
+    return os.fspath(cell_path(workdir, cell.name, seed))
 
 
 def sweep_weights(channels: Sequence[str], weight: float) -> dict[str, Any]:
@@ -346,6 +355,7 @@ def run_cells(
     channels: Sequence[str] = (),
     defaults: ConfigDict | None = None,
     sft_per_seed: bool = False,
+    archive: str | None = None,
 ) -> Results:
     """Runs the SFT base, then every unfinished (cell, seed), seeds outermost; every result.
 
@@ -355,8 +365,15 @@ def run_cells(
     checked first, so a bad scheme name or override fails before any training. With `defaults`
     (the code's default config), a finished cell whose config lacks a field added since passes
     when the field holds its default (`runs.check_same_config`).
+
+    With `archive` (sgrec_jax/stages/cell_archive.py), the archived cells the workdir lacks are
+    restored into it first, and every cell is archived as soon as it has finished (or checked
+    against its archived copy). An SFT base is trained only when a cell that starts from it has
+    not finished, so cells restored on a fresh machine cost no SFT run.
     """
     workdir = as_path(workdir)
+    if archive:
+        restore_cells(archive, os.fspath(workdir), [c.name for c in cells], seeds)
     bases = {seed: prepare_sft(config, workdir, dry=True, seed=seed if sft_per_seed else None)
              for seed in seeds}
     configs = {
@@ -372,17 +389,25 @@ def run_cells(
             check_config(cell_config_)
         except (ValueError, UnknownNameError) as e:
             raise ValueError(f"cell {name}: {e}") from None
-    if not sft_per_seed:
+    def unfinished(seeds_: Sequence[int]) -> bool:
+        return any(not (cell_path(workdir, cell.name, seed) / RESULTS_FILE).exists()
+                   for seed in seeds_ for cell in cells)
+
+    if not sft_per_seed and unfinished(seeds):
         prepare_sft(config, workdir, run, defaults=defaults)
     results: Results = {cell.name: {} for cell in cells}
     for seed in seeds:
-        if sft_per_seed:
+        if sft_per_seed and unfinished([seed]):
             prepare_sft(config, workdir, run, defaults=defaults, seed=seed)
         for cell in cells:
+            label = f"cell {cell.name}/seed_{seed}"
             results[cell.name][seed] = run_or_load(
-                configs[cell.name, seed], cell_dir(workdir, cell, seed),
-                f"cell {cell.name}/seed_{seed}", run=run, defaults=defaults,
+                configs[cell.name, seed], cell_dir(workdir, cell, seed), label, run=run,
+                defaults=defaults,
             )
+            if archive:
+                archive_cell(cell_dir(workdir, cell, seed),
+                             cell_path(archive, cell.name, seed), label, defaults)
     return results
 
 

@@ -6,6 +6,13 @@ run must come from the same config, or a table would mix two experiments; fields
 run but not its results may change between sessions: RUN_CONTROL_FIELDS (matched by leaf name)
 and RUN_CONTROL_SECTIONS (where the run executes, e.g. the multi-host coordinator, and sections
 the pipeline never reads: `judge`, the settings of `python -m experiments.judge`).
+
+Fields that say where files live rather than what they hold (LOCATION_FIELDS: the data folder,
+the SFT workdir an RL run starts from, ...) are compared by their last path component: the same
+run on a lent accelerator reads `data/amazon2014_beauty` where this machine reads
+`/work/shared/data/amazon2014_beauty`, and an ablation's cells start from `<workdir>/sft_base`
+wherever the workdir is. That the data are the same is checked on the contents: every results
+file compares the runs' data-file hashes (evaluation/results_file.py, `merged_provenance`).
 """
 
 from __future__ import annotations
@@ -23,6 +30,15 @@ from sgrec_jax.stages.pipeline import CONFIG_FILE, RESULTS_FILE, run_pipeline
 
 RUN_CONTROL_FIELDS = ("max_steps_per_run", "log_every", "keep_checkpoints")
 RUN_CONTROL_SECTIONS = ("distributed", "judge")
+LOCATION_FIELDS = ("data.dir", "data.shards_dir", "sid.index_path", "rl.init_workdir",
+                   "rl.rewards_workdir")
+
+
+def _located(key: str, value: Any) -> Any:
+    """A LOCATION_FIELDS value as compared: its last path component ("" stays "")."""
+    if key in LOCATION_FIELDS and isinstance(value, str):
+        return os.path.basename(os.path.normpath(value)) if value else value
+    return value
 
 
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -42,9 +58,10 @@ def check_same_config(
     """Raises ValueError when `directory`'s stored config differs from `config`.
 
     Run-control fields and the top-level sections in ignore_sections (which the run does not
-    read) may differ. With `defaults` (the experiment's config before any override), a field the
-    stored config lacks passes when `config` holds it at its default: an option added after the
-    run finished, whose default keeps the behaviour that run had.
+    read) may differ; LOCATION_FIELDS are compared by their last path component. With
+    `defaults` (the experiment's config before any override), a field the stored config lacks
+    passes when `config` holds it at its default: an option added after the run finished, whose
+    default keeps the behaviour that run had.
     """
     stored = read_json(os.path.join(directory, CONFIG_FILE))
     if stored is None:
@@ -54,7 +71,8 @@ def check_same_config(
     default = _flatten(json.loads(json.dumps(defaults.to_dict()))) if defaults else {}
     changed = sorted(
         k for k in old.keys() | new.keys()
-        if old.get(k) != new.get(k) and k.rsplit(".", 1)[-1] not in RUN_CONTROL_FIELDS
+        if _located(k, old.get(k)) != _located(k, new.get(k))
+        and k.rsplit(".", 1)[-1] not in RUN_CONTROL_FIELDS
         and k.split(".", 1)[0] not in (*RUN_CONTROL_SECTIONS, *ignore_sections)
         and not (k not in old and k in default and default[k] == new.get(k))
     )

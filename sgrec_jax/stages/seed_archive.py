@@ -26,7 +26,7 @@ from absl import logging
 from etils import epath
 from ml_collections import ConfigDict
 
-from sgrec_jax.core.files import as_path, atomic_write, read_json, read_npz, write_compressed_npz
+from sgrec_jax.core.files import as_path, copy_file, read_json, read_npz, write_compressed_npz
 from sgrec_jax.stages.multi_seed import (
     POSTHOC_SYSTEMS,
     RANKINGS_FILE,
@@ -91,8 +91,7 @@ def _archive_system(run_dir: epath.Path, out_dir: epath.Path, system: str) -> No
     (rankings first: the report marks the system as present)."""
     archive_rankings(run_dir / system / RANKINGS_FILE, out_dir / system / RANKINGS_FILE)
     if system in POSTHOC_SYSTEMS:
-        atomic_write(out_dir / system / RESULTS_FILE, lambda f, source=(
-            run_dir / system / RESULTS_FILE): f.write(source.read_bytes()))
+        copy_file(run_dir / system / RESULTS_FILE, out_dir / system / RESULTS_FILE)
 
 
 def archive_seeds(
@@ -132,8 +131,7 @@ def archive_seeds(
         # Whole-file copies (atomic where the filesystem allows); results.json last: its
         # presence marks the archived seed as complete.
         for name in (CONFIG_FILE, RESULTS_FILE):
-            atomic_write(out_dir / name, lambda f, source=run_dir / name: f.write(
-                source.read_bytes()))
+            copy_file(run_dir / name, out_dir / name)
         added.append(seed)
         logging.info("archived seed %d (%s) into %s", seed, ", ".join(systems), out_dir)
     return added

@@ -16,7 +16,7 @@ from ml_collections import ConfigDict
 
 from sgrec_jax.core.files import write_json
 from sgrec_jax.rl.estimators import ESTIMATORS, ChannelSpec
-from sgrec_jax.stages import ablation
+from sgrec_jax.stages import ablation, cell_archive
 from sgrec_jax.stages.runs import parse_sweep
 from sgrec_jax.stages.variants import parse_variant
 from sgrec_jax.train.evaluate import Rankings
@@ -680,3 +680,90 @@ def test_a_rerun_skips_every_finished_cell(real):
             assert by_seed[0][key] == results[name][0][key], (name, key)
     assert finished_files(workdir) == first
     assert len(first) == 1 + len(REAL_CELLS) + 2  # sft_base, the cells, two pCTR models
+
+
+# -- the cell archive: cells run in several sessions or on another machine form one table -------
+
+
+def test_the_archive_tabulates_as_the_work_directory_did(real, tmp_path):
+    """ARCHIVE holds only results, configs, top-10 rankings and rewards, yet summarising it gives
+    the work directory's table, diagnostics and bootstrap entries; archiving again adds nothing."""
+    workdir, results, _, _, _ = real
+    archive = tmp_path / "archive"
+    added = cell_archive.archive_cells(str(workdir), str(archive), results)
+    assert added == [f"{c.name}/seed_0" for c in REAL_CELLS]
+    assert cell_archive.archive_cells(str(workdir), str(archive), results) == []
+    kept = sorted(str(p.relative_to(archive)) for p in archive.rglob("*") if p.is_file())
+    assert kept == sorted(f"cells/{c.name}/seed_0/{f}" for c in REAL_CELLS for f in (
+        "config.json", "results.json", "rl/test_rankings.npz", "rl/test_rewards.npz",
+        "rl/true_front.json"))  # the synthetic world's oracle front
+    assert np.load(archive / "cells" / "a2po" / "seed_0" / "rl" / "test_rankings.npz")[
+        "items_uk"].shape[1] == 10
+    again = ablation.load_finished(str(archive), REAL_CELLS, [0])
+    assert json.dumps(again, sort_keys=True) == json.dumps(results, sort_keys=True)
+    ablation.summarize(str(archive), again, REAL_SWEEP, reference=REFERENCE,
+                       variants=REAL_VARIANTS, num_resamples=200)
+    ours, theirs = (json.loads((d / "ablation.json").read_text()) for d in (archive, workdir))
+    for key in ("table", "diagnostics", "bootstrap", "tradeoff", "truth"):
+        assert ours[key] == theirs[key], key
+    assert {e["metric"] for e in ours["bootstrap"]} >= {"recall@10", "ecpm@10"}
+
+
+def copying_run(source_workdir, target_workdir, calls):
+    """A stand-in for run_pipeline that "runs" a directory of target_workdir by copying the
+    finished one at the same place in source_workdir, recording where."""
+    def run(run_config, directory):
+        relative = pathlib.Path(directory).relative_to(target_workdir)
+        calls.append(str(relative))
+        shutil.copytree(source_workdir / relative, directory, dirs_exist_ok=True)
+        return json.loads((pathlib.Path(directory) / "results.json").read_text())
+    return run
+
+
+def test_restored_cells_run_nothing_and_a_missing_one_runs_with_its_base(real, tmp_path):
+    """A fresh work directory elsewhere (the cells' rl.init_workdir names another sft_base path)
+    takes every archived cell as finished: no SFT base, no cell runs. With one cell missing from
+    the archive, the base and that cell run, and the cell is archived as it finishes."""
+    workdir, results, _, _, _ = real
+    archive = tmp_path / "archive"
+    cell_archive.archive_cells(str(workdir), str(archive), results)
+    config = tiny_rl_config(num_steps=2, eval_every=2)
+    calls = []
+    fresh = tmp_path / "elsewhere" / "fresh"
+    restored = ablation.run_cells(config, str(fresh), REAL_CELLS, [0],
+                                  run=copying_run(workdir, fresh, calls), archive=str(archive))
+    assert calls == []
+    assert json.dumps(restored, sort_keys=True) == json.dumps(results, sort_keys=True)
+    assert not (fresh / "sft_base").exists()
+
+    shutil.rmtree(archive / "cells" / "a2po")
+    calls.clear()
+    other = tmp_path / "other"
+    again = ablation.run_cells(config, str(other), REAL_CELLS, [0],
+                               run=copying_run(workdir, other, calls), archive=str(archive))
+    assert calls == ["sft_base", "cells/a2po/seed_0"]
+    assert json.dumps(again, sort_keys=True) == json.dumps(results, sort_keys=True)
+    assert (archive / "cells" / "a2po" / "seed_0" / "results.json").exists()
+
+
+def test_archiving_another_run_of_an_archived_cell_is_refused(real, tmp_path):
+    workdir, results, _, _, _ = real
+    archive = tmp_path / "archive"
+    cell_archive.archive_cells(str(workdir), str(archive), {"a2po": results["a2po"]})
+    run = tmp_path / "run"
+    shutil.copytree(workdir / "cells" / "a2po" / "seed_0", run)
+    target = archive / "cells" / "a2po" / "seed_0"
+    result = json.loads((run / "results.json").read_text())
+    result["rl/recall@10"] += 0.01
+    (run / "results.json").write_text(json.dumps(result))
+    with pytest.raises(ValueError, match=r"other results than archived .*rl/recall@10"):
+        cell_archive.archive_cell(run, target, "cell a2po/seed_0")
+    shutil.copy(workdir / "cells" / "a2po" / "seed_0" / "results.json", run / "results.json")
+    stored = json.loads((run / "config.json").read_text())
+    stored["rl"]["learning_rate"] *= 2
+    (run / "config.json").write_text(json.dumps(stored))
+    with pytest.raises(ValueError, match=r"is not the cell archived .*rl.learning_rate differ"):
+        cell_archive.archive_cell(run, target, "cell a2po/seed_0")
+    (run / "results.json").unlink()
+    with pytest.raises(ValueError, match=r"results.json does not exist"):
+        cell_archive.archive_cell(run, tmp_path / "new", "cell a2po/seed_0")

@@ -52,3 +52,23 @@ def test_the_judge_section_the_pipeline_never_reads_may_differ_or_be_new(tmp_pat
     with_judge = config()
     with_judge.judge = ConfigDict({"backend": "llm", "sample_ratio": 0.5})
     check_same_config(directory, with_judge)
+
+
+def test_locations_compare_by_their_last_component(tmp_path):
+    """The same run elsewhere (a lent accelerator reads data/<dataset>, this machine
+    /work/shared/data/<dataset>) passes; another dataset folder or start run does not."""
+    def located(data_dir, init_workdir):
+        cfg = config()
+        cfg.data = ConfigDict({"dir": data_dir})
+        cfg.rl = ConfigDict({"init_workdir": init_workdir})
+        return cfg
+
+    directory = finished_with(tmp_path, located("/work/shared/data/amazon2014_beauty",
+                                                "/work/main/workdirs/rl/sft_base"))
+    check_same_config(directory, located("data/amazon2014_beauty/", "/tmp/x/rl/sft_base"))
+    with pytest.raises(ValueError, match="fields data.dir differ"):
+        check_same_config(directory, located("data/amazon2018_scientific", "/tmp/x/rl/sft_base"))
+    with pytest.raises(ValueError, match="fields rl.init_workdir differ"):
+        check_same_config(directory, located("data/amazon2014_beauty", "/tmp/x/rl/sft_bases"))
+    with pytest.raises(ValueError, match="fields rl.init_workdir differ"):
+        check_same_config(directory, located("data/amazon2014_beauty", ""))
