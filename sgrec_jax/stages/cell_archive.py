@@ -5,8 +5,9 @@ An ablation directory holds SFT bases, checkpoints and reward models (hundreds o
 rarely outlive the machine they ran on, while a Beauty RL table is hours of CPU. The table needs
 of each finished cell only what `ablation.summarize` reads: results.json and config.json, the
 rl stage's test rankings (cut to the top TOP_K items and compressed, as seed_archive.py does) and
-per-user test rewards, and on the synthetic world the oracle front. `archive_cells` copies exactly
-those into ARCHIVE/cells/<row>/seed_<s>/, the ablation layout, so ARCHIVE is itself an ablation
+per-user test rewards, and on the synthetic world the oracle front. It copies exactly
+those into ARCHIVE/cells/<row>/seed_<s>/ (`archive_cell`, which `ablation.run_cells` calls as
+each cell finishes), the ablation layout, so ARCHIVE is itself an ablation
 directory: `python -m experiments.ablation --summarize_only --workdir=ARCHIVE ...` tabulates it,
 and it can be committed under docs/results/runs/.
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from absl import logging
@@ -39,9 +40,6 @@ RANKINGS = os.path.join("rl", "test_rankings.npz")
 # Copied whole when the cell has them: per-user rewards for the bootstrap, the oracle front.
 OPTIONAL_FILES = (os.path.join("rl", TEST_REWARDS_FILE), os.path.join("rl", TRUE_FRONT_FILE))
 METRIC_PREFIX = "rl/"  # The rl stage's keys in results.json, compared on re-archiving.
-
-Results = Mapping[str, Mapping[int, Mapping[str, Any]]]  # row -> seed -> results.json
-
 
 def cell_path(workdir: str | os.PathLike, name: str, seed: int) -> epath.Path:
     """DIR/cells/<name>/seed_<seed>."""
@@ -98,21 +96,6 @@ def archive_cell(run_dir: str | os.PathLike, out_dir: str | os.PathLike, label: 
     return True
 
 
-def archive_cells(workdir: str, archive: str, results: Results,
-                  defaults: ConfigDict | None = None) -> list[str]:
-    """Archives every finished (row, seed) of `results` from the ablation directory `workdir`
-    into `archive`; returns the cells newly archived as "row/seed_<s>"."""
-    added = []
-    for name, by_seed in results.items():
-        for seed in sorted(by_seed):
-            label = f"cell {name}/seed_{seed}"
-            if archive_cell(cell_path(workdir, name, seed), cell_path(archive, name, seed),
-                            label, defaults):
-                added.append(f"{name}/seed_{seed}")
-                logging.info("archived %s into %s", label, archive)
-    return added
-
-
 def restore_cells(archive: str, workdir: str, names: Sequence[str],
                   seeds: Sequence[int]) -> list[str]:
     """Copies each archived (row, seed) of names x seeds that `workdir` has not finished into
@@ -125,9 +108,9 @@ def restore_cells(archive: str, workdir: str, names: Sequence[str],
             source, target = cell_path(archive, name, seed), cell_path(workdir, name, seed)
             if not (source / RESULTS_FILE).exists() or (target / RESULTS_FILE).exists():
                 continue
-            for name_ in (RANKINGS, *OPTIONAL_FILES, CONFIG_FILE, RESULTS_FILE):
-                if (source / name_).exists():
-                    copy_file(source / name_, target / name_)
+            for part in (RANKINGS, *OPTIONAL_FILES, CONFIG_FILE, RESULTS_FILE):
+                if (source / part).exists():
+                    copy_file(source / part, target / part)
             restored.append(f"{name}/seed_{seed}")
             logging.info("restored cell %s/seed_%d from %s", name, seed, archive)
     return restored

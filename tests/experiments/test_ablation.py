@@ -685,15 +685,27 @@ def test_a_rerun_skips_every_finished_cell(real):
 # -- the cell archive: cells run in several sessions or on another machine form one table -------
 
 
+def never_run(run_config, directory):
+    raise AssertionError(f"ran {directory}, which had finished")
+
+
+def archive_finished(workdir, archive, cells=REAL_CELLS):
+    """Archives the finished cells of `workdir` as the runner does (a rerun skips and archives
+    them), returning what the archive holds."""
+    config = tiny_rl_config(num_steps=2, eval_every=2)
+    ablation.run_cells(config, str(workdir), cells, [0], run=never_run, archive=str(archive))
+    return sorted(str(p.relative_to(archive)) for p in archive.rglob("*") if p.is_file())
+
+
 def test_the_archive_tabulates_as_the_work_directory_did(real, tmp_path):
     """ARCHIVE holds only results, configs, top-10 rankings and rewards, yet summarising it gives
     the work directory's table, diagnostics and bootstrap entries; archiving again adds nothing."""
     workdir, results, _, _, _ = real
     archive = tmp_path / "archive"
-    added = cell_archive.archive_cells(str(workdir), str(archive), results)
-    assert added == [f"{c.name}/seed_0" for c in REAL_CELLS]
-    assert cell_archive.archive_cells(str(workdir), str(archive), results) == []
-    kept = sorted(str(p.relative_to(archive)) for p in archive.rglob("*") if p.is_file())
+    kept = archive_finished(workdir, archive)
+    stamps = {p: p.stat().st_mtime_ns for p in archive.rglob("*") if p.is_file()}
+    assert archive_finished(workdir, archive) == kept  # checked again, nothing rewritten
+    assert {p: p.stat().st_mtime_ns for p in archive.rglob("*") if p.is_file()} == stamps
     assert kept == sorted(f"cells/{c.name}/seed_0/{f}" for c in REAL_CELLS for f in (
         "config.json", "results.json", "rl/test_rankings.npz", "rl/test_rewards.npz",
         "rl/true_front.json"))  # the synthetic world's oracle front
@@ -726,7 +738,7 @@ def test_restored_cells_run_nothing_and_a_missing_one_runs_with_its_base(real, t
     the archive, the base and that cell run, and the cell is archived as it finishes."""
     workdir, results, _, _, _ = real
     archive = tmp_path / "archive"
-    cell_archive.archive_cells(str(workdir), str(archive), results)
+    archive_finished(workdir, archive)
     config = tiny_rl_config(num_steps=2, eval_every=2)
     calls = []
     fresh = tmp_path / "elsewhere" / "fresh"
@@ -749,7 +761,7 @@ def test_restored_cells_run_nothing_and_a_missing_one_runs_with_its_base(real, t
 def test_archiving_another_run_of_an_archived_cell_is_refused(real, tmp_path):
     workdir, results, _, _, _ = real
     archive = tmp_path / "archive"
-    cell_archive.archive_cells(str(workdir), str(archive), {"a2po": results["a2po"]})
+    archive_finished(workdir, archive, [ablation.Cell("a2po")])
     run = tmp_path / "run"
     shutil.copytree(workdir / "cells" / "a2po" / "seed_0", run)
     target = archive / "cells" / "a2po" / "seed_0"
