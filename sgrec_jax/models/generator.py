@@ -312,11 +312,49 @@ class SidGenerator(nnx.Module):
     def _hidden(self, memory: Memory, codes_bkt: jax.Array, deterministic: bool) -> jax.Array:
         """Decoder states [B, K, t+1, D] over BOS + codes [B, K, t] (t < L)."""
         b, k, t = codes_bkt.shape
+        if deterministic and k > 1 and t > 0:
+            return self._hidden_shared_bos(memory, codes_bkt)
         bos_bk1d = jnp.broadcast_to(self.tokens.bos(), (b, k, 1, self.options.d_model))
         x_bktd = jnp.concatenate([bos_bk1d, self.tokens(codes_bkt)], axis=2)
         x_bktd = x_bktd + self.target_positions(jnp.arange(t + 1))
         x_bktd = self.dropout(x_bktd, deterministic=deterministic)
         return self._decode(memory, x_bktd, deterministic)
+
+    def _hidden_shared_bos(self, memory: Memory, codes_bkt: jax.Array) -> jax.Array:
+        """`_hidden` without dropout, with the BOS position decoded once per request.
+
+        BOS is the same input for all K candidates of a request and, being first under the
+        causal mask, reads nothing of theirs, so its states at every layer are the same for all
+        K. It is decoded at K = 1 and the candidates' code positions read its keys and values
+        as a block shared by the K candidates (broadcast, never tiled). Same values as the
+        plain path (tested); where K candidates are scored together (the RL update and the
+        reference scoring: G + 1 and G candidates of L positions) it saves 1/L of the decoder's
+        work and, in the update, of its backward pass.
+        """
+        b, k, t = codes_bkt.shape
+        positions_td = self.target_positions(jnp.arange(t + 1))
+        d = positions_td.shape[-1]
+        bos_b11d = jnp.broadcast_to(self.tokens.bos() + positions_td[0], (b, 1, 1, d))
+        x_bktd = self.tokens(codes_bkt) + positions_td[1:]
+        bos_mask = jnp.ones((b, 1, 1, 1), bool)
+        own_mask = causal_mask(t)
+        for i, block in enumerate(self._decoder_blocks()):
+            layer = memory.layer(i)
+            bos_b11d, bos = block(bos_b11d, causal_mask(1), deterministic=True,
+                                  **{self.memory_role: layer})
+            shared_bos = KeysValues(bos.k[:, 0], bos.v[:, 0], bos_mask)
+            if self.memory_role == "memory":
+                x_bktd, _ = block(x_bktd, own_mask, context=shared_bos, memory=layer,
+                                  deterministic=True)
+            else:  # The history is already the shared context: BOS joins it.
+                context = KeysValues(
+                    jnp.concatenate([layer.k, shared_bos.k], axis=1),
+                    jnp.concatenate([layer.v, shared_bos.v], axis=1),
+                    jnp.concatenate([jnp.broadcast_to(layer.mask, (b, 1, 1, layer.k.shape[1])),
+                                     bos_mask], axis=-1),
+                )
+                x_bktd, _ = block(x_bktd, own_mask, context=context, deterministic=True)
+        return jnp.concatenate([jnp.broadcast_to(bos_b11d, (b, k, 1, d)), x_bktd], axis=2)
 
     def _encode_tokens(
         self, x_bsd: jax.Array, mask_bs: jax.Array, *, deterministic: bool,
