@@ -10,6 +10,13 @@
 # OUT_DIR: before_R.json, after_R.json, trl_L4_R.json, trl_L8_R.json. Run it on a quiet machine
 # (nothing else training); it prints the load average before and after.
 set -euo pipefail
+if [[ $# -lt 2 ]]; then
+  echo "usage: bash $0 OUT_DIR TRL_PYTHON [BEFORE_CHECKOUT] [ROUNDS]" >&2; exit 2
+fi
+if [[ ! -x "$2" ]]; then
+  echo "$0: TRL_PYTHON '$2' is not an executable python (see experiments/peers/trl_grpo_step.py)" >&2
+  exit 2
+fi
 out=$(realpath -m "$1"); trl_python=$2; before=${3:-}; rounds=${4:-4}
 here=$(cd "$(dirname "$0")/../.." && pwd)
 mkdir -p "$out"
