@@ -172,6 +172,9 @@ def rl_options() -> ConfigDict:
         "gradient_params": "",  # popo/mgda: regex over parameter paths for g_k; "" = all.
         "group_size": 16,  # G candidates per request.
         "rollout": "beam",  # "beam" (G distinct items) or "sample".
+        # Put each request's logged target into its group where the rollout missed it (in place
+        # of the last candidate): every group of a "rank"/"hit" reward then has a positive.
+        "target_in_group": False,
         "temperature": 1.0,  # Sampling rollouts only.
         "batch_size": 64,  # Requests per rollout batch.
         "updates_per_batch": 1,

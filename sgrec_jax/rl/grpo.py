@@ -56,7 +56,7 @@ from sgrec_jax.decoding.logprob import encode_requests
 from sgrec_jax.rewards.channel import RewardChannel, RewardRequests, reward_tensor
 from sgrec_jax.rl.estimators import Estimator, channel_advantages
 from sgrec_jax.rl.level_credit import level_advantage
-from sgrec_jax.rl.rollout import generate, score_group, score_logits
+from sgrec_jax.rl.rollout import generate, in_group_b, score_group, score_logits, with_target
 from sgrec_jax.sid.catalog import Catalog
 from sgrec_jax.train.next_item import next_item_nll
 from sgrec_jax.train.train_state import LossFn, Metrics, TrainState, make_update
@@ -92,6 +92,8 @@ class RLSettings:
       level_credit: "item" or "prefix_tree", how a candidate's advantage reaches its levels
         (`rl.level_credit`).
       kl_direction: "reverse" KL(pi || pi_ref) or "forward" KL(pi_ref || pi) for the exact KL.
+      target_in_group: put each request's logged target into its group where the rollout missed
+        it, in place of the last candidate (`rollout.with_target`).
     """
 
     group_size: int
@@ -108,6 +110,7 @@ class RLSettings:
     kl_estimator: str = "k3"
     level_credit: str = "item"
     kl_direction: str = "reverse"
+    target_in_group: bool = False
 
 
 def grpo_loss(
@@ -376,8 +379,9 @@ def make_rl_step(
     updates of loss, grad_norm, policy_objective, k3_beams, kl_exact, nll, clip_frac and
     ratio_mean (`policy_loss`), entropy (of the rollout policy over the candidates' tokens,
     from the pi_old pass, or without one from the first update's forward pass, which is at the
-    rollout parameters), judged_frac (sparse-judging mask), reward_fault (0/1), skipped
-    (updates skipped in this batch), nonfinite_steps (running count) and learning_rate.
+    rollout parameters), judged_frac (sparse-judging mask), target_in_rollout (the fraction of
+    requests whose rollout found the target, before any `target_in_group`), reward_fault (0/1),
+    skipped (updates skipped in this batch), nonfinite_steps (running count) and learning_rate.
     """
     kinds = tuple(c.kind for c in channels)
     judge_key = jax.random.key(settings.judge_seed)
@@ -399,6 +403,10 @@ def make_rl_step(
         group = generate(policy, catalog, history_bh, mask_bh, rollout_rng,
                          mode=settings.rollout, group_size=settings.group_size,
                          temperature=settings.temperature, leave_out_b=target_b)
+        # Before any injection: how often the policy's own rollout holds the target.
+        target_found_b = in_group_b(group.items_bg, target_b)
+        if settings.target_in_group:
+            group = with_target(group, target_b, policy.item_codes(target_b))
         ref = score_group(reference, catalog, history_bh, mask_bh, group.codes_bgl,
                           leave_out_b=target_b)
         data = {"history": history_bh, "history_mask": mask_bh, "target": batch["target"],
@@ -460,6 +468,7 @@ def make_rl_step(
             "entropy": (per_update["entropy"][0] if old is None
                         else old.entropy_bgl.mean()),
             "judged_frac": judged_b.mean(),
+            "target_in_rollout": target_found_b.mean(),
             "reward_fault": fault.astype(jnp.int32),
             "skipped": per_update["skipped"].sum(),
             "nonfinite_steps": new_state.nonfinite_steps,

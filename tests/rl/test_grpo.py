@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from sgrec_jax.benchmarks.base import flops
+from sgrec_jax.core.policy_gradient import exact_kl
 from sgrec_jax.core.sharding import make_mesh
 from sgrec_jax.data.transitions import TransitionCounts
 from sgrec_jax.decoding.beam_search import constrained_beam_search_jit
 from sgrec_jax.rewards.channel import REWARD_CHANNELS, RewardChannel
 from sgrec_jax.rl.estimators import ESTIMATORS, ChannelSpec, channel_advantages
-from sgrec_jax.benchmarks.base import flops
-from sgrec_jax.core.policy_gradient import exact_kl
 from sgrec_jax.rl.grpo import (
     RLSettings,
     channel_gram,
@@ -379,6 +379,50 @@ def test_rl_step_on_eight_devices_matches_one_device():
         print("ok", float(m8["grad_norm"]))
     """, timeout=400)
     assert out.startswith("ok")
+
+
+def test_target_in_group_gives_every_hit_group_a_positive_and_raises_the_missed_target(
+        catalog, requests):
+    """Requests 0 and 1 get targets outside their beams: "hit" is constant on their groups, so
+    without target_in_group they teach nothing; with it the target replaces their last beam,
+    no group is constant, and one step raises log pi(target) of those requests more than the
+    plain step does. target_in_rollout reports the rollout's own hit rate either way."""
+    beams = constrained_beam_search_jit(tiny("encoder_decoder", "item"), catalog,
+                                        requests["history"], requests["history_mask"],
+                                        beam_size=G).items_bk
+    outside = [next(i for i in range(NUM_ITEMS) if i not in set(np.asarray(beams[b])))
+               for b in (0, 1)]
+    target = requests["target"].at[:2].set(jnp.asarray(outside, jnp.int32))
+    batch = {**requests, "target": target}
+    channels = [REWARD_CHANNELS.get("hit")(None, {})]
+    estimator = ESTIMATORS.build("single", [ChannelSpec.of(c) for c in channels])
+
+    def target_logprob(graphdef, state):
+        model = nnx.merge(graphdef, state.params, state.model_state)
+        codes = model.item_codes(target)[:, None]
+        return np.asarray(score_group(model, catalog, batch["history"], batch["history_mask"],
+                                      codes, leave_out_b=target).logprob_bg[:, 0])
+
+    rises, stats = {}, {}
+    for inject in (False, True):
+        model, optimizer, mesh = _setup(catalog, lr=1e-3)
+        graphdef, state, sharding = create_train_state(
+            model, optimizer, jax.random.key(0), mesh, extra=init_extra(estimator))
+        ref_params = jax.tree.map(jnp.copy, state.params)
+        settings = RLSettings(group_size=G, rollout="beam", temperature=1.0,
+                              updates_per_batch=1, clip_eps=0.2, beta=0.0,
+                              semantic_sample_ratio=1.0, judge_seed=0, target_in_group=inject)
+        step = make_rl_step(graphdef=graphdef, optimizer=optimizer, channels=channels,
+                            estimator=estimator, settings=settings, mesh=mesh,
+                            state_sharding=sharding)
+        before = target_logprob(graphdef, state)
+        state, stats[inject] = step(state, ref_params, channels, catalog, batch)
+        rises[inject] = target_logprob(graphdef, state) - before
+    for inject in (False, True):
+        assert stats[inject]["target_in_rollout"] == 0.5
+    assert stats[False]["zero_std_frac/hit"] == 0.5 and stats[True]["zero_std_frac/hit"] == 0.0
+    assert (rises[True][:2] > 0).all()
+    assert (rises[True][:2] > rises[False][:2] + 1e-3).all()
 
 
 def test_only_a_reader_of_the_log_probs_or_a_second_update_needs_a_pi_old_pass():

@@ -9,7 +9,7 @@ from flax import nnx
 
 from sgrec_jax.decoding.beam_search import constrained_beam_search_jit
 from sgrec_jax.models.registry import build_model
-from sgrec_jax.rl.rollout import generate, score_group
+from sgrec_jax.rl.rollout import Group, generate, in_group_b, score_group, with_target
 from tests.decoding.toy import SIDS, B, HashModel, N, histories
 
 G = 6
@@ -59,6 +59,23 @@ def test_unknown_mode_fails(catalog, model, requests):
     with pytest.raises(ValueError, match="'greedy' is not one of beam, sample"):
         generate(model, catalog, *requests, jax.random.key(0), mode="greedy", group_size=G,
                  temperature=1.0)
+
+
+def test_with_target_replaces_the_last_candidate_only_where_the_target_is_missing():
+    """Hand-built groups, G = 3, L = 2: request 0 holds its target (unchanged), request 1 misses
+    it (its last candidate becomes the target), request 2 misses it behind a padded slot."""
+    items = np.array([[4, 7, 9], [1, 2, 3], [5, 6, -1]], np.int32)
+    codes = np.stack([items, items + 100], axis=-1).astype(np.int32)  # [B, G, L]
+    target = np.array([7, 8, 0], np.int32)
+    target_codes = np.array([[70, 71], [80, 81], [0, 1]], np.int32)
+    np.testing.assert_array_equal(in_group_b(items, target), [True, False, False])
+    out = jax.jit(with_target)(Group(items, codes), target, target_codes)
+    np.testing.assert_array_equal(out.items_bg, [[4, 7, 9], [1, 2, 8], [5, 6, 0]])
+    want = codes.copy()
+    want[1, 2], want[2, 2] = [80, 81], [0, 1]
+    np.testing.assert_array_equal(out.codes_bgl, want)
+    assert out.codes_bgl.dtype == codes.dtype
+    assert np.asarray(in_group_b(out.items_bg, target)).all()
 
 
 def test_score_group_encodes_each_request_once(catalog, model, requests):
