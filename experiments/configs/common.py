@@ -202,6 +202,11 @@ def rl_options() -> ConfigDict:
         # "prefix_tree" (each level gets the change in the group's mean advantage its code
         # caused; sgrec_jax/rl/level_credit.py).
         "level_credit": "item",
+        # How much each candidate counts in the update: "uniform" (GRPO: 1/G each) or "policy"
+        # (its share of the group's probability under the rollout policy, the advantage
+        # recentred on the weighted mean: the exact gradient of the expected advantage over the
+        # group; sgrec_jax/rl/candidate_weighting.py).
+        "candidate_weighting": "uniform",
         "semantic_sample_ratio": 1.0,  # Fraction of requests semantic channels judge.
         "semantic_eval_channel": "emb_cosine",  # Scores rl/semantic@10.
         "init_workdir": "",  # An SFT work directory to start from when "sft" is not a stage.

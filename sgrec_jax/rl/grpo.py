@@ -54,6 +54,7 @@ from sgrec_jax.core.policy_gradient import clipped_objective, exact_kl, k3_kl
 from sgrec_jax.core.sharding import batch_sharding, replicated
 from sgrec_jax.decoding.logprob import encode_requests
 from sgrec_jax.rewards.channel import RewardChannel, RewardRequests, reward_tensor
+from sgrec_jax.rl.candidate_weighting import candidate_advantage, policy_weights
 from sgrec_jax.rl.estimators import Estimator, channel_advantages
 from sgrec_jax.rl.level_credit import level_advantage
 from sgrec_jax.rl.rollout import generate, in_group_b, score_group, score_logits, with_target
@@ -94,6 +95,8 @@ class RLSettings:
       kl_direction: "reverse" KL(pi || pi_ref) or "forward" KL(pi_ref || pi) for the exact KL.
       target_in_group: put each request's logged target into its group where the rollout missed
         it, in place of the last candidate (`rollout.with_target`).
+      candidate_weighting: "uniform" (GRPO) or "policy", how much each candidate counts in the
+        update (`rl.candidate_weighting`).
     """
 
     group_size: int
@@ -111,6 +114,7 @@ class RLSettings:
     level_credit: str = "item"
     kl_direction: str = "reverse"
     target_in_group: bool = False
+    candidate_weighting: str = "uniform"
 
 
 def grpo_loss(
@@ -347,11 +351,13 @@ def needs_old_pass(settings: RLSettings, channels: Sequence[RewardChannel]) -> b
     """Whether the RL step scores the group under pi_old in a pass of its own.
 
     Only when pi_old is read before (or apart from) the first update's forward pass: a reward
-    channel reads the policy's log-probs (`RewardChannel.reads_logprob`, e.g. `rank`), or
-    updates after the first need the rollout policy's token log-probs. The per-channel gradients
+    channel reads the policy's log-probs (`RewardChannel.reads_logprob`, e.g. `rank`), the
+    "policy" candidate weighting reads them, or updates after the first need the rollout
+    policy's token log-probs. The per-channel gradients
     of popo/mgda (`channel_gram`) run their own forward pass and read nothing of it.
     """
-    return settings.updates_per_batch > 1 or any(c.reads_logprob for c in channels)
+    return (settings.updates_per_batch > 1 or settings.candidate_weighting == "policy"
+            or any(c.reads_logprob for c in channels))
 
 
 def make_rl_step(
@@ -380,7 +386,9 @@ def make_rl_step(
     ratio_mean (`policy_loss`), entropy (of the rollout policy over the candidates' tokens,
     from the pi_old pass, or without one from the first update's forward pass, which is at the
     rollout parameters), judged_frac (sparse-judging mask), target_in_rollout (the fraction of
-    requests whose rollout found the target, before any `target_in_group`), reward_fault (0/1),
+    requests whose rollout found the target, before any `target_in_group`), candidate_ess (with
+    the "policy" candidate weighting: the mean effective group size 1 / sum_g w_g^2),
+    reward_fault (0/1),
     skipped (updates skipped in this batch), nonfinite_steps (running count) and learning_rate.
     """
     kinds = tuple(c.kind for c in channels)
@@ -441,7 +449,10 @@ def make_rl_step(
         advantage_bg, estimator_state, stats = estimator(
             rewards_bgk, state.extra["estimator"], gram_kk=gram_kk
         )
-        advantage_bgl = spread(jnp.where(fault, jnp.nan, advantage_bg))
+        advantage_bg = candidate_advantage(
+            settings.candidate_weighting, jnp.where(fault, jnp.nan, advantage_bg),
+            None if old is None else old.logprob_bg, group.items_bg)
+        advantage_bgl = spread(advantage_bg)
         estimator_state = jax.tree.map(lambda new, old: jnp.where(fault, old, new),
                                        estimator_state, state.extra["estimator"])
 
@@ -473,6 +484,10 @@ def make_rl_step(
             "skipped": per_update["skipped"].sum(),
             "nonfinite_steps": new_state.nonfinite_steps,
         }
+        if settings.candidate_weighting == "policy":
+            # How many candidates the weighted update effectively sees per request: 1 / sum w^2.
+            w_bg = policy_weights(old.logprob_bg, group.items_bg >= 0)
+            metrics["candidate_ess"] = (1.0 / jnp.maximum((w_bg * w_bg).sum(-1), 1e-12)).mean()
         if "learning_rate" in per_update:
             metrics["learning_rate"] = per_update["learning_rate"][-1]
         return new_state, metrics

@@ -68,6 +68,7 @@ def train_rl(config: ConfigDict, num_items: int, model: nnx.Module, catalog: Any
         gradient_params=rl.gradient_params, pg_weight=rl.pg_weight, nll_weight=rl.nll_weight,
         kl_estimator=rl.kl_estimator, level_credit=rl.level_credit,
         kl_direction=rl.kl_direction, target_in_group=rl.target_in_group,
+        candidate_weighting=rl.candidate_weighting,
     )
     rl_step = make_rl_step(graphdef=graphdef, optimizer=optimizer, channels=channels,
                            estimator=estimator, settings=settings, mesh=mesh,

@@ -45,6 +45,7 @@ from sgrec_jax.data.split import leave_one_out
 from sgrec_jax.models.registry import build_model
 from sgrec_jax.rewards.channel import REWARD_CHANNELS, RewardSetup, build_channels
 from sgrec_jax.rewards.truth import oracle_front
+from sgrec_jax.rl.candidate_weighting import CANDIDATE_WEIGHTINGS
 from sgrec_jax.rl.estimators import ESTIMATORS
 from sgrec_jax.rl.evaluation import (
     EVAL_BUSINESS,
@@ -106,6 +107,9 @@ def _check(config: ConfigDict) -> None:
     if rl.level_credit not in LEVEL_CREDITS:
         problems.append(f"level_credit {rl.level_credit!r} is not one of "
                         f"{', '.join(LEVEL_CREDITS)}")
+    if rl.candidate_weighting not in CANDIDATE_WEIGHTINGS:
+        problems.append(f"candidate_weighting {rl.candidate_weighting!r} is not one of "
+                        f"{', '.join(CANDIDATE_WEIGHTINGS)}")
     if not 0 <= rl.semantic_sample_ratio <= 1:
         problems.append(f"semantic_sample_ratio {rl.semantic_sample_ratio} must be in [0, 1]")
     if min(rl.log_every, rl.eval_every, rl.keep_checkpoints) < 1 or rl.max_steps_per_run < 0:

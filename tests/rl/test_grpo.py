@@ -6,6 +6,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
@@ -432,6 +433,48 @@ def test_only_a_reader_of_the_log_probs_or_a_second_update_needs_a_pi_old_pass()
     assert not needs_old_pass(settings, [hit])
     assert needs_old_pass(settings, [hit, rank])  # rank orders the group by log pi_old
     assert needs_old_pass(dataclasses.replace(settings, updates_per_batch=2), [hit])
+    assert needs_old_pass(dataclasses.replace(settings, candidate_weighting="policy"), [hit])
+
+
+def test_the_policy_weighted_step_ascends_the_expected_advantage_over_the_group(catalog,
+                                                                               requests):
+    """With candidate_weighting "policy", SGD(1), no KL: one step moves the parameters by
+    grad_theta mean_b sum_g w_g(theta) A_g / L, w = pi renormalised over the request's beams
+    and A the estimator's advantages (autodiff of the objective written out here), and logs
+    the effective group size."""
+    channels = [REWARD_CHANNELS.get("hit")(None, {})]
+    estimator = ESTIMATORS.build("single", [ChannelSpec.of(c) for c in channels])
+    model, mesh, optimizer = tiny("encoder_decoder", "item"), make_mesh(), optax.sgd(1.0)
+    graphdef, state, sharding = create_train_state(
+        model, optimizer, jax.random.key(0), mesh, extra=init_extra(estimator))
+    settings = RLSettings(group_size=G, rollout="beam", temperature=1.0, updates_per_batch=1,
+                          clip_eps=0.2, beta=0.0, semantic_sample_ratio=1.0, judge_seed=0,
+                          candidate_weighting="policy")
+    step = make_rl_step(graphdef=graphdef, optimizer=optimizer, channels=channels,
+                        estimator=estimator, settings=settings, mesh=mesh,
+                        state_sharding=sharding)
+    target = requests["target"]
+    beams = constrained_beam_search_jit(model, catalog, requests["history"],
+                                        requests["history_mask"], beam_size=G)
+    hit_bg = (beams.items_bk == target[:, None]).astype(jnp.float32)
+    advantage_bg = estimator(hit_bg[..., None], estimator.init_state())[0]
+    assert np.abs(np.asarray(advantage_bg)).max() > 0
+
+    def expected_advantage(params):
+        policy = nnx.merge(graphdef, params, state.model_state)
+        logprob_bg = score_group(policy, catalog, requests["history"], requests["history_mask"],
+                                 beams.codes_bkl, leave_out_b=target).logprob_bg
+        return (jax.nn.softmax(logprob_bg, axis=-1) * advantage_bg).sum(-1).mean()
+
+    want = jax.tree.map(lambda g: np.asarray(g) / L, jax.grad(expected_advantage)(state.params))
+    before = jax.tree.map(np.asarray, state.params)
+    ref_params = jax.tree.map(jnp.copy, state.params)
+    state, metrics = step(state, ref_params, channels, catalog, requests)
+    moved = jax.tree.map(lambda a, b: np.asarray(a) - b, state.params, before)
+    jax.tree.map(lambda got, w: np.testing.assert_allclose(got, w, rtol=2e-3, atol=1e-6),
+                 moved, want)
+    assert max(np.abs(leaf).max() for leaf in jax.tree.leaves(want)) > 1e-4
+    assert 1.0 <= metrics["candidate_ess"] <= G and metrics["skipped"] == 0
 
 
 def test_the_step_without_its_own_pi_old_pass_lands_where_the_step_with_it_lands(catalog,
