@@ -207,6 +207,10 @@ def rl_options() -> ConfigDict:
         # recentred on the weighted mean: the exact gradient of the expected advantage over the
         # group; sgrec_jax/rl/candidate_weighting.py).
         "candidate_weighting": "uniform",
+        # Which RL requests train: "all", or "valid_follows": those whose target follows their
+        # last item subsampled to that share among the validation targets (RL requests are
+        # training transitions, which repeat more often; sgrec_jax/rl/request_mix.py).
+        "request_mix": "all",
         "semantic_sample_ratio": 1.0,  # Fraction of requests semantic channels judge.
         "semantic_eval_channel": "emb_cosine",  # Scores rl/semantic@10.
         "init_workdir": "",  # An SFT work directory to start from when "sft" is not a stage.

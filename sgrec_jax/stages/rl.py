@@ -58,6 +58,7 @@ from sgrec_jax.rl.evaluation import (
 )
 from sgrec_jax.rl.grpo import KL_DIRECTIONS, KL_ESTIMATORS
 from sgrec_jax.rl.level_credit import LEVEL_CREDITS
+from sgrec_jax.rl.request_mix import REQUEST_MIXES, mix_requests
 from sgrec_jax.rl.rollout import ROLLOUT_MODES
 from sgrec_jax.rl.training import train_rl
 from sgrec_jax.sid.build import SemanticIds, load_semantic_ids
@@ -107,6 +108,9 @@ def _check(config: ConfigDict) -> None:
     if rl.level_credit not in LEVEL_CREDITS:
         problems.append(f"level_credit {rl.level_credit!r} is not one of "
                         f"{', '.join(LEVEL_CREDITS)}")
+    if rl.request_mix not in REQUEST_MIXES:
+        problems.append(f"request_mix {rl.request_mix!r} is not one of "
+                        f"{', '.join(REQUEST_MIXES)}")
     if rl.candidate_weighting not in CANDIDATE_WEIGHTINGS:
         problems.append(f"candidate_weighting {rl.candidate_weighting!r} is not one of "
                         f"{', '.join(CANDIDATE_WEIGHTINGS)}")
@@ -253,11 +257,15 @@ def _run(context: RunContext) -> None:
     if rl.num_steps > 0:
         valid = subsample(splits.valid, config.eval.valid_users, config.seed)
         channels = build_channels(setup, list(rl.channels), rl.channel_options)
-        requests = rl_requests(splits.train, config.data.rl_holdout)
-        logging.info("rl requests: %d training examples (data.rl_holdout %r)", len(requests),
-                     config.data.rl_holdout)
+        mixed = mix_requests(rl.request_mix, rl_requests(splits.train, config.data.rl_holdout),
+                             splits.valid, training_statistics(context))
+        logging.info("rl requests: %d training examples (data.rl_holdout %r, rl.request_mix "
+                     "%r); targets following the last item: %.4f as drawn, %.4f trained on, "
+                     "%.4f of validation targets", len(mixed.requests), config.data.rl_holdout,
+                     rl.request_mix, mixed.follows_share_before, mixed.follows_share_after,
+                     mixed.follows_share_valid)
         model, summary = train_rl(config, dataset.num_items, model, catalog, channels,
-                                  eval_channels, requests, valid, run_dir)
+                                  eval_channels, mixed.requests, valid, run_dir)
     test = ranked_test_split(context, splits.test)
     rankings, report, per_user = evaluate_policy(
         model, catalog, test, eval_channels, config, dataset.num_items,

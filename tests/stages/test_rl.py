@@ -122,13 +122,15 @@ def test_recall_at_20_is_selectable_only_with_a_beam_of_20():
 
 def test_the_rl_loss_options_are_checked_before_any_work():
     check_config(tiny_config(pg_weight=0.0, nll_weight=1.0, beta=0.0, kl_estimator="exact",
-                             level_credit="prefix_tree", candidate_weighting="policy"))
+                             level_credit="prefix_tree", candidate_weighting="policy",
+                             request_mix="valid_follows"))
     for options, message in [
         (dict(pg_weight=0.0, nll_weight=0.0), "not both 0"),
         (dict(nll_weight=-1.0), "nll_weight >= 0"),
         (dict(kl_estimator="k2"), "kl_estimator 'k2' is not one of k3, exact"),
         (dict(kl_direction="both"), "kl_direction 'both' is not one of reverse, forward"),
         (dict(level_credit="token"), "level_credit 'token' is not one of item, prefix_tree"),
+        (dict(request_mix="follows"), "request_mix 'follows' is not one of all, valid_follows"),
         (dict(candidate_weighting="rank"),
          "candidate_weighting 'rank' is not one of uniform, policy"),
     ]:

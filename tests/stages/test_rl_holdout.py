@@ -10,7 +10,9 @@ import pytest
 import sgrec_jax.rl.training as rl_training
 import sgrec_jax.stages.sft as sft_stage
 from sgrec_jax.data.holdout import rl_requests, sft_examples
-from sgrec_jax.data.split import leave_one_out
+from sgrec_jax.data.split import leave_one_out, training_sequences
+from sgrec_jax.evaluation.diagnostics import TrainingStatistics
+from sgrec_jax.rl.request_mix import mix_requests
 from sgrec_jax.stages.pipeline import load_configured_dataset, run_pipeline
 from tests.stages.test_rl import tiny_config
 
@@ -102,3 +104,37 @@ def test_an_sft_workdir_trained_with_another_holdout_is_refused(run, tmp_path):
                                          "'last_transition' the SFT run"):
         run_pipeline(config, str(tmp_path))
 
+
+
+def test_rl_trains_only_on_the_requests_its_request_mix_keeps(run, tmp_path):
+    """rl.request_mix "valid_follows" from the SFT work directory: every RL batch holds only the
+    requests mix_requests keeps, fewer than the held-out ones (the tiny world's training
+    transitions repeat more often than its validation targets follow their last item)."""
+    workdir, _, _, _ = run
+    config = holdout_config(init_workdir=str(workdir), request_mix="valid_follows")
+    config.stages = ("rl",)
+    dataset = load_configured_dataset(config)
+    splits = leave_one_out(dataset, config.data.max_history)
+    held = rl_requests(splits.train, HOLDOUT)
+    stats = TrainingStatistics.from_sequences(training_sequences(dataset), dataset.num_items)
+    mixed = mix_requests("valid_follows", held, splits.valid, stats)
+    kept = example_rows(mixed.requests)
+    assert mixed.follows_share_after < mixed.follows_share_before
+    assert 0 < len(kept) < len(example_rows(held))
+    batches = []
+    make_rl_step = rl_training.make_rl_step
+
+    def recording_make_rl_step(**kwargs):
+        step = make_rl_step(**kwargs)
+
+        def recording_step(state, ref_params, channels, catalog, batch):
+            batches.append(rows(batch["user"], batch["target"], batch["history"]))
+            return step(state, ref_params, channels, catalog, batch)
+
+        return recording_step
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(rl_training, "make_rl_step", recording_make_rl_step)
+        results = run_pipeline(config, str(tmp_path))
+    assert len(batches) == results["rl/last_step"] == 4
+    assert all(batch and batch <= kept for batch in batches)
