@@ -87,8 +87,6 @@ def _check(config: ConfigDict) -> None:
         REWARD_CHANNELS.resolve(name, rl.channel_options.get(name))  # unknown names or options
     ESTIMATORS.resolve(rl.estimator, rl.estimator_options.get(rl.estimator))
     problems = []
-    if rl.rollout not in ROLLOUT_MODES:
-        problems.append(f"rollout {rl.rollout!r} is not one of {', '.join(ROLLOUT_MODES)}")
     if rl.group_size < 2 or min(rl.batch_size, rl.updates_per_batch) < 1:
         problems.append("need group_size >= 2, batch_size >= 1, updates_per_batch >= 1")
     if rl.num_steps < 0 or (rl.num_steps and not 0 <= rl.warmup_steps < rl.num_steps):
@@ -99,21 +97,12 @@ def _check(config: ConfigDict) -> None:
     if rl.pg_weight < 0 or rl.nll_weight < 0 or rl.pg_weight + rl.nll_weight == 0:
         problems.append(f"need pg_weight >= 0 and nll_weight >= 0, not both 0 (got "
                         f"{rl.pg_weight}, {rl.nll_weight})")
-    if rl.kl_estimator not in KL_ESTIMATORS:
-        problems.append(f"kl_estimator {rl.kl_estimator!r} is not one of "
-                        f"{', '.join(KL_ESTIMATORS)}")
-    if rl.kl_direction not in KL_DIRECTIONS:
-        problems.append(f"kl_direction {rl.kl_direction!r} is not one of "
-                        f"{', '.join(KL_DIRECTIONS)}")
-    if rl.level_credit not in LEVEL_CREDITS:
-        problems.append(f"level_credit {rl.level_credit!r} is not one of "
-                        f"{', '.join(LEVEL_CREDITS)}")
-    if rl.request_mix not in REQUEST_MIXES:
-        problems.append(f"request_mix {rl.request_mix!r} is not one of "
-                        f"{', '.join(REQUEST_MIXES)}")
-    if rl.candidate_weighting not in CANDIDATE_WEIGHTINGS:
-        problems.append(f"candidate_weighting {rl.candidate_weighting!r} is not one of "
-                        f"{', '.join(CANDIDATE_WEIGHTINGS)}")
+    for field, allowed in (("rollout", ROLLOUT_MODES), ("kl_estimator", KL_ESTIMATORS),
+                           ("kl_direction", KL_DIRECTIONS), ("level_credit", LEVEL_CREDITS),
+                           ("request_mix", REQUEST_MIXES),
+                           ("candidate_weighting", CANDIDATE_WEIGHTINGS)):
+        if rl[field] not in allowed:
+            problems.append(f"{field} {rl[field]!r} is not one of {', '.join(allowed)}")
     if not 0 <= rl.semantic_sample_ratio <= 1:
         problems.append(f"semantic_sample_ratio {rl.semantic_sample_ratio} must be in [0, 1]")
     if min(rl.log_every, rl.eval_every, rl.keep_checkpoints) < 1 or rl.max_steps_per_run < 0:
