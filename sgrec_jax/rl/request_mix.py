@@ -78,6 +78,4 @@ def mix_requests(mix: str, requests: Examples, valid: Examples,
     if not keep.any():
         raise ValueError("rl.request_mix 'valid_follows' keeps no RL request: every target "
                          "follows its last item and no validation target does")
-    kept = _take(requests, keep)
-    after = float(follows_mask(kept, stats, own_transition=True).mean())
-    return RequestMix(kept, before, after, share)
+    return RequestMix(_take(requests, keep), before, keep_follows / int(keep.sum()), share)
