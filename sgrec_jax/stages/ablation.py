@@ -39,7 +39,9 @@ that have finished so far. --archive=ARCHIVE (sgrec_jax/stages/cell_archive.py) 
 committable copy of every finished cell (results, config, top-10 test rankings, per-user rewards)
 and restores it into a work directory that lacks it, so a table's cells can run over sessions
 whose machines keep nothing, or on a lent device (experiments/on_device.sh --bring=ARCHIVE); an
-SFT base runs only while a cell that starts from it is unfinished.
+SFT base runs only while a cell that starts from it is unfinished, and before new cells join
+restored ones its "sft" cell must test as the archived one did (a base trained again on another
+machine is not bitwise the same, check_base_matches_archive).
 
 Outputs in DIR:
 - ablation.md / ablation.csv: mean ± std over seeds (ddof 1) of recall/ndcg@5,10 (and @20 when
@@ -369,11 +371,13 @@ def run_cells(
     With `archive` (sgrec_jax/stages/cell_archive.py), the archived cells the workdir lacks are
     restored into it first, and every cell is archived as soon as it has finished (or checked
     against its archived copy). An SFT base is trained only when a cell that starts from it has
-    not finished, so cells restored on a fresh machine cost no SFT run.
+    not finished, so cells restored on a fresh machine cost no SFT run; when one is, its "sft"
+    cell is evaluated again and must equal the archived one before the new cells join the
+    restored ones (check_base_matches_archive).
     """
     workdir = as_path(workdir)
-    if archive:
-        restore_cells(archive, os.fspath(workdir), [c.name for c in cells], seeds)
+    restored = (restore_cells(archive, os.fspath(workdir), [c.name for c in cells], seeds)
+                if archive else [])
     bases = {seed: prepare_sft(config, workdir, dry=True, seed=seed if sft_per_seed else None)
              for seed in seeds}
     configs = {
@@ -399,6 +403,12 @@ def run_cells(
     for seed in seeds:
         if sft_per_seed and unfinished([seed]):
             prepare_sft(config, workdir, run, defaults=defaults, seed=seed)
+        if archive and unfinished([seed]):
+            check_base_matches_archive(
+                cell_config(config, Cell(SFT), seed, bases[seed], channels), workdir, archive,
+                seed, [c for c in restored if c.endswith(f"/seed_{seed}")], run=run,
+                defaults=defaults,
+            )
         for cell in cells:
             label = f"cell {cell.name}/seed_{seed}"
             results[cell.name][seed] = run_or_load(
@@ -409,6 +419,53 @@ def run_cells(
                 archive_cell(cell_dir(workdir, cell, seed),
                              cell_path(archive, cell.name, seed), label, defaults)
     return results
+
+
+def check_base_matches_archive(
+    sft_config: ConfigDict, workdir: epath.Path, archive: str, seed: int,
+    restored: Sequence[str], run: Callable[[ConfigDict, str], dict] = run_pipeline,
+    defaults: ConfigDict | None = None,
+) -> None:
+    """Before new cells of `seed` run beside cells restored from `archive`: the SFT base they
+    start from must be the base the restored cells started from.
+
+    A base trained again is not bitwise the same on another machine (XLA's CPU code differs with
+    the processor), so cells from two bases would form one table unnoticed. The base's "sft"
+    cell (its test metrics) is its fingerprint: when the archive holds it for this seed, it is
+    evaluated again here from the base in use (a restored copy is set aside first) and compared
+    with the archived one (`cell_archive.archive_cell`). On a mismatch the restored cells of this
+    seed are removed from `workdir` (the archive keeps them) and ValueError says what differs;
+    with no archived "sft" cell for this seed, the restored cells cannot be checked and a
+    warning says so. `restored`: the cells of this seed that restore_cells copied
+    ("row/seed_<s>").
+    """
+    if not restored:
+        return
+    archived = cell_path(archive, SFT, seed)
+    if not (archived / RESULTS_FILE).exists():
+        logging.warning("seed %d: the cells restored from %s (%s) cannot be checked against the "
+                        "SFT base in use, the archive has no %s cell for this seed", seed,
+                        archive, ", ".join(restored), SFT)
+        return
+    fresh = cell_path(workdir, SFT, seed)
+    label = f"cell {SFT}/seed_{seed} (the SFT base's check)"
+    if f"{SFT}/seed_{seed}" in restored:
+        fresh.rmtree()
+    run_or_load(sft_config, os.fspath(fresh), label, run=run, defaults=defaults)
+    try:
+        archive_cell(fresh, archived, label, defaults)
+    except ValueError as error:
+        for name in restored:
+            if name != f"{SFT}/seed_{seed}":
+                (workdir / CELLS_DIR / name).rmtree()
+        raise ValueError(
+            f"seed {seed}: the SFT base in {workdir} is not the one the cells archived in "
+            f"{archive} started from, so new cells cannot join them ({error}). Its restored "
+            f"cells ({', '.join(restored)}) were removed from {workdir}; run this seed's cells "
+            "from this base into another --archive, or keep the archive's base"
+        ) from None
+    logging.info("seed %d: the SFT base reproduces the archived %s cell; %d restored cells join "
+                 "the new ones", seed, SFT, len(restored))
 
 
 def load_finished(workdir: str, cells: Sequence[Cell], seeds: Sequence[int]) -> Results:

@@ -13,9 +13,11 @@ and it can be committed under docs/results/runs/.
 
 `restore_cells` copies the archived cells a work directory has not finished back into it, so
 the runner skips them, and an SFT base whose cells have all finished is not trained again
-(`ablation.run_cells`). A cell already in the archive is kept; archiving it again checks that it
-ran the same config (run control and locations aside, stages/runs.py) and reports the same test
-metrics, else a ValueError names the cell and the difference.
+(`ablation.run_cells`); when a base must run again, its "sft" cell is evaluated and compared
+with the archived one before any new cell joins the restored ones
+(`ablation.check_base_matches_archive`). A cell already in the archive is kept; archiving it
+again checks that it ran the same config (run control and locations aside, stages/runs.py) and
+reports the same test metrics, else a ValueError names the cell and the difference.
 """
 
 from __future__ import annotations

@@ -753,9 +753,40 @@ def test_restored_cells_run_nothing_and_a_missing_one_runs_with_its_base(real, t
     other = tmp_path / "other"
     again = ablation.run_cells(config, str(other), REAL_CELLS, [0],
                                run=copying_run(workdir, other, calls), archive=str(archive))
-    assert calls == ["sft_base", "cells/a2po/seed_0"]
+    # The new base's sft cell runs first and matches the archived one, then the missing cell.
+    assert calls == ["sft_base", "cells/sft/seed_0", "cells/a2po/seed_0"]
     assert json.dumps(again, sort_keys=True) == json.dumps(results, sort_keys=True)
     assert (archive / "cells" / "a2po" / "seed_0" / "results.json").exists()
+
+
+def test_a_retrained_base_that_differs_from_the_archived_one_is_refused(real, tmp_path):
+    """A base trained again elsewhere whose sft cell tests differently (another machine) does
+    not mix its cells with the archived ones: ValueError before any new cell runs, and the
+    restored cells leave the work directory (the archive keeps them)."""
+    workdir, _, _, _, _ = real
+    archive = tmp_path / "archive"
+    archive_finished(workdir, archive)
+    shutil.rmtree(archive / "cells" / "a2po")
+    config = tiny_rl_config(num_steps=2, eval_every=2)
+    calls = []
+    other = tmp_path / "other"
+    copy = copying_run(workdir, other, calls)
+
+    def other_machine(run_config, directory):
+        result = copy(run_config, directory)
+        if pathlib.Path(directory).parent.name == "sft":
+            result["rl/recall@10"] += 0.001
+            (pathlib.Path(directory) / "results.json").write_text(json.dumps(result))
+        return result
+
+    with pytest.raises(ValueError, match=r"seed 0: the SFT base .* is not the one .*rl/recall@10"):
+        ablation.run_cells(config, str(other), REAL_CELLS, [0], run=other_machine,
+                           archive=str(archive))
+    assert calls == ["sft_base", "cells/sft/seed_0"]  # no new cell ran
+    finished = sorted(str(p.relative_to(other / "cells")) for p in (other / "cells").rglob(
+        "results.json"))
+    assert finished == ["sft/seed_0/results.json"]  # this base's own
+    assert (archive / "cells" / "sft_continued" / "seed_0" / "results.json").exists()
 
 
 def test_archiving_another_run_of_an_archived_cell_is_refused(real, tmp_path):
