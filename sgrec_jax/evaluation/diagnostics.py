@@ -115,15 +115,25 @@ def _group_metrics(
     return means[f"recall@{k}"], means[f"ndcg@{k}"]
 
 
-def popularity_buckets(frequency_u: np.ndarray, num_buckets: int) -> np.ndarray:
+def popularity_edges(frequency_u: np.ndarray, num_buckets: int) -> np.ndarray:
+    """float [B - 1]: e_1 <= ... <= e_{B-1}, np.quantile (linear) of frequency_u at 1/B, ...,
+    (B-1)/B; popularity_buckets' edges."""
+    return np.quantile(frequency_u, np.arange(1, num_buckets) / num_buckets)
+
+
+def popularity_buckets(frequency_u: np.ndarray, num_buckets: int,
+                       edges: np.ndarray | None = None) -> np.ndarray:
     """int [U] bucket 0 .. num_buckets - 1 of each user's target frequency.
 
-    Edges e_1 <= ... <= e_{B-1} are np.quantile (linear) of frequency_u at 1/B, ..., (B-1)/B;
-    bucket i holds e_i < frequency <= e_{i+1} (e_0 = -inf, e_B = +inf). Equal frequencies share a
-    bucket, so with many ties the buckets hold only about 1/B of the users each, and a bucket can
-    be empty.
+    Edges e_1 <= ... <= e_{B-1} are popularity_edges(frequency_u, B) unless given (e.g. another
+    split's, so two splits share buckets); bucket i holds e_i < frequency <= e_{i+1} (e_0 = -inf,
+    e_B = +inf). Equal frequencies share a bucket, so with many ties the buckets hold only about
+    1/B of the users each, and a bucket can be empty.
     """
-    edges = np.quantile(frequency_u, np.arange(1, num_buckets) / num_buckets)
+    if edges is None:
+        edges = popularity_edges(frequency_u, num_buckets)
+    elif len(edges) != num_buckets - 1:
+        raise ValueError(f"{num_buckets} buckets need {num_buckets - 1} edges, got {len(edges)}")
     return np.searchsorted(edges, frequency_u, side="left")
 
 

@@ -32,6 +32,7 @@ from sgrec_jax.rewards.channel import RewardChannel
 from sgrec_jax.rl.estimators import ESTIMATORS, ChannelSpec
 from sgrec_jax.rl.evaluation import evaluate_policy
 from sgrec_jax.rl.grpo import RLSettings, init_extra, make_rl_step, select_params
+from sgrec_jax.train.checkpointing import Checkpointer
 from sgrec_jax.train.loop import LoopSettings, run_loop
 from sgrec_jax.train.train_state import create_train_state, make_optimizer
 
@@ -108,3 +109,34 @@ def train_rl(config: ConfigDict, num_items: int, model: nnx.Module, catalog: Any
                               if agreement_steps else math.nan),
     }
     return policy(state), summary
+
+
+def restore_policy(config: ConfigDict, start_model: nnx.Module, run_dir: str | os.PathLike,
+                   step: int) -> nnx.Module:
+    """The policy a finished or stopped rl run (config.rl, its RUN_DIR) saved at `step`, for
+    analyses that need another state than the one the run reported (e.g. validation and test of
+    the final state beside the start policy, experiments/valid_test_shift.py).
+
+    The restore target is built as train_rl builds it, from the run's start policy: the same
+    optimizer and estimator state structure (which depends on the number of channels only, so the
+    channels are described by name, the first as business and the rest as semantic, as the rl
+    configs list them, without building reward models). ValueError when no checkpoint of that
+    step is kept."""
+    rl = config.rl
+    specs = [ChannelSpec(name, 0.0, 1.0, "business" if i == 0 else "semantic")
+             for i, name in enumerate(rl.channels)]
+    estimator = ESTIMATORS.build(rl.estimator, specs, **rl.estimator_options.get(rl.estimator, {}))
+    updates = rl.updates_per_batch
+    optimizer = make_optimizer(rl.learning_rate, rl.warmup_steps * updates, rl.num_steps * updates,
+                               weight_decay=rl.weight_decay, clip_norm=rl.clip_norm)
+    mesh = make_mesh(data=config.mesh.data, fsdp=config.mesh.fsdp)
+    graphdef, target, _ = create_train_state(start_model, optimizer, jax.random.key(config.seed),
+                                             mesh, extra=init_extra(estimator))
+    checkpoints = os.path.join(os.fspath(run_dir), "checkpoints")
+    with Checkpointer(checkpoints) as ckpt:
+        kept = ckpt.all_steps()
+        if step not in kept:
+            raise ValueError(f"{checkpoints} keeps no checkpoint of step {step} (kept: "
+                             f"{sorted(kept)})")
+        state = ckpt.restore(step, target)
+    return nnx.merge(graphdef, state.params, state.model_state)

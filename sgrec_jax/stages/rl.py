@@ -127,7 +127,7 @@ def _check(config: ConfigDict) -> None:
 
 # -- the start policy ---------------------------------------------------------------------------
 
-def _sft_policy(config: ConfigDict, num_items: int) -> tuple[SemanticIds, nnx.Module]:
+def sft_start_policy(config: ConfigDict, num_items: int) -> tuple[SemanticIds, nnx.Module]:
     """The SIDs and the best SFT checkpoint of the work directory config.rl.init_workdir."""
     init = as_path(config.rl.init_workdir)
     sids = load_semantic_ids(init, num_items)
@@ -167,7 +167,7 @@ def _sft_policy(config: ConfigDict, num_items: int) -> tuple[SemanticIds, nnx.Mo
 def _start_policy(context: RunContext) -> tuple[SemanticIds, nnx.Module]:
     if "generator" in context.artifacts:
         return context.artifacts["sids"], context.artifacts["generator"]
-    sids, model = _sft_policy(context.config, context.dataset.num_items)
+    sids, model = sft_start_policy(context.config, context.dataset.num_items)
     context.artifacts.update(sids=sids, catalog=sids.catalog())
     return sids, model
 

@@ -6,11 +6,12 @@ import math
 
 import jax
 import numpy as np
+import pytest
 from flax import nnx
 
 from sgrec_jax.rewards.channel import REWARD_CHANNELS
 from sgrec_jax.rl.evaluation import EVAL_BUSINESS
-from sgrec_jax.rl.training import train_rl
+from sgrec_jax.rl.training import restore_policy, train_rl
 from sgrec_jax.sid.catalog import build_catalog
 from sgrec_jax.train.loop import Preempted
 from tests.models.tiny import CODES, NUM_ITEMS, SIZES
@@ -61,3 +62,21 @@ def test_best_on_validation_survives_pauses(tmp_path):
     assert_equal_trees(params(resumed), params(reference))
     _, saved = runs.checkpointed_state("rl", tmp_path / "b", best_step)
     assert_equal_trees(params(resumed), saved.params)
+
+
+def test_restore_policy_gives_the_policy_a_step_saved(tmp_path):
+    """restore_policy rebuilds the run's state structure (popo_light's EMA state included) from
+    the config and a fresh start policy, and returns exactly the saved policy; a step without a
+    checkpoint is refused by name."""
+    config = runs.rl_config(runs.mesh_config(1, 1), num_steps=4, eval_every=2)
+    catalog = jax.device_put(build_catalog(CODES, SIZES))
+    eval_channels = [runs.value_channel(EVAL_BUSINESS), REWARD_CHANNELS.get("hit")(None, {})]
+    final, _ = train_rl(config, NUM_ITEMS, runs.generator(), catalog, runs.rl_channels(),
+                        eval_channels, runs.examples(160, 0), runs.examples(32, 1), tmp_path)
+    restored = restore_policy(config, runs.generator(), tmp_path, 4)
+    assert_equal_trees(params(restored), params(final))
+    start = params(runs.generator())
+    assert any(not np.array_equal(a, b) for a, b in zip(
+        jax.tree.leaves(params(restored)), jax.tree.leaves(start), strict=True))
+    with pytest.raises(ValueError, match=r"keeps no checkpoint of step 1 \(kept: "):
+        restore_policy(config, runs.generator(), tmp_path, 1)
