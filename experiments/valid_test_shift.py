@@ -111,8 +111,8 @@ def main(argv) -> None:
         splits = load_splits(dataset, max_history=config.data.max_history,
                              source=config.data.source, shards_dir=config.data.shards_dir)
         sids, start = sft_start_policy(config, dataset.num_items)
-        # The restore target is built from a second copy: create_train_state takes over the
-        # module it is given, and `start` must stay the start policy.
+        # restore_policy builds its train state from the module it is given; a second copy
+        # keeps `start` independent of it.
         policy = restore_policy(config, sft_start_policy(config, dataset.num_items)[1],
                                 cell / "rl", step)
         catalog = jax.device_put(sids.catalog())
