@@ -33,6 +33,7 @@ from sgrec_jax.data.holdout import holdout_mask
 from sgrec_jax.data.sources import load_splits
 from sgrec_jax.evaluation.diagnostics import popularity_buckets, popularity_edges
 from sgrec_jax.evaluation.hit_shift import hit_shift_by_group, reweighted_difference
+from sgrec_jax.evaluation.metrics import recall_at_k
 from sgrec_jax.rl.training import restore_policy
 from sgrec_jax.stages.cli import quiet_library_logs, run_app, run_or_exit
 from sgrec_jax.stages.finished_run import load_run_dataset
@@ -125,8 +126,8 @@ def main(argv) -> None:
                 rankings = rank_with_generator(
                     model, catalog, examples, beam_size=config.eval.beam_size, k=_K.value,
                     batch_size=config.eval.batch_size, level_scoring=config.eval.level_scoring)
-                hits[split][name] = (rankings.items_uk[:, :_K.value]
-                                     == rankings.targets_u[:, None]).any(1)
+                hits[split][name] = recall_at_k(rankings.items_uk, rankings.targets_u,
+                                                _K.value) > 0
                 logging.info("%s %s: recall@%d %.4f", split, name, _K.value,
                              hits[split][name].mean())
             users[split] = np.asarray(examples.user)
