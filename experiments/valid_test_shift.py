@@ -24,24 +24,19 @@ from __future__ import annotations
 import jax
 import numpy as np
 from absl import app, flags, logging
-from ml_collections import ConfigDict
 
 import sgrec_jax.registration  # noqa: F401  (registers everything a config names)
-from sgrec_jax.core.files import as_path, read_json, write_json
+from sgrec_jax.core.files import as_path, write_json
 from sgrec_jax.core.provenance import provenance
 from sgrec_jax.data.holdout import holdout_mask
 from sgrec_jax.data.sources import load_splits
-from sgrec_jax.evaluation.diagnostics import popularity_buckets, popularity_edges
-from sgrec_jax.evaluation.hit_shift import hit_shift_by_group, reweighted_difference
+from sgrec_jax.evaluation.hit_shift import SPLITS, valid_test_shift_report
 from sgrec_jax.evaluation.metrics import recall_at_k
 from sgrec_jax.rl.training import restore_policy
 from sgrec_jax.stages.cli import quiet_library_logs, run_app, run_or_exit
-from sgrec_jax.stages.finished_run import load_run_dataset
-from sgrec_jax.stages.pipeline import CONFIG_FILE, RESULTS_FILE
+from sgrec_jax.stages.finished_run import check_rl_run_dir, load_run_dataset
 from sgrec_jax.stages.rl import sft_start_policy
 from sgrec_jax.train.evaluate import rank_with_generator
-
-SPLITS = ("valid", "test")
 
 _CELL = flags.DEFINE_string("cell", None, "A finished rl run (e.g. an ablation cell), read only.")
 _STEP = flags.DEFINE_integer("step", None, "The rl checkpoint's step (default: the run's last).")
@@ -51,51 +46,6 @@ _OUT = flags.DEFINE_string("out", None, "Output JSON (default CELL/valid_test_sh
 flags.mark_flag_as_required("cell")
 
 
-def check_cell(cell) -> tuple[ConfigDict, dict]:
-    """The config and results of a finished rl run; ValueError naming what is missing."""
-    cell = as_path(cell)
-    for name in (CONFIG_FILE, RESULTS_FILE):
-        if not (cell / name).exists():
-            raise ValueError(f"--cell {cell} is not a finished rl run: no {name}")
-    results = read_json(cell / RESULTS_FILE)
-    if "rl/last_step" not in results:
-        raise ValueError(f"--cell {cell}: {cell / RESULTS_FILE} has no rl results")
-    if not (cell / "rl" / "checkpoints").is_dir():
-        raise ValueError(f"--cell {cell}: no rl checkpoints in {cell / 'rl' / 'checkpoints'}")
-    return ConfigDict(read_json(cell / CONFIG_FILE)), results
-
-
-def shift_report(hits: dict[str, dict[str, np.ndarray]], users: dict[str, np.ndarray],
-                 target_count: dict[str, np.ndarray], rl_users: np.ndarray,
-                 num_buckets: int) -> dict:
-    """The report from per-split, per-policy hits ("start"/"policy" -> bool [U]), the split's
-    users and its targets' training counts; rl_users: the users whose examples were RL's."""
-    edges = popularity_edges(target_count["test"], num_buckets)
-    report: dict = {"popularity_edges": edges.tolist(), "splits": {}}
-    rows = {}
-    for split in SPLITS:
-        start, policy = hits[split]["start"], hits[split]["policy"]
-        buckets = popularity_buckets(target_count[split], num_buckets, edges=edges)
-        rows[split] = hit_shift_by_group(buckets, start, policy, num_buckets)
-        rl_user_u = np.isin(users[split], rl_users)
-        report["splits"][split] = {
-            "users": len(start),
-            "start": float(np.mean(start)), "policy": float(np.mean(policy)),
-            "difference": float(np.mean(policy) - np.mean(start)),
-            "median_target_count": float(np.median(target_count[split])),
-            "by_popularity": rows[split],
-            "by_user": dict(zip(("sft_users", "rl_users"),
-                                hit_shift_by_group(rl_user_u.astype(int), start, policy, 2))),
-        }
-    for split, other in (("valid", "test"), ("test", "valid")):
-        report["splits"][split][f"difference_under_{other}_mix"] = reweighted_difference(
-            rows[split], [r["share"] for r in rows[other]])
-    if np.array_equal(users["valid"], users["test"]):
-        change = {s: hits[s]["policy"].astype(float) - hits[s]["start"] for s in SPLITS}
-        report["per_user_correlation"] = float(np.corrcoef(change["valid"], change["test"])[0, 1])
-    return report
-
-
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -103,7 +53,7 @@ def main(argv) -> None:
 
     def run() -> str:
         cell = as_path(_CELL.value)
-        config, results = check_cell(cell)
+        config, results = check_rl_run_dir(cell)
         step = _STEP.value if _STEP.value is not None else int(results["rl/last_step"])
         if _K.value < 1 or _K.value > config.eval.beam_size or _BUCKETS.value < 2:
             raise ValueError(f"need 1 <= --k <= the run's beam size {config.eval.beam_size} and "
@@ -134,7 +84,8 @@ def main(argv) -> None:
             target_count[split] = counts[np.asarray(examples.target)]
         held = holdout_mask(splits.train, config.data.rl_holdout)
         rl_users = np.unique(np.asarray(splits.train.user)[held])
-        report = shift_report(hits, users, target_count, rl_users, _BUCKETS.value)
+        report = valid_test_shift_report(hits, users, target_count, rl_users,
+                                        _BUCKETS.value)
         report.update(cell=str(cell), step=step, k=_K.value,
                       provenance=provenance(dataset.source_files, config))
         out = as_path(_OUT.value) if _OUT.value else cell / "valid_test_shift.json"

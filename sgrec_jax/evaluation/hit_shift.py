@@ -16,6 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from sgrec_jax.evaluation.diagnostics import popularity_buckets, popularity_edges
+
+SPLITS = ("valid", "test")  # the splits valid_test_shift_report compares, in its order
+
 
 def hit_shift_by_group(group_u: np.ndarray, start_hit_u: np.ndarray, policy_hit_u: np.ndarray,
                        num_groups: int) -> list[dict[str, Any]]:
@@ -51,3 +55,34 @@ def reweighted_difference(rows: list[dict[str, Any]], shares: list[float]) -> fl
     if len(rows) != len(shares):
         raise ValueError(f"{len(rows)} groups but {len(shares)} shares")
     return float(sum(s * r["difference"] for r, s in zip(rows, shares) if r["users"]))
+
+
+def valid_test_shift_report(hits: dict[str, dict[str, np.ndarray]], users: dict[str, np.ndarray],
+                            target_count: dict[str, np.ndarray], rl_users: np.ndarray,
+                            num_buckets: int) -> dict:
+    """The report from per-split, per-policy hits ("start"/"policy" -> bool [U]), the split's
+    users and its targets' training counts; rl_users: the users whose examples were RL's."""
+    edges = popularity_edges(target_count["test"], num_buckets)
+    report: dict = {"popularity_edges": edges.tolist(), "splits": {}}
+    rows = {}
+    for split in SPLITS:
+        start, policy = hits[split]["start"], hits[split]["policy"]
+        buckets = popularity_buckets(target_count[split], num_buckets, edges=edges)
+        rows[split] = hit_shift_by_group(buckets, start, policy, num_buckets)
+        rl_user_u = np.isin(users[split], rl_users)
+        report["splits"][split] = {
+            "users": len(start),
+            "start": float(np.mean(start)), "policy": float(np.mean(policy)),
+            "difference": float(np.mean(policy) - np.mean(start)),
+            "median_target_count": float(np.median(target_count[split])),
+            "by_popularity": rows[split],
+            "by_user": dict(zip(("sft_users", "rl_users"),
+                                hit_shift_by_group(rl_user_u.astype(int), start, policy, 2))),
+        }
+    for split, other in (("valid", "test"), ("test", "valid")):
+        report["splits"][split][f"difference_under_{other}_mix"] = reweighted_difference(
+            rows[split], [r["share"] for r in rows[other]])
+    if np.array_equal(users["valid"], users["test"]):
+        change = {s: hits[s]["policy"].astype(float) - hits[s]["start"] for s in SPLITS}
+        report["per_user_correlation"] = float(np.corrcoef(change["valid"], change["test"])[0, 1])
+    return report

@@ -1,7 +1,8 @@
 """A finished `experiments.train` run directory, read back by the tools that evaluate it after
-the fact (experiments/fusion.py, experiments/evaluate_checkpoint.py): its config, checked to hold
-a finished SFT stage, and the dataset it trained on, checked against the data files its
-results.json's provenance recorded. Nothing here writes into the run directory."""
+the fact (experiments/fusion.py, experiments/evaluate_checkpoint.py,
+experiments/valid_test_shift.py): its config, checked to hold a finished SFT (or rl) stage, and
+the dataset it trained on, checked against the data files its results.json's provenance
+recorded. Nothing here writes into the run directory."""
 
 from __future__ import annotations
 
@@ -25,6 +26,21 @@ def check_run_dir(workdir) -> ConfigDict:
         raise ValueError(f"--workdir {workdir}: no SFT checkpoints in "
                          f"{workdir / 'sft' / 'checkpoints'}")
     return ConfigDict(read_json(workdir / CONFIG_FILE))
+
+
+def check_rl_run_dir(cell) -> tuple[ConfigDict, dict]:
+    """The config and results of a finished rl run in `cell` (e.g. an ablation cell), read by
+    experiments/valid_test_shift.py; ValueError naming what is missing."""
+    cell = as_path(cell)
+    for name in (CONFIG_FILE, RESULTS_FILE):
+        if not (cell / name).exists():
+            raise ValueError(f"--cell {cell} is not a finished rl run: no {name}")
+    results = read_json(cell / RESULTS_FILE)
+    if "rl/last_step" not in results:
+        raise ValueError(f"--cell {cell}: {cell / RESULTS_FILE} has no rl results")
+    if not (cell / "rl" / "checkpoints").is_dir():
+        raise ValueError(f"--cell {cell}: no rl checkpoints in {cell / 'rl' / 'checkpoints'}")
+    return ConfigDict(read_json(cell / CONFIG_FILE)), results
 
 
 def load_run_dataset(workdir, config: ConfigDict):

@@ -1,5 +1,6 @@
 """hit_shift: per-group hit-rate changes whose contributions add up to the overall change, on a
-hand-worked example; popularity buckets with another split's edges."""
+hand-worked example; popularity buckets with another split's edges; the valid/test report
+shares the test's buckets and its parts add up."""
 
 import math
 
@@ -7,7 +8,11 @@ import numpy as np
 import pytest
 
 from sgrec_jax.evaluation.diagnostics import popularity_buckets, popularity_edges
-from sgrec_jax.evaluation.hit_shift import hit_shift_by_group, reweighted_difference
+from sgrec_jax.evaluation.hit_shift import (
+    hit_shift_by_group,
+    reweighted_difference,
+    valid_test_shift_report,
+)
 
 
 def test_a_hand_worked_split():
@@ -58,3 +63,28 @@ def test_buckets_with_another_splits_edges():
                                   [0, 1, 1, 1])
     with pytest.raises(ValueError, match="2 buckets need 1 edges, got 2"):
         popularity_buckets(test_counts, 2, edges=np.array([1.0, 2.0]))
+
+
+def test_report_shares_the_test_buckets_and_adds_up():
+    rng = np.random.default_rng(0)
+    users = np.arange(400)
+    hits = {s: {"start": rng.random(400) < 0.3, "policy": rng.random(400) < 0.3}
+            for s in ("valid", "test")}
+    counts = {"test": rng.integers(1, 50, 400), "valid": rng.integers(10, 60, 400)}
+    report = valid_test_shift_report(hits, {"valid": users, "test": users}, counts,
+                                     rl_users=users[:40], num_buckets=4)
+    assert report["popularity_edges"] == np.quantile(counts["test"], [0.25, 0.5, 0.75]).tolist()
+    for split in ("valid", "test"):
+        part = report["splits"][split]
+        assert sum(g["contribution"] for g in part["by_popularity"]) == pytest.approx(
+            part["difference"])
+        assert part["by_user"]["rl_users"]["users"] == 40
+        assert part["by_user"]["sft_users"]["users"] == 360
+    # Validation's targets are more popular here, so it holds fewer of the test's first bucket.
+    valid_shares = [g["share"] for g in report["splits"]["valid"]["by_popularity"]]
+    assert valid_shares[0] < 0.25
+    rows = report["splits"]["valid"]["by_popularity"]
+    test_shares = [g["share"] for g in report["splits"]["test"]["by_popularity"]]
+    assert report["splits"]["valid"]["difference_under_test_mix"] == pytest.approx(
+        sum(s * g["difference"] for s, g in zip(test_shares, rows)))
+    assert -1 <= report["per_user_correlation"] <= 1
