@@ -198,6 +198,11 @@ def rl_options() -> ConfigDict:
         # Weight of the SFT loss of each request's logged target (the NLL anchor). pg_weight 0,
         # nll_weight 1, beta 0: SFT continued on the RL requests, the control row of an RL run.
         "nll_weight": 0.0,
+        # 0: the NLL anchor is a term of the one loss the optimizer sees. > 0: the anchor gets its
+        # own AdamW at this learning rate (same warmup, decay and clipping) and the RL terms keep
+        # learning_rate, so each moves the policy as it would alone; in one summed loss the
+        # larger gradient sets Adam's scale (sgrec_jax/train/per_term_optimizer.py).
+        "nll_learning_rate": 0.0,
         # How a candidate's advantage reaches its SID levels: "item" (every level gets it) or
         # "prefix_tree" (each level gets the change in the group's mean advantage its code
         # caused; sgrec_jax/rl/level_credit.py).

@@ -97,6 +97,9 @@ class RLSettings:
         it, in place of the last candidate (`rollout.with_target`).
       candidate_weighting: "uniform" (GRPO) or "policy", how much each candidate counts in the
         update (`rl.candidate_weighting`).
+      nll_learning_rate: 0: the NLL anchor is a term of the one loss the optimizer sees; > 0:
+        the anchor has its own optimizer at this learning rate (the caller builds the pair,
+        `train.per_term_optimizer`) and the loss is the vector [RL terms, anchor].
     """
 
     group_size: int
@@ -115,6 +118,7 @@ class RLSettings:
     kl_direction: str = "reverse"
     target_in_group: bool = False
     candidate_weighting: str = "uniform"
+    nll_learning_rate: float = 0.0
 
 
 def grpo_loss(
@@ -189,8 +193,11 @@ def policy_loss(
     nll_weight: float = 0.0,
     kl_estimator: str = "k3",
     kl_direction: str = "reverse",
+    separate_nll: bool = False,
 ) -> LossFn:
-    """The `make_update` loss of a scored group batch: `grpo_loss` + nll_weight * NLL.
+    """The `make_update` loss of a scored group batch: `grpo_loss` + nll_weight * NLL, or with
+    `separate_nll` the two as a vector [grpo_loss, nll_weight * NLL] for one optimizer per term
+    (`make_update(loss_terms=2)`, `RLSettings.nll_learning_rate`).
 
     Batch: history [B, H], history_mask [B, H], target [B] (the logged next item), codes_bgl
     [B, G, L], ref_token_logprob_bgl [B, G, L], advantage_bgl [B, G, L or 1], first_update
@@ -237,7 +244,9 @@ def policy_loss(
             logp_bglv=score.logp_bglv, ref_logp_bglv=batch.get("ref_logp_bglv"),
         )
         nll = next_item_nll(logits_bklv[:, g], target_bl).sum(-1).mean()
-        if nll_weight:
+        if separate_nll:
+            loss = jnp.stack([loss, nll_weight * nll])
+        elif nll_weight:
             loss = loss + nll_weight * nll
         return loss, {**metrics, "nll": nll, "entropy": score.entropy_bgl.mean()}
 
@@ -377,6 +386,8 @@ def make_rl_step(
     parameters (sharded like state.params), the reward channels (a pytree of their tables,
     replicated), the catalog (replicated) and a batch of requests from
     `data.pipeline.train_iterator` (history, history_mask, target, user; split over the mesh).
+    With `settings.nll_learning_rate` > 0 the optimizer is one per loss term (the RL terms',
+    then the NLL anchor's; `rl.training.rl_optimizer` builds it).
     `_force_old_pass` (tests only) scores pi_old in its own pass, as every step did before
     `needs_old_pass`, even when the first update's pass can stand in for it.
 
@@ -394,6 +405,7 @@ def make_rl_step(
     kinds = tuple(c.kind for c in channels)
     judge_key = jax.random.key(settings.judge_seed)
     old_pass = _force_old_pass or needs_old_pass(settings, channels)
+    separate_nll = settings.nll_learning_rate > 0
 
     # The channels' tables are an argument of the step (device arrays, not baked-in constants).
     def rl_step(state: TrainState, ref_params: nnx.State,
@@ -460,8 +472,9 @@ def make_rl_step(
         loss_fn = policy_loss(catalog, clip_eps=settings.clip_eps, beta=settings.beta,
                               pg_weight=settings.pg_weight, nll_weight=settings.nll_weight,
                               kl_estimator=settings.kl_estimator,
-                              kl_direction=settings.kl_direction)
-        update = make_update(graphdef, loss_fn, optimizer)
+                              kl_direction=settings.kl_direction,
+                              separate_nll=separate_nll)
+        update = make_update(graphdef, loss_fn, optimizer, loss_terms=2 if separate_nll else 1)
 
         def one_update(state: TrainState, first: jax.Array) -> tuple[TrainState, Metrics]:
             return update(state, {**data, "advantage_bgl": advantage_bgl, "first_update": first})

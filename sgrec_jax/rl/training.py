@@ -21,6 +21,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import optax
 from flax import nnx
 from ml_collections import ConfigDict
 
@@ -34,7 +35,23 @@ from sgrec_jax.rl.evaluation import evaluate_policy
 from sgrec_jax.rl.grpo import RLSettings, init_extra, make_rl_step, select_params
 from sgrec_jax.train.checkpointing import Checkpointer
 from sgrec_jax.train.loop import LoopSettings, run_loop
+from sgrec_jax.train.per_term_optimizer import per_term_optimizer
 from sgrec_jax.train.train_state import create_train_state, make_optimizer
+
+
+def rl_optimizer(rl: ConfigDict) -> optax.GradientTransformation:
+    """The optimizer of `config.rl`: AdamW (clipped, warmup then cosine) at rl.learning_rate over
+    the whole loss, or with rl.nll_learning_rate > 0 one such optimizer for the RL terms and one
+    at rl.nll_learning_rate for the NLL anchor (`train.per_term_optimizer`)."""
+    updates = rl.updates_per_batch
+
+    def adamw(learning_rate: float) -> optax.GradientTransformation:
+        return make_optimizer(learning_rate, rl.warmup_steps * updates, rl.num_steps * updates,
+                              weight_decay=rl.weight_decay, clip_norm=rl.clip_norm)
+
+    if rl.get("nll_learning_rate", 0.0) > 0:
+        return per_term_optimizer([adamw(rl.learning_rate), adamw(rl.nll_learning_rate)])
+    return adamw(rl.learning_rate)
 
 
 def train_rl(config: ConfigDict, num_items: int, model: nnx.Module, catalog: Any,
@@ -52,8 +69,7 @@ def train_rl(config: ConfigDict, num_items: int, model: nnx.Module, catalog: Any
                                  **rl.estimator_options.get(rl.estimator, {}))
     mesh = make_mesh(data=config.mesh.data, fsdp=config.mesh.fsdp)
     updates = rl.updates_per_batch
-    optimizer = make_optimizer(rl.learning_rate, rl.warmup_steps * updates, rl.num_steps * updates,
-                               weight_decay=rl.weight_decay, clip_norm=rl.clip_norm)
+    optimizer = rl_optimizer(rl)
     # The reference is a copy made before the state exists: the step donates the state.
     ref_params = jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))
     graphdef, state, state_sharding = create_train_state(
@@ -69,7 +85,7 @@ def train_rl(config: ConfigDict, num_items: int, model: nnx.Module, catalog: Any
         gradient_params=rl.gradient_params, pg_weight=rl.pg_weight, nll_weight=rl.nll_weight,
         kl_estimator=rl.kl_estimator, level_credit=rl.level_credit,
         kl_direction=rl.kl_direction, target_in_group=rl.target_in_group,
-        candidate_weighting=rl.candidate_weighting,
+        candidate_weighting=rl.candidate_weighting, nll_learning_rate=rl.nll_learning_rate,
     )
     rl_step = make_rl_step(graphdef=graphdef, optimizer=optimizer, channels=channels,
                            estimator=estimator, settings=settings, mesh=mesh,
@@ -126,9 +142,7 @@ def restore_policy(config: ConfigDict, start_model: nnx.Module, run_dir: str | o
     specs = [ChannelSpec(name, 0.0, 1.0, "business" if i == 0 else "semantic")
              for i, name in enumerate(rl.channels)]
     estimator = ESTIMATORS.build(rl.estimator, specs, **rl.estimator_options.get(rl.estimator, {}))
-    updates = rl.updates_per_batch
-    optimizer = make_optimizer(rl.learning_rate, rl.warmup_steps * updates, rl.num_steps * updates,
-                               weight_decay=rl.weight_decay, clip_norm=rl.clip_norm)
+    optimizer = rl_optimizer(rl)
     mesh = make_mesh(data=config.mesh.data, fsdp=config.mesh.fsdp)
     graphdef, target, _ = create_train_state(start_model, optimizer, jax.random.key(config.seed),
                                              mesh, extra=init_extra(estimator))

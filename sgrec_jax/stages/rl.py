@@ -97,6 +97,9 @@ def _check(config: ConfigDict) -> None:
     if rl.pg_weight < 0 or rl.nll_weight < 0 or rl.pg_weight + rl.nll_weight == 0:
         problems.append(f"need pg_weight >= 0 and nll_weight >= 0, not both 0 (got "
                         f"{rl.pg_weight}, {rl.nll_weight})")
+    if rl.nll_learning_rate < 0 or (rl.nll_learning_rate > 0 and not rl.nll_weight > 0):
+        problems.append(f"nll_learning_rate {rl.nll_learning_rate} must be >= 0, and 0 unless "
+                        f"nll_weight > 0 (got {rl.nll_weight}): it is the NLL anchor's own")
     for field, allowed in (("rollout", ROLLOUT_MODES), ("kl_estimator", KL_ESTIMATORS),
                            ("kl_direction", KL_DIRECTIONS), ("level_credit", LEVEL_CREDITS),
                            ("request_mix", REQUEST_MIXES),

@@ -163,7 +163,8 @@ def _all_finite(tree: Any) -> jax.Array:
 
 
 def make_update(
-    graphdef: nnx.GraphDef, loss_fn: LossFn, optimizer: optax.GradientTransformation
+    graphdef: nnx.GraphDef, loss_fn: LossFn, optimizer: optax.GradientTransformation,
+    loss_terms: int = 1,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
     """The pure, unjitted `update(state, batch) -> (state, metrics)` that `make_train_step` jits.
 
@@ -172,10 +173,17 @@ def make_update(
     model state and optimizer state unchanged (the step counter and rng still advance) and
     reports skipped = 1.
 
-    Metrics (scalars): loss, the aux metrics of loss_fn, grad_norm (before clipping),
-    learning_rate (when the optimizer records one, as `make_optimizer`'s does), skipped (0 or 1)
-    and nonfinite_steps (the running count of skipped steps).
+    loss_terms = T > 1: loss_fn returns the T terms of the loss as a vector [T], and the
+    optimizer takes the T terms' gradients stacked on a leading axis (one forward pass, T
+    backward passes; `per_term_optimizer.per_term_optimizer`, one optimizer per term).
+
+    Metrics (scalars): loss (the terms' sum), the aux metrics of loss_fn, grad_norm (of the
+    whole loss, before clipping), learning_rate (when the optimizer records one, as
+    `make_optimizer`'s does; the first term's), skipped (0 or 1) and nonfinite_steps (the running
+    count of skipped steps).
     """
+    if loss_terms < 1:
+        raise ValueError(f"loss_terms must be >= 1, got {loss_terms}")
 
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
         rng, step_rng = jax.random.split(state.rng)
@@ -186,9 +194,22 @@ def make_update(
             loss, aux = loss_fn(model, batch, step_rng)
             return loss, (aux, _split(model)[2])
 
-        (loss, (aux, model_state)), grads = jax.value_and_grad(loss_of, has_aux=True)(
-            state.params
-        )
+        if loss_terms == 1:
+            (loss, (aux, model_state)), grads = jax.value_and_grad(loss_of, has_aux=True)(
+                state.params
+            )
+            loss_grads = grads
+        else:
+            def terms_of(params: nnx.State) -> tuple[jax.Array, tuple]:
+                terms, (aux, model_state) = loss_of(params)
+                return terms, (terms, aux, model_state)
+
+            grads, (terms, aux, model_state) = jax.jacrev(terms_of, has_aux=True)(state.params)
+            if terms.shape != (loss_terms,):
+                raise ValueError(f"loss_fn returned a loss of shape {terms.shape}, not the "
+                                 f"({loss_terms},) of its loss_terms")
+            loss = terms.sum()
+            loss_grads = jax.tree.map(lambda g: g.sum(0), grads)
         clash = set(aux) & set(STEP_METRICS)
         if clash:
             raise ValueError(f"loss_fn aux metrics {sorted(clash)} clash with the step's own")
@@ -212,16 +233,17 @@ def make_update(
         metrics = {
             "loss": loss,
             **aux,
-            "grad_norm": optax.tree.norm(grads),
+            "grad_norm": optax.tree.norm(loss_grads),
             "skipped": skipped,
             "nonfinite_steps": new_state.nonfinite_steps,
         }
-        # inject_hyperparams also keeps a schedule state under that name; take the value.
-        learning_rate = optax.tree_utils.tree_get(
+        # inject_hyperparams also keeps a schedule state under that name; take the value (the
+        # first optimizer's, of several per-term ones).
+        learning_rates = optax.tree_utils.tree_get_all_with_path(
             opt_state, "learning_rate", filtering=lambda _, value: isinstance(value, jax.Array)
         )
-        if learning_rate is not None:
-            metrics["learning_rate"] = learning_rate
+        if learning_rates:
+            metrics["learning_rate"] = learning_rates[0][1]
         return new_state, metrics
 
     return train_step

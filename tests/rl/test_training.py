@@ -64,11 +64,15 @@ def test_best_on_validation_survives_pauses(tmp_path):
     assert_equal_trees(params(resumed), saved.params)
 
 
-def test_restore_policy_gives_the_policy_a_step_saved(tmp_path):
-    """restore_policy rebuilds the run's state structure (popo_light's EMA state included) from
-    the config and a fresh start policy, and returns exactly the saved policy; a step without a
-    checkpoint is refused by name."""
+@pytest.mark.parametrize("nll_learning_rate", [0.0, 1e-3])
+def test_restore_policy_gives_the_policy_a_step_saved(tmp_path, nll_learning_rate):
+    """restore_policy rebuilds the run's state structure (popo_light's EMA state included, and
+    with rl.nll_learning_rate the anchor's own optimizer state) from the config and a fresh start
+    policy, and returns exactly the saved policy; a step without a checkpoint is refused by
+    name."""
     config = runs.rl_config(runs.mesh_config(1, 1), num_steps=4, eval_every=2)
+    if nll_learning_rate:
+        config.rl.update(nll_weight=1.0, nll_learning_rate=nll_learning_rate)
     catalog = jax.device_put(build_catalog(CODES, SIZES))
     eval_channels = [runs.value_channel(EVAL_BUSINESS), REWARD_CHANNELS.get("hit")(None, {})]
     final, _ = train_rl(config, NUM_ITEMS, runs.generator(), catalog, runs.rl_channels(),

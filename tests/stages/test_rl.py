@@ -123,9 +123,12 @@ def test_recall_at_20_is_selectable_only_with_a_beam_of_20():
 def test_the_rl_loss_options_are_checked_before_any_work():
     check_config(tiny_config(pg_weight=0.0, nll_weight=1.0, beta=0.0, kl_estimator="exact",
                              level_credit="prefix_tree", candidate_weighting="policy",
-                             request_mix="valid_follows"))
+                             request_mix="valid_follows", nll_learning_rate=5e-4))
     for options, message in [
         (dict(pg_weight=0.0, nll_weight=0.0), "not both 0"),
+        (dict(nll_learning_rate=1e-4), r"nll_learning_rate 0.0001 must be >= 0, and 0 unless "
+                                       r"nll_weight > 0 \(got 0.0\)"),
+        (dict(nll_weight=1.0, nll_learning_rate=-1.0), "nll_learning_rate -1.0 must be >= 0"),
         (dict(nll_weight=-1.0), "nll_weight >= 0"),
         (dict(kl_estimator="k2"), "kl_estimator 'k2' is not one of k3, exact"),
         (dict(kl_direction="both"), "kl_direction 'both' is not one of reverse, forward"),
