@@ -194,10 +194,10 @@ def policy_loss(
     kl_estimator: str = "k3",
     kl_direction: str = "reverse",
     separate_nll: bool = False,
-) -> LossFn:
+) -> LossFn | tuple[LossFn, LossFn]:
     """The `make_update` loss of a scored group batch: `grpo_loss` + nll_weight * NLL, or with
-    `separate_nll` the two as a vector [grpo_loss, nll_weight * NLL] for one optimizer per term
-    (`make_update(loss_terms=2)`, `RLSettings.nll_learning_rate`).
+    `separate_nll` the two as separate terms (grpo_loss, `nll_anchor_loss`) for one optimizer
+    per term (`RLSettings.nll_learning_rate`); the first then scores the G candidates only.
 
     Batch: history [B, H], history_mask [B, H], target [B] (the logged next item), codes_bgl
     [B, G, L], ref_token_logprob_bgl [B, G, L], advantage_bgl [B, G, L or 1], first_update
@@ -229,7 +229,8 @@ def policy_loss(
         memory = encode_requests(model, batch["history"], batch["history_mask"],
                                  batch["target"])
         logits_bklv = model.sequence_logits(
-            memory, jnp.concatenate([codes_bgl, target_bl[:, None]], axis=1)
+            memory, codes_bgl if separate_nll
+            else jnp.concatenate([codes_bgl, target_bl[:, None]], axis=1)
         )
         score = score_logits(logits_bklv[:, :g], codes_bgl, catalog)
         logp_bgl = score.token_logprob_bgl
@@ -243,12 +244,32 @@ def policy_loss(
             kl_direction=kl_direction,
             logp_bglv=score.logp_bglv, ref_logp_bglv=batch.get("ref_logp_bglv"),
         )
-        nll = next_item_nll(logits_bklv[:, g], target_bl).sum(-1).mean()
+        metrics["entropy"] = score.entropy_bgl.mean()
         if separate_nll:
-            loss = jnp.stack([loss, nll_weight * nll])
-        elif nll_weight:
+            return loss, metrics
+        nll = next_item_nll(logits_bklv[:, g], target_bl).sum(-1).mean()
+        if nll_weight:
             loss = loss + nll_weight * nll
-        return loss, {**metrics, "nll": nll, "entropy": score.entropy_bgl.mean()}
+        return loss, {**metrics, "nll": nll}
+
+    if separate_nll:
+        return loss_fn, nll_anchor_loss(nll_weight)
+    return loss_fn
+
+
+def nll_anchor_loss(nll_weight: float) -> LossFn:
+    """nll_weight x the SFT loss of each request's logged target, scored alone (the encoded
+    history and the target's SID: a fraction of the group's pass), as `policy_loss` scores it
+    beside the candidates; metric nll. The anchor term of `policy_loss(separate_nll=True)`."""
+
+    def loss_fn(model: nnx.Module, batch: dict, rng: jax.Array) -> tuple[jax.Array, Metrics]:
+        del rng  # Deterministic, as the group's pass.
+        target_bl = model.item_codes(batch["target"])
+        memory = encode_requests(model, batch["history"], batch["history_mask"],
+                                 batch["target"])
+        logits_b1lv = model.sequence_logits(memory, target_bl[:, None])
+        nll = next_item_nll(logits_b1lv[:, 0], target_bl).sum(-1).mean()
+        return nll_weight * nll, {"nll": nll}
 
     return loss_fn
 
@@ -474,7 +495,7 @@ def make_rl_step(
                               kl_estimator=settings.kl_estimator,
                               kl_direction=settings.kl_direction,
                               separate_nll=separate_nll)
-        update = make_update(graphdef, loss_fn, optimizer, loss_terms=2 if separate_nll else 1)
+        update = make_update(graphdef, loss_fn, optimizer)
 
         def one_update(state: TrainState, first: jax.Array) -> tuple[TrainState, Metrics]:
             return update(state, {**data, "advantage_bgl": advantage_bgl, "first_update": first})

@@ -2,7 +2,7 @@
 and learning rate, and the parameter update is the sum of the terms' updates.
 
     optimizer = per_term_optimizer([make_optimizer(1e-5, ...), make_optimizer(5e-5, ...)])
-    update = make_update(graphdef, loss_fn, optimizer, loss_terms=2)  # loss_fn returns [2]
+    update = make_update(graphdef, (rl_loss_fn, anchor_loss_fn), optimizer)
 
 Why: Adam normalises the gradient it is given, so in a summed loss the term with the larger
 gradient sets the scale and a small term hardly moves the parameters whatever its weight. The RL
@@ -12,8 +12,8 @@ matters (weight 0.1 left the policy at the SFT point, weight 1 at lr 5e-5 is the
 With one optimizer per term each moves the policy as it would alone (`rl.nll_learning_rate`).
 
 The gradients this transformation takes carry a leading axis of length T, one slice per term
-(`train_state.make_update` with loss_terms = T computes them with one forward pass and T
-backward passes); its state is the tuple of the T optimizers' states.
+(`train_state.make_update` given T loss functions differentiates each on its own and stacks
+them); its state is the tuple of the T optimizers' states.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ state is a plain pytree that Orbax saves and restores onto any mesh.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -163,8 +163,8 @@ def _all_finite(tree: Any) -> jax.Array:
 
 
 def make_update(
-    graphdef: nnx.GraphDef, loss_fn: LossFn, optimizer: optax.GradientTransformation,
-    loss_terms: int = 1,
+    graphdef: nnx.GraphDef, loss_fn: LossFn | Sequence[LossFn],
+    optimizer: optax.GradientTransformation,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
     """The pure, unjitted `update(state, batch) -> (state, metrics)` that `make_train_step` jits.
 
@@ -173,43 +173,44 @@ def make_update(
     model state and optimizer state unchanged (the step counter and rng still advance) and
     reports skipped = 1.
 
-    loss_terms = T > 1: loss_fn returns the T terms of the loss as a vector [T], and the
-    optimizer takes the T terms' gradients stacked on a leading axis (one forward pass, T
-    backward passes; `per_term_optimizer.per_term_optimizer`, one optimizer per term).
+    loss_fn may be a sequence of T >= 2 loss functions, the terms of one loss: each is
+    differentiated on its own (its own forward pass, so a term that needs only part of the model's
+    work pays only for that), and the optimizer takes the T gradients stacked on a leading axis
+    (`per_term_optimizer.per_term_optimizer`, one optimizer per term). The model state carried on
+    is the first term's; the terms' aux metrics must not share names.
 
     Metrics (scalars): loss (the terms' sum), the aux metrics of loss_fn, grad_norm (of the
     whole loss, before clipping), learning_rate (when the optimizer records one, as
     `make_optimizer`'s does; the first term's), skipped (0 or 1) and nonfinite_steps (the running
     count of skipped steps).
     """
-    if loss_terms < 1:
-        raise ValueError(f"loss_terms must be >= 1, got {loss_terms}")
+    loss_fns = tuple(loss_fn) if isinstance(loss_fn, Sequence) else (loss_fn,)
+    if not loss_fns:
+        raise ValueError("make_update needs at least one loss function")
 
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
         rng, step_rng = jax.random.split(state.rng)
 
-        def loss_of(params: nnx.State) -> tuple[jax.Array, tuple[Metrics, nnx.State]]:
-            # Fresh Variables at this trace level, so the forward may update model_state.
-            model = nnx.merge(graphdef, params, state.model_state, copy=True)
-            loss, aux = loss_fn(model, batch, step_rng)
-            return loss, (aux, _split(model)[2])
+        def loss_of(fn: LossFn) -> Callable[[nnx.State], tuple[jax.Array, tuple]]:
+            def loss(params: nnx.State) -> tuple[jax.Array, tuple[Metrics, nnx.State]]:
+                # Fresh Variables at this trace level, so the forward may update model_state.
+                model = nnx.merge(graphdef, params, state.model_state, copy=True)
+                value, aux = fn(model, batch, step_rng)
+                return value, (aux, _split(model)[2])
+            return loss
 
-        if loss_terms == 1:
-            (loss, (aux, model_state)), grads = jax.value_and_grad(loss_of, has_aux=True)(
-                state.params
-            )
-            loss_grads = grads
-        else:
-            def terms_of(params: nnx.State) -> tuple[jax.Array, tuple]:
-                terms, (aux, model_state) = loss_of(params)
-                return terms, (terms, aux, model_state)
-
-            grads, (terms, aux, model_state) = jax.jacrev(terms_of, has_aux=True)(state.params)
-            if terms.shape != (loss_terms,):
-                raise ValueError(f"loss_fn returned a loss of shape {terms.shape}, not the "
-                                 f"({loss_terms},) of its loss_terms")
-            loss = terms.sum()
-            loss_grads = jax.tree.map(lambda g: g.sum(0), grads)
+        terms = [jax.value_and_grad(loss_of(fn), has_aux=True)(state.params) for fn in loss_fns]
+        (loss, (aux, model_state)), grads = terms[0]
+        loss_grads = grads
+        if len(terms) > 1:
+            for (term_loss, (term_aux, _)), term_grads in terms[1:]:
+                shared = set(aux) & set(term_aux)
+                if shared:
+                    raise ValueError(f"the loss terms' aux metrics {sorted(shared)} clash")
+                aux = {**aux, **term_aux}
+                loss = loss + term_loss
+                loss_grads = jax.tree.map(jnp.add, loss_grads, term_grads)
+            grads = jax.tree.map(lambda *g: jnp.stack(g), *(term[1] for term in terms))
         clash = set(aux) & set(STEP_METRICS)
         if clash:
             raise ValueError(f"loss_fn aux metrics {sorted(clash)} clash with the step's own")

@@ -1,6 +1,6 @@
 """per_term_optimizer: each term's gradients go through its own optimizer (moments, clipping,
-learning rate), the update is their sum; make_update computes the terms' gradients from a loss
-vector and refuses a loss of another shape."""
+learning rate), the update is their sum; make_update given several loss functions
+differentiates each and refuses terms whose metrics clash."""
 
 import jax
 import jax.numpy as jnp
@@ -45,15 +45,18 @@ def test_gradients_without_one_slice_per_term_and_a_single_optimizer_are_refused
         per_term_optimizer(_optimizers()[:1])
 
 
-def test_make_update_differentiates_each_term_and_refuses_a_loss_of_another_shape():
+def test_make_update_differentiates_each_term_and_refuses_clashing_metrics():
     history, mask, target_codes = batch(seed=0, size=4)
     data = {"history": history, "history_mask": mask, "target": target_codes}
 
-    def term_losses(model, batch, rng):
-        del rng
-        logits = model.sequence_logits(model.encode(batch["history"], batch["history_mask"]),
-                                       batch["target"][:, None])
-        return jnp.stack([logits.mean(), (logits ** 2).mean()]), {}
+    def term(t, metric="m"):
+        def loss_fn(model, batch, rng):
+            del rng
+            logits = model.sequence_logits(
+                model.encode(batch["history"], batch["history_mask"]), batch["target"][:, None])
+            value = logits.mean() if t == 0 else (logits ** 2).mean()
+            return value, {f"{metric}{t}": value}
+        return loss_fn
 
     # Plain SGD per term, so the update is linear in each term's gradient (Adam's first step is
     # near sign(g) and would magnify round-off where a gradient is near 0).
@@ -63,14 +66,15 @@ def test_make_update_differentiates_each_term_and_refuses_a_loss_of_another_shap
     model = tiny("encoder_decoder", "item")
     optimizer = per_term_optimizer(sgds())
     graphdef, state, _ = create_train_state(model, optimizer, jax.random.key(0), make_mesh())
-    new_state, metrics = jax.jit(make_update(graphdef, term_losses, optimizer, loss_terms=2))(
+    new_state, metrics = jax.jit(make_update(graphdef, (term(0), term(1)), optimizer))(
         state, data)
     assert metrics["skipped"] == 0 and float(metrics["learning_rate"]) == pytest.approx(0.1)
+    assert float(metrics["loss"]) == pytest.approx(float(metrics["m0"] + metrics["m1"]))
 
     # The same update from each term's own gradient through each term's own optimizer.
     def term_grad(t):
         def loss(params):
-            return term_losses(nnx.merge(graphdef, params, state.model_state), data, None)[0][t]
+            return term(t)(nnx.merge(graphdef, params, state.model_state), data, None)[0]
         return jax.grad(loss)(state.params)
 
     want = state.params
@@ -79,5 +83,7 @@ def test_make_update_differentiates_each_term_and_refuses_a_loss_of_another_shap
         want = jax.tree.map(lambda p, u: p + u, want, updates)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
                  new_state.params, want)
-    with pytest.raises(ValueError, match=r"a loss of shape \(2,\), not the \(3,\)"):
-        make_update(graphdef, term_losses, optimizer, loss_terms=3)(state, data)
+    clashing = (term(0), lambda model, batch, rng: (term(1)(model, batch, rng)[0],
+                                                     {"m0": jnp.zeros(())}))
+    with pytest.raises(ValueError, match=r"aux metrics \['m0'\] clash"):
+        make_update(graphdef, clashing, optimizer)(state, data)
