@@ -22,6 +22,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 import sgrec_jax.registration  # noqa: F401  (registers everything a config names)
+from experiments.configs.common import base_config
 from sgrec_jax.core.files import as_path
 from sgrec_jax.stages.ablation import (
     backfill_rewards,
@@ -32,7 +33,6 @@ from sgrec_jax.stages.ablation import (
     run_cells,
     summarize,
 )
-from experiments.configs.common import base_config
 from sgrec_jax.stages.cli import quiet_library_logs, run_app, run_or_exit
 from sgrec_jax.stages.runs import parse_seeds, parse_sweep
 from sgrec_jax.stages.variants import parse_variants

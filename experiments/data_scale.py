@@ -43,9 +43,9 @@ from etils import epath
 from flax import nnx
 from ml_collections import ConfigDict
 
+import sgrec_jax.registration  # noqa: F401  (registers everything a config names)
 from experiments.configs import quickstart
 from experiments.configs.common import supervised_training
-import sgrec_jax.registration  # noqa: F401  (registers everything a config names)
 from sgrec_jax.core.provenance import provenance
 from sgrec_jax.data.load import dataset_settings
 from sgrec_jax.data.pipeline import train_iterator

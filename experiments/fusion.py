@@ -32,10 +32,9 @@ from typing import Any
 
 import numpy as np
 from absl import app, flags, logging
-from ml_collections import ConfigDict
 
 import sgrec_jax.registration  # noqa: F401  (registers everything a config names)
-from sgrec_jax.core.files import as_path, read_json, read_npz, write_json
+from sgrec_jax.core.files import as_path, read_npz, write_json
 from sgrec_jax.core.provenance import provenance
 from sgrec_jax.data.sources import load_splits
 from sgrec_jax.data.split import Examples, training_sequences

@@ -32,11 +32,11 @@ from absl import app, flags
 from ml_collections import config_flags
 
 import sgrec_jax.registration  # noqa: F401  (registers everything a config names)
+from experiments.configs.common import base_config
 from sgrec_jax.stages.cli import quiet_library_logs, run_app, run_or_exit
 from sgrec_jax.stages.multi_seed import SYSTEMS, compare_dirs, merge_dirs, run_seeds, summarize
 from sgrec_jax.stages.runs import parse_seeds
 from sgrec_jax.stages.seed_archive import archive_seeds
-from experiments.configs.common import base_config
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (experiments/configs/*.py[:arg]).", lock_config=True

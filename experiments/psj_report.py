@@ -44,6 +44,7 @@ from sgrec_jax.judge.aggregator import GrpoOptions, train_aggregator
 from sgrec_jax.judge.aspects import ASPECTS
 from sgrec_jax.judge.bradley_terry import BradleyTerryOptions, train_bradley_terry
 from sgrec_jax.judge.context import context_tables, features_of
+from sgrec_jax.judge.defaults import JUDGE_DIR
 from sgrec_jax.judge.distill import (
     DistillOptions,
     agreement,
@@ -53,7 +54,6 @@ from sgrec_jax.judge.distill import (
 )
 from sgrec_jax.judge.features import feature_aspects, feature_tables
 from sgrec_jax.judge.holistic import pair_auc
-from sgrec_jax.judge.defaults import JUDGE_DIR
 from sgrec_jax.judge.pairs import (
     NEGATIVES,
     Pairs,

@@ -19,8 +19,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 import sgrec_jax.registration  # noqa: F401  (registers everything a config names)
-from sgrec_jax.stages.cli import quiet_library_logs, run_app, run_or_exit
 from experiments.configs.common import base_config
+from sgrec_jax.stages.cli import quiet_library_logs, run_app, run_or_exit
 from sgrec_jax.stages.recipe_ablation import pick_reference, run_variants, summarize
 from sgrec_jax.stages.variants import parse_variants
 

@@ -44,3 +44,15 @@ def fake_gcs(monkeypatch):
     store, server = install(monkeypatch)
     yield store
     server.close()
+
+
+@pytest.fixture
+def minilm_cache(tmp_path_factory, monkeypatch) -> str:
+    """A test-local model cache ($SGREC_MODEL_CACHE), so tests never write to ~/.cache."""
+    from sgrec_jax.embeddings.packaged_models import MODEL_CACHE_ENV
+    from tests.embeddings.minilm import require_real_model
+
+    require_real_model()
+    path = str(tmp_path_factory.getbasetemp() / "minilm_cache")
+    monkeypatch.setenv(MODEL_CACHE_ENV, path)
+    return path

@@ -1,4 +1,5 @@
-"""Semantic-ID generator on Amazon 2014 Beauty, protocol of benchmarks.md, about 2.5 h on 2 CPU cores.
+"""Semantic-ID generator on Amazon 2014 Beauty, protocol of benchmarks.md, about 2.5 h on 2 CPU
+cores.
 
     python -m experiments.train --config=experiments/configs/beauty_sft.py \
         --workdir=workdirs/beauty_sft

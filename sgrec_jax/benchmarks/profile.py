@@ -1,11 +1,12 @@
 """Benchmark section `profile`: where the SFT and RL train steps spend their time, op by op.
 
 Traces `train_steps` calls of the compiled SFT step and `rl_steps` of the RL step (the `sft`
-and `rl` sections' steps, first history encoding of the config) with `jax.profiler`, reads the trace's per-op events back, and names each
-op with what XLA's compiled HLO says of it: its output shape and the JAX operation it came from
-(`op_name` metadata, e.g. `transpose(jvp())/dot_general` for a weight gradient). Figures: time
-per step by op kind (the HLO name without its number: `ynn_fusion`/`dot` are matmuls,
-`*transpose*`/`copy*` layout changes, the rest elementwise or reductions) and the slowest ops.
+and `rl` sections' steps, first history encoding of the config) with `jax.profiler`, reads the
+trace's per-op events back, and names each op with what XLA's compiled HLO says of it: its
+output shape and the JAX operation it came from (`op_name` metadata, e.g.
+`transpose(jvp())/dot_general` for a weight gradient). Figures: time per step by op kind (the
+HLO name without its number: `ynn_fusion`/`dot` are matmuls, `*transpose*`/`copy*` layout
+changes, the rest elementwise or reductions) and the slowest ops.
 
 Times are the executor's per-op spans summed over the traced steps, divided by the step count.
 On a multi-threaded backend ops overlap, so the spans can add up to more than the wall time;

@@ -31,14 +31,14 @@ it arrives. Transient failures (timeouts, connection errors, HTTP 429 and 5xx) a
 are retried, the transient failures with exponential backoff and seeded jitter, a malformed answer
 at once (the server is not overloaded); when a pair's attempts run out it is stored as failed. A
 retry after a malformed answer samples at RetryPolicy.malformed_temperature (if above the
-endpoint's), since a greedy server would repeat the same bad answer word for word. A server that
-cannot be reached at all through a pair's attempts (connection refused, reset or dropped unanswered:
-it is down, not slow) stops the run with EndpointUnreachable and the pair is left unstored, so a
-rerun asks it again once the server is back. A 4xx answer other than 429 fails the pair at once, except
-401/403/404, which would fail every pair the same way and stop the run (EndpointError). The request
-budget counts HTTP requests, retries included, and `max_seconds` bounds the run's wall time the same
-way: once either is spent no request starts, the pairs in flight finish, and the run returns with
-everything answered so far in the cache.
+endpoint's), since a greedy server would repeat the same bad answer word for word. A server
+that cannot be reached at all through a pair's attempts (connection refused, reset or dropped
+unanswered: it is down, not slow) stops the run with EndpointUnreachable and the pair is left
+unstored, so a rerun asks it again once the server is back. A 4xx answer other than 429 fails
+the pair at once, except 401/403/404, which would fail every pair the same way and stop the run
+(EndpointError). The request budget counts HTTP requests, retries included, and `max_seconds`
+bounds the run's wall time the same way: once either is spent no request starts, the pairs in
+flight finish, and the run returns with everything answered so far in the cache.
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ summed (the "item" encoding, shared with the decoder, so copying a token's codes
 plus embeddings of how often a -> b occurred (log2 buckets) and of which history item a is
 (0 = the last); with `share` also of how often a was followed by anything (log2 buckets) and of
 b's share of a's successors (tenths), so the model can tell "b followed a once, the only time a
-was followed" from "once in two hundred". The model still decides what to emit; the tokens are context, not a score.
+was followed" from "once in two hundred". The model still decides what to emit; the tokens are
+context, not a score.
 
 Leave-one-out: a training example (history ending in a -> target t) contributed one count to
 a -> t, so in training the memory would always hold the target. `tokens(..., leave_out_b=t)`

@@ -22,16 +22,16 @@ from ml_collections import ConfigDict
 from sgrec_jax.core.distributed import is_primary_process
 from sgrec_jax.data.holdout import check_rl_holdout, sft_examples
 from sgrec_jax.data.shard_dataset import ShardDataset
+from sgrec_jax.data.sources import check_data_source, load_splits
 from sgrec_jax.data.split import training_sequences
 from sgrec_jax.data.transitions import TransitionCounts
-from sgrec_jax.data.sources import check_data_source, load_splits
 from sgrec_jax.decoding.beam_search import LEVEL_SCORINGS
 from sgrec_jax.models.counting import training_transitions
 from sgrec_jax.models.registry import build_model, parse_options
 from sgrec_jax.stages.pipeline import RunContext, Stage
 from sgrec_jax.stages.reports import ranked_test_split, report_test_split
-from sgrec_jax.train.evaluate import rank_with_generator, ranking_report, scalar_metrics, subsample
 from sgrec_jax.train.augment import crop_histories
+from sgrec_jax.train.evaluate import rank_with_generator, ranking_report, scalar_metrics, subsample
 from sgrec_jax.train.next_item import next_item_nll
 from sgrec_jax.train.supervised import check_training_config, train_supervised
 from sgrec_jax.train.train_state import LossFn

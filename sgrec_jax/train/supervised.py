@@ -44,7 +44,9 @@ class TrainOutcome:
 
     def examples_per_second(self, batch_size: int) -> float:
         """Training throughput over the whole run (NaN when no step was timed)."""
-        return self.last_step * batch_size / self.train_seconds if self.train_seconds else float("nan")
+        if not self.train_seconds:
+            return float("nan")
+        return self.last_step * batch_size / self.train_seconds
 
 
 def check_training_config(config: ConfigDict, section: str) -> None:

@@ -1,11 +1,10 @@
-"""Shared by the tests that run the packaged all-MiniLM-L6-v2 model (sentence_encoder source)."""
+"""Shared by the tests that run the packaged all-MiniLM-L6-v2 model (sentence_encoder source);
+their `minilm_cache` fixture is in tests/conftest.py."""
 
 import importlib.util
 import os
 
 import pytest
-
-from sgrec_jax.embeddings.packaged_models import MODEL_CACHE_ENV
 
 
 def require_real_model() -> None:
@@ -18,12 +17,3 @@ def require_real_model() -> None:
         if os.environ.get("CI"):
             pytest.fail(f"CI installs requirements.txt, yet {message}")
         pytest.skip(message)
-
-
-@pytest.fixture
-def minilm_cache(tmp_path_factory, monkeypatch) -> str:
-    """A test-local model cache ($SGREC_MODEL_CACHE), so tests never write to ~/.cache."""
-    require_real_model()
-    path = str(tmp_path_factory.getbasetemp() / "minilm_cache")
-    monkeypatch.setenv(MODEL_CACHE_ENV, path)
-    return path

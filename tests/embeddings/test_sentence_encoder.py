@@ -14,8 +14,7 @@ import pytest
 
 import sgrec_jax.registration  # noqa: F401  (registers the sources)
 from sgrec_jax.data.dataset import TEXT_FIELDS, Items, SeqRecDataset
-from sgrec_jax.embeddings import item_embeddings
-from sgrec_jax.embeddings import packaged_models
+from sgrec_jax.embeddings import item_embeddings, packaged_models
 from sgrec_jax.embeddings.packaged_models import (
     PackagedModel,
     PackagedModelUnavailableError,
@@ -26,7 +25,6 @@ from sgrec_jax.embeddings.sentence_encoder import (
     SentenceEncoderUnavailableError,
     resolve_model,
 )
-from tests.embeddings.minilm import minilm_cache  # noqa: F401 (a fixture)
 
 TITLES = (
     "Essie nail polish, ballet slippers sheer pink nail lacquer",

@@ -132,7 +132,7 @@ def test_without_copy_head_ranks_as_the_gate_shut_and_the_gate_shifts(run, tmp_p
     assert shifted["checkpoint/copy_gate_shift"] == -1e9
     assert shifted["checkpoint/valid_decoded"]["num_users"] == run_config.eval.valid_users
     assert "checkpoint/valid_decoded" not in without
-    opened = evaluate_checkpoint(run_dir, step, tmp_path / "opened", copy_gate_shift=5.0)
+    evaluate_checkpoint(run_dir, step, tmp_path / "opened", copy_gate_shift=5.0)
     assert not np.array_equal(
         read_npz(tmp_path / "opened" / "test_rankings.npz")["items_uk"], with_head)
     with pytest.raises(ValueError, match="give one of them"):

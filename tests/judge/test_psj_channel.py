@@ -17,10 +17,8 @@ from sgrec_jax.judge.holistic import holistic_score
 from sgrec_jax.judge.pairs import store_requests
 from sgrec_jax.judge.psj_channel import psj_models
 from sgrec_jax.judge.store import EvidenceStore
-from sgrec_jax.rewards.channel import REWARD_CHANNELS, RewardRequests, RewardSetup
-from sgrec_jax.rewards.channel import build_channels
+from sgrec_jax.rewards.channel import REWARD_CHANNELS, RewardRequests, RewardSetup, build_channels
 from sgrec_jax.stages.pipeline import load_configured_dataset
-from tests.embeddings.minilm import minilm_cache  # noqa: F401 (a fixture)
 from tests.rewards.tiny import requests_and_items, tiny_config
 
 FAST = {"num_batches": 6, "group_size": 4, "distill_batches": 6, "negatives": ("random",)}

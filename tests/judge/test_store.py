@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from sgrec_jax.data.errors import DataFormatError
-from sgrec_jax.judge.aspects import NUM_ASPECTS
 from sgrec_jax.judge import cache as cache_lib
+from sgrec_jax.judge.aspects import NUM_ASPECTS
 from sgrec_jax.judge.cache import FAILED, OK, JudgeCache, Record
 from sgrec_jax.judge.store import EvidenceStore
 

@@ -38,7 +38,7 @@ def test_length_bucketed_batches_give_the_padded_per_example_loss(item_id_embedd
 
     from sgrec_jax.data.pipeline import train_iterator
     from sgrec_jax.data.split import PAD_ITEM, Examples
-    from tests.models.tiny import CODES, H, NUM_ITEMS
+    from tests.models.tiny import CODES, NUM_ITEMS, H
 
     rng = np.random.default_rng(0)
     n = 48

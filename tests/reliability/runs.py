@@ -45,8 +45,13 @@ from sgrec_jax.core.sharding import make_mesh
 from sgrec_jax.data.shards import MANIFEST, ShardedExamples, ShardWriter
 from sgrec_jax.data.split import PAD_ITEM, Examples
 from sgrec_jax.models.registry import build_model
-from sgrec_jax.rewards.channel import REWARD_CHANNELS, RewardChannel, RewardRequests
-from sgrec_jax.rewards.channel import nan_where_padding, safe_items
+from sgrec_jax.rewards.channel import (
+    REWARD_CHANNELS,
+    RewardChannel,
+    RewardRequests,
+    nan_where_padding,
+    safe_items,
+)
 from sgrec_jax.rl.estimators import ESTIMATORS, ChannelSpec
 from sgrec_jax.rl.evaluation import EVAL_BUSINESS
 from sgrec_jax.rl.grpo import init_extra

@@ -10,7 +10,6 @@ import pytest
 from experiments.configs import common
 from sgrec_jax.embeddings import item_embeddings
 from sgrec_jax.rewards.channel import RewardSetup, build_channels
-from tests.embeddings.minilm import minilm_cache  # noqa: F401 (a fixture)
 from tests.rewards.tiny import requests_and_items, score
 
 
