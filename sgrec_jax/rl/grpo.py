@@ -21,7 +21,9 @@ The loss (algorithms.md 5 and 5b) is
 KL by `kl_estimator` ("k3" on the candidates' tokens, or the "exact" KL of the constrained
 per-level distributions at the prefixes the candidates visit), NLL the SFT loss of each request's
 logged target (`train.next_item`). pg_weight = 0, nll_weight = 1, beta = 0 is SFT continued on
-the RL requests: the control row of an RL run.
+the RL requests: the control row of an RL run. With `nll_learning_rate` > 0 the anchor is a
+term of its own (`nll_anchor_loss`, its own forward pass over the targets alone) under its own
+optimizer (`train.per_term_optimizer`), so Adam does not scale the two by the larger one.
 
 pi_old without a second pass: with one update per rollout batch, the update's own forward pass
 is at the rollout parameters, so it gives pi_old (and the logged entropy). The separate pi_old
