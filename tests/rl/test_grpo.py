@@ -255,6 +255,15 @@ def _value_score(tables, requests, items_bg, logprob_bg):
     return tables["value_n"][items_bg]
 
 
+def _hit_and_value_popo():
+    """"hit" and a per-item value channel (random values) under popo (per-channel gradients)."""
+    value = RewardChannel("value", 0.0, 1.0, "business",
+                          {"value_n": jax.random.uniform(jax.random.key(5), (NUM_ITEMS,))},
+                          _value_score)
+    channels = [REWARD_CHANNELS.get("hit")(None, {}), value]
+    return channels, ESTIMATORS.build("popo", [ChannelSpec.of(c) for c in channels])
+
+
 @pytest.fixture(scope="module")
 def rl(catalog):
     """A popo RL step (per-channel gradients) over "hit" and a per-item value channel."""
@@ -483,11 +492,7 @@ def test_the_step_without_its_own_pi_old_pass_lands_where_the_step_with_it_lands
     """One update per batch and no channel reading log-probs: pi_old, the entropy and the
     rewards come from the update's own forward pass, with every new loss option on (NLL anchor,
     exact KL penalty, prefix-tree credit) and popo's per-channel gradients."""
-    value = RewardChannel("value", 0.0, 1.0, "business",
-                          {"value_n": jax.random.uniform(jax.random.key(5), (NUM_ITEMS,))},
-                          _value_score)
-    channels = [REWARD_CHANNELS.get("hit")(None, {}), value]
-    estimator = ESTIMATORS.build("popo", [ChannelSpec.of(c) for c in channels])
+    channels, estimator = _hit_and_value_popo()
     settings = RLSettings(group_size=G, rollout="beam", temperature=1.0, updates_per_batch=1,
                           clip_eps=0.2, beta=1e-2, semantic_sample_ratio=1.0, judge_seed=0,
                           nll_weight=0.3, kl_estimator="exact", level_credit="prefix_tree")
@@ -542,12 +547,7 @@ def test_the_step_leaves_each_requests_own_transition_out_of_a_transition_memory
             TransitionCounts.from_pairs(pairs[:, 0], pairs[:, 1], NUM_ITEMS))
         return model
 
-    hit = REWARD_CHANNELS.get("hit")(None, {})
-    value = RewardChannel("value", 0.0, 1.0, "business",
-                          {"value_n": jax.random.uniform(jax.random.key(5), (NUM_ITEMS,))},
-                          _value_score)
-    channels = [hit, value]
-    estimator = ESTIMATORS.build("popo", [ChannelSpec.of(c) for c in channels])
+    channels, estimator = _hit_and_value_popo()
     settings = RLSettings(group_size=G, rollout="beam", temperature=1.0, updates_per_batch=1,
                           clip_eps=0.2, beta=1e-2, semantic_sample_ratio=1.0, judge_seed=0,
                           nll_weight=0.3, kl_estimator="exact")
@@ -582,11 +582,7 @@ def test_the_anchor_with_its_own_optimizer_adds_the_nll_step_to_the_policy_gradi
     """rl.nll_learning_rate: the step with the NLL anchor under its own AdamW (lr 3e-3) moves the
     parameters by the sum of what the RL terms alone move them at lr 1e-2 and what the anchor
     alone (the control row's loss) moves them at 3e-3, from the same state and rollout."""
-    value = RewardChannel("value", 0.0, 1.0, "business",
-                          {"value_n": jax.random.uniform(jax.random.key(5), (NUM_ITEMS,))},
-                          _value_score)
-    channels = [REWARD_CHANNELS.get("hit")(None, {}), value]
-    estimator = ESTIMATORS.build("popo", [ChannelSpec.of(c) for c in channels])
+    channels, estimator = _hit_and_value_popo()
     base = RLSettings(group_size=G, rollout="beam", temperature=1.0, updates_per_batch=1,
                       clip_eps=0.2, beta=1e-2, semantic_sample_ratio=1.0, judge_seed=0)
     rl_lr, nll_lr = 1e-2, 3e-3
