@@ -101,7 +101,8 @@ class RLSettings:
         update (`rl.candidate_weighting`).
       nll_learning_rate: 0: the NLL anchor is a term of the one loss the optimizer sees; > 0:
         the anchor has its own optimizer at this learning rate (the caller builds the pair,
-        `train.per_term_optimizer`) and the loss is the vector [RL terms, anchor].
+        `train.per_term_optimizer`) and the loss is two terms, the RL terms and the anchor
+        (`policy_loss(separate_nll=True)`).
     """
 
     group_size: int
