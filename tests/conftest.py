@@ -1,5 +1,5 @@
-"""Test-wide settings: CPU only, a persistent compilation cache, the real-data directory, and
-everything registered, as every entry point has it."""
+"""Test-wide settings: CPU only, fast XLA compiles, a persistent compilation cache, the real-data
+directory, and everything registered, as every entry point has it."""
 
 import os
 import pathlib
@@ -10,6 +10,14 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 _CACHE = pathlib.Path(__file__).resolve().parent.parent / ".jax_cache"
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_CACHE))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+# Most of the suite's time is XLA compiling tiny programs (an RL step: 12 s of a 23 s test), not
+# running them. Without LLVM's optimisations and with the classic fusion emitters the same HLO
+# compiles about 2.5x faster (5 s) into slower code, which tiny tests do not notice. Only the
+# code generation changes: the program and its numerics up to float reassociation are XLA's own.
+# Child processes inherit it (tests/fake_devices.py:xla_flags adds the device count).
+TEST_XLA_FLAGS = ("--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true "
+                  "--xla_cpu_use_fusion_emitters=false")
+os.environ["XLA_FLAGS"] = f"{TEST_XLA_FLAGS} {os.environ.get('XLA_FLAGS', '')}".strip()
 
 import sgrec_jax.registration  # noqa: E402, F401  (after the settings above: it imports JAX)
 

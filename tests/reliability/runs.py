@@ -62,6 +62,7 @@ from sgrec_jax.stages.sft import sft_loss
 from sgrec_jax.train.checkpointing import Checkpointer
 from sgrec_jax.train.supervised import TrainOutcome, train_supervised
 from sgrec_jax.train.train_state import TrainState, create_train_state, make_optimizer
+from tests.fake_devices import xla_flags
 from tests.models.tiny import CODES, NUM_ITEMS, SIZES, H
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -266,7 +267,7 @@ def start(run_dir, *args: str, devices: int = 1, env: Mapping[str, str] | None =
           trainer: str = "sft") -> subprocess.Popen:
     """Starts `python -m tests.reliability.runs` on `devices` CPU devices."""
     full_env = {**os.environ, "JAX_PLATFORMS": "cpu", **(env or {}),
-                "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+                "XLA_FLAGS": xla_flags(devices)}
     return subprocess.Popen(
         [sys.executable, "-m", "tests.reliability.runs", f"--trainer={trainer}",
          f"--run_dir={run_dir}", *args],
