@@ -14,7 +14,8 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 # running them. Without LLVM's optimisations and with the classic fusion emitters the same HLO
 # compiles about 2.5x faster (5 s) into slower code, which tiny tests do not notice. Only the
 # code generation changes: the program and its numerics up to float reassociation are XLA's own.
-# Child processes inherit it (tests/fake_devices.py:xla_flags adds the device count).
+# Child processes inherit it (sgrec_jax/core/distributed.py:xla_flags_with_host_devices adds
+# the device count).
 TEST_XLA_FLAGS = ("--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true "
                   "--xla_cpu_use_fusion_emitters=false")
 os.environ["XLA_FLAGS"] = f"{TEST_XLA_FLAGS} {os.environ.get('XLA_FLAGS', '')}".strip()

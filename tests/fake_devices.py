@@ -14,21 +14,15 @@ from typing import Any
 
 import jax
 
+from sgrec_jax.core.distributed import xla_flags_with_host_devices
 from sgrec_jax.core.sharding import MIN_FSDP_SIZE
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def xla_flags(devices: int) -> str:
-    """This process's XLA_FLAGS (the test-wide ones of tests/conftest.py) with `devices` CPU
-    devices, for a child process's environment."""
-    flags = os.environ.get("XLA_FLAGS", "")
-    return f"{flags} --xla_force_host_platform_device_count={devices}".strip()
-
-
 def run_on_fake_devices(n: int, code: str, timeout: int = 180) -> str:
     """Runs `code` with n CPU devices from the repository root; returns its stdout."""
-    env = {**os.environ, "XLA_FLAGS": xla_flags(n), "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "XLA_FLAGS": xla_flags_with_host_devices(n), "JAX_PLATFORMS": "cpu"}
     result = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, env=env, capture_output=True,
         text=True, timeout=timeout,

@@ -27,6 +27,7 @@ from sgrec_jax.benchmarks.base import (
     model_figures,
     synthetic_codes,
 )
+from sgrec_jax.core.distributed import xla_flags_with_host_devices
 from sgrec_jax.core.sharding import host_to_global, make_mesh
 from sgrec_jax.data.pipeline import bucket_widths, train_iterator
 from sgrec_jax.data.split import PAD_ITEM, Examples
@@ -190,10 +191,9 @@ def scaling_section(sizes: Sizes) -> tuple[dict[str, Any], list[Row]]:
 def sft_in_subprocess(sizes: Sizes, encoding: str, devices: int) -> dict[str, Any]:
     """The sft section's figures from a fresh process with `devices` host-platform devices."""
     child = dataclasses.replace(sizes, sections=("sft",), history_encodings=(encoding,))
-    xla_flags = os.environ.get("XLA_FLAGS", "")
     env = {
         **os.environ,
-        "XLA_FLAGS": f"{xla_flags} --xla_force_host_platform_device_count={devices}".strip(),
+        "XLA_FLAGS": xla_flags_with_host_devices(devices),
         "PYTHONPATH": os.pathsep.join(
             filter(None, (str(_PACKAGE_ROOT), os.environ.get("PYTHONPATH")))
         ),

@@ -86,3 +86,12 @@ def initialize_distributed(
 def is_primary_process() -> bool:
     """Whether this process writes the run's shared files (logs, caches, results): process 0."""
     return jax.process_index() == 0
+
+
+def xla_flags_with_host_devices(devices: int, environ: Mapping[str, str] = os.environ) -> str:
+    """XLA_FLAGS for a child process whose CPU backend has `devices` devices: this process's
+    flags (`environ`'s XLA_FLAGS, kept so its compiler options carry over) plus
+    --xla_force_host_platform_device_count. XLA reads the count once, when jax is first imported,
+    so a different device count needs a fresh process (benchmarks, multi-device tests)."""
+    flags = environ.get("XLA_FLAGS", "")
+    return f"{flags} --xla_force_host_platform_device_count={devices}".strip()

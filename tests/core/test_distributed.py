@@ -5,7 +5,11 @@ import jax
 import pytest
 from ml_collections import ConfigDict
 
-from sgrec_jax.core.distributed import initialize_distributed, is_primary_process
+from sgrec_jax.core.distributed import (
+    initialize_distributed,
+    is_primary_process,
+    xla_flags_with_host_devices,
+)
 
 
 def settings(**overrides) -> ConfigDict:
@@ -25,3 +29,11 @@ def test_malformed_environment_fails_before_joining():
     with pytest.raises(ValueError, match="JAX_PROCESS_ID='one'"):
         initialize_distributed(settings(), environ=environ)
     assert not jax.distributed.is_initialized()
+
+
+def test_child_xla_flags_keep_this_process_flags_and_add_the_device_count():
+    # The child compiles as this process does (tests/conftest.py's flags), with its own count.
+    environ = {"XLA_FLAGS": "--xla_backend_optimization_level=0"}
+    assert xla_flags_with_host_devices(8, environ) == (
+        "--xla_backend_optimization_level=0 --xla_force_host_platform_device_count=8")
+    assert xla_flags_with_host_devices(2, {}) == "--xla_force_host_platform_device_count=2"

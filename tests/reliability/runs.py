@@ -40,7 +40,7 @@ from ml_collections import ConfigDict
 
 import sgrec_jax.registration  # noqa: F401  (run as a script: registers what configs name)
 from experiments.configs.common import base_config, supervised_training
-from sgrec_jax.core.distributed import initialize_distributed
+from sgrec_jax.core.distributed import initialize_distributed, xla_flags_with_host_devices
 from sgrec_jax.core.sharding import make_mesh
 from sgrec_jax.data.shards import MANIFEST, ShardedExamples, ShardWriter
 from sgrec_jax.data.split import PAD_ITEM, Examples
@@ -62,7 +62,6 @@ from sgrec_jax.stages.sft import sft_loss
 from sgrec_jax.train.checkpointing import Checkpointer
 from sgrec_jax.train.supervised import TrainOutcome, train_supervised
 from sgrec_jax.train.train_state import TrainState, create_train_state, make_optimizer
-from tests.fake_devices import xla_flags
 from tests.models.tiny import CODES, NUM_ITEMS, SIZES, H
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -267,7 +266,7 @@ def start(run_dir, *args: str, devices: int = 1, env: Mapping[str, str] | None =
           trainer: str = "sft") -> subprocess.Popen:
     """Starts `python -m tests.reliability.runs` on `devices` CPU devices."""
     full_env = {**os.environ, "JAX_PLATFORMS": "cpu", **(env or {}),
-                "XLA_FLAGS": xla_flags(devices)}
+                "XLA_FLAGS": xla_flags_with_host_devices(devices)}
     return subprocess.Popen(
         [sys.executable, "-m", "tests.reliability.runs", f"--trainer={trainer}",
          f"--run_dir={run_dir}", *args],

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from jax.experimental import multihost_utils
 
+from sgrec_jax.core.distributed import xla_flags_with_host_devices
 from sgrec_jax.core.sharding import host_to_global, make_mesh
 from sgrec_jax.data.pipeline import train_iterator
 from sgrec_jax.train.checkpointing import Checkpointer
-from tests.fake_devices import xla_flags
 from tests.train.test_checkpointing import BATCH, examples, train
 from tests.train.test_train_state import host, setup
 
@@ -61,7 +61,7 @@ def free_port() -> int:
 @pytest.mark.slow
 def test_two_processes_match_one_and_their_checkpoint_restores_here(tmp_path):
     port = free_port()
-    env = {**os.environ, "XLA_FLAGS": xla_flags(2), "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "XLA_FLAGS": xla_flags_with_host_devices(2), "JAX_PLATFORMS": "cpu"}
     procs = [
         subprocess.Popen(
             [sys.executable, "-c",
