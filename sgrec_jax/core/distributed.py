@@ -93,5 +93,7 @@ def xla_flags_with_host_devices(devices: int, environ: Mapping[str, str] = os.en
     flags (`environ`'s XLA_FLAGS, kept so its compiler options carry over) plus
     --xla_force_host_platform_device_count. XLA reads the count once, when jax is first imported,
     so a different device count needs a fresh process (benchmarks, multi-device tests)."""
+    if devices < 1:
+        raise ValueError(f"a child process needs at least 1 host device, got {devices}")
     flags = environ.get("XLA_FLAGS", "")
     return f"{flags} --xla_force_host_platform_device_count={devices}".strip()

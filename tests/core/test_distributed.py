@@ -37,3 +37,5 @@ def test_child_xla_flags_keep_this_process_flags_and_add_the_device_count():
     assert xla_flags_with_host_devices(8, environ) == (
         "--xla_backend_optimization_level=0 --xla_force_host_platform_device_count=8")
     assert xla_flags_with_host_devices(2, {}) == "--xla_force_host_platform_device_count=2"
+    with pytest.raises(ValueError, match="at least 1 host device, got 0"):
+        xla_flags_with_host_devices(0, {})
